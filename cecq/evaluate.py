@@ -1,0 +1,114 @@
+"""Retrieval evaluation of base models, their float concatenation and compressed variants,
+scored with mteb's retrieval evaluator on a local BEIR folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cecq.config import EvalConfig
+from cecq.data import RetrievalTask
+from cecq.decoder import decode, train_decoder
+from cecq.encoders import concatenate, is_fitted_encoder, load_encoder
+from cecq.quantizer import Quantizer
+from cecq.search import search_codes, search_float
+
+logger = logging.getLogger(__name__)
+
+RETRIEVE_K = 100
+K_VALUES = (1, 3, 5, 10, 100)
+
+
+@dataclass
+class EvalRecord:
+    """One evaluated configuration."""
+
+    task: str
+    name: str
+    scoring: str  # float | symmetric | asymmetric
+    ndcg_at_10: float
+    recall_at_100: float
+    bytes_per_doc: int
+    compression: float
+    retention: float = float("nan")
+    dims: int | None = None
+    bits: int | None = None
+
+
+def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) -> dict[str, float]:
+    """nDCG@k and recall@k of a ranked result, through mteb's retrieval evaluator."""
+    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
+
+    results = {
+        qid: {task.doc_ids[int(j)]: float(s) for s, j in zip(srow, irow)}
+        for qid, srow, irow in zip(task.query_ids, scores, indices)
+    }
+    r = calculate_retrieval_scores(results, task.qrels, list(K_VALUES))
+    return {"ndcg_at_10": float(r.ndcg["NDCG@10"]), "recall_at_100": float(r.recall["Recall@100"])}
+
+
+def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_progress: bool = False) -> list[EvalRecord]:
+    """Embed the task with every base model, train the compressor on its corpus, and score
+    every configuration. Nothing is fitted on queries or judgements."""
+    started = time.perf_counter()
+    encoders = [load_encoder(s, fit_texts=task.doc_texts if is_fitted_encoder(s) else None, seed=config.decoder.seed) for s in config.models]
+    doc_parts, query_parts = [], []
+    for enc in encoders:
+        logger.info("%s: embedding %d documents and %d queries", enc.name, len(task.doc_texts), len(task.query_texts))
+        doc_parts.append(enc.encode(task.doc_texts, "document", show_progress))
+        query_parts.append(enc.encode(task.query_texts, "query", show_progress))
+
+    records: list[EvalRecord] = []
+    concat_dim = sum(p.shape[1] for p in doc_parts)
+    float_bytes = 4 * concat_dim
+
+    def record(name: str, scoring: str, scores: np.ndarray, indices: np.ndarray, nbytes: int, dims=None, bits=None) -> None:
+        m = mteb_scores(task, scores, indices)
+        records.append(EvalRecord(task.name, name, scoring, m["ndcg_at_10"], m["recall_at_100"], nbytes, float_bytes / nbytes, dims=dims, bits=bits))
+        logger.info("%s %-28s %-10s nDCG@10 %.4f", task.name, name, scoring, m["ndcg_at_10"])
+
+    for enc, d, q in zip(encoders, doc_parts, query_parts):
+        record(f"model:{enc.name}", "float", *search_float(q, d, RETRIEVE_K), 4 * d.shape[1], dims=d.shape[1])
+    docs = concatenate(doc_parts)
+    queries = concatenate(query_parts)
+    if len(encoders) > 1:
+        record("concat", "float", *search_float(queries, docs, RETRIEVE_K), float_bytes, dims=concat_dim)
+
+    dcfg = config.decoder
+    if dcfg.out_dim < max(config.dims):
+        dcfg = replace(dcfg, out_dim=max(config.dims))
+    decoder, stats = train_decoder(docs[np.linalg.norm(docs, axis=1) > 0], dcfg, show_progress=show_progress)
+    for dim in sorted(config.dims):
+        d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
+        record(f"decoder-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
+        for bits in sorted(config.bits):
+            quantizer = Quantizer.fit(d_docs[np.linalg.norm(d_docs, axis=1) > 0], bits)
+            packed = quantizer.quantize(d_docs)
+            for scoring in config.scorings:
+                kwargs = {"rescore_vectors": d_docs, "rescore_k": config.rescore} if config.rescore else {}
+                s, i = search_codes(d_queries, packed, quantizer, RETRIEVE_K, scoring, **kwargs)
+                record(f"cecq-{dim}d-{bits}b", scoring, s, i, quantizer.bytes_per_vector, dims=dim, bits=bits)
+
+    reference = next((r.ndcg_at_10 for r in records if r.name == ("concat" if len(encoders) > 1 else f"model:{encoders[0].name}")), None)
+    for r in records:
+        r.retention = r.ndcg_at_10 / reference if reference else float("nan")
+    logger.info("%s evaluated in %.1fs (decoder: %d epochs)", task.name, time.perf_counter() - started, stats.epochs)
+    return records
+
+
+def format_table(records: Sequence[EvalRecord]) -> str:
+    """A Markdown table of records."""
+    lines = ["| task | configuration | scoring | nDCG@10 | retention | bytes/doc | compression |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r.task} | {r.name} | {r.scoring} | {r.ndcg_at_10:.4f} | {r.retention:.1%} | {r.bytes_per_doc} | {r.compression:.1f}x |")
+    return "\n".join(lines)
+
+
+def write_json(records: Sequence[EvalRecord], path: str | Path) -> None:
+    Path(path).write_text(json.dumps([asdict(r) for r in records], indent=2))

@@ -1,0 +1,132 @@
+"""Per-dimension percentile quantization, bit packing, and bin-centroid dequantization."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cecq.config import VALID_BITS
+
+QUANTIZER_FILE = "quantizer.parquet"
+
+
+def bytes_per_vector(dim: int, bits: int) -> int:
+    return (dim * bits + 7) // 8
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Bit-pack ``(n, dim)`` codes below ``2**bits`` into ``(n, ceil(dim*bits/8))`` uint8."""
+    if bits not in VALID_BITS:
+        raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D, got shape {codes.shape}")
+    if bits == 8:
+        return codes.astype(np.uint8, copy=True)
+    if codes.size and int(codes.max()) >= (1 << bits):
+        raise ValueError(f"a code is >= 2**{bits}")
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
+    planes = (codes.astype(np.uint8)[:, :, None] >> shifts) & 1  # most significant bit first
+    return np.packbits(planes.reshape(codes.shape[0], -1), axis=1)
+
+
+def unpack_codes(packed: np.ndarray, dim: int, bits: int) -> np.ndarray:
+    """Exact inverse of :func:`pack_codes`."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    if packed.ndim != 2 or packed.shape[1] != bytes_per_vector(dim, bits):
+        raise ValueError(f"packed codes of shape {packed.shape} do not hold {dim} dims at {bits} bits")
+    if bits == 8:
+        return packed.copy()
+    planes = np.unpackbits(packed, axis=1, count=dim * bits).reshape(packed.shape[0], dim, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
+    return (planes * weights).sum(axis=2, dtype=np.uint8)
+
+
+@dataclass
+class Quantizer:
+    """``thresholds``: ``(dim, 2**bits - 1)`` ascending; ``centroids``: ``(dim, 2**bits)``."""
+
+    bits: int
+    thresholds: np.ndarray
+    centroids: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.thresholds.shape[0])
+
+    @property
+    def bytes_per_vector(self) -> int:
+        return bytes_per_vector(self.dim, self.bits)
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, bits: int) -> "Quantizer":
+        """Thresholds at equal-frequency percentiles of ``sample``, per dimension; centroids are
+        the mean sample value in each bin (the bin's midpoint where a bin is empty)."""
+        if bits not in VALID_BITS:
+            raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
+        x = np.asarray(sample, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"calibration sample must be 2-D with at least 2 rows, got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("calibration sample contains NaN or infinity")
+        levels = 1 << bits
+        qs = np.arange(1, levels) / levels
+        thresholds = np.quantile(x, qs, axis=0).T.astype(np.float32)  # (dim, levels-1)
+        q = cls(bits, thresholds, np.zeros((x.shape[1], levels), dtype=np.float32))
+        codes = q.encode(x)
+        sums = np.zeros((x.shape[1], levels), dtype=np.float64)
+        counts = np.zeros((x.shape[1], levels), dtype=np.int64)
+        cols = np.broadcast_to(np.arange(x.shape[1]), x.shape)
+        np.add.at(sums, (cols, codes), x)
+        np.add.at(counts, (cols, codes), 1)
+        edges = np.concatenate([x.min(0)[:, None], thresholds, x.max(0)[:, None]], axis=1)
+        midpoints = (edges[:, :-1] + edges[:, 1:]) / 2
+        q.centroids = np.where(counts > 0, sums / np.maximum(counts, 1), midpoints).astype(np.float32)
+        return q
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Bin index of every value: ``(n, dim)`` uint8."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"quantizer expects {self.dim}-dim rows, got shape {x.shape}")
+        codes = np.empty(x.shape, dtype=np.uint8)
+        for j in range(self.dim):
+            codes[:, j] = np.searchsorted(self.thresholds[j], x[:, j], side="right")
+        return codes
+
+    def dequantize(self, codes: np.ndarray) -> np.ndarray:
+        """Replace each code by its bin centroid."""
+        codes = np.asarray(codes)
+        return np.take_along_axis(self.centroids.T, codes.astype(np.intp), axis=0) if codes.shape[0] else np.zeros((0, self.dim), np.float32)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Encode and bit-pack: ``(n, bytes_per_vector)`` uint8."""
+        return pack_codes(self.encode(x), self.bits)
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        return unpack_codes(packed, self.dim, self.bits)
+
+    def save(self, path: str | Path, filesystem=None) -> None:
+        """One Parquet file: a row per dimension, with thresholds and centroids as lists."""
+        levels = 1 << self.bits
+        table = pa.table({
+            "dim": pa.array(np.arange(self.dim, dtype=np.int32)),
+            "thresholds": pa.FixedSizeListArray.from_arrays(pa.array(self.thresholds.ravel()), levels - 1),
+            "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.centroids.ravel()), levels),
+        }).replace_schema_metadata({"cecq.quantizer": json.dumps({"bits": self.bits, "dim": self.dim})})
+        pq.write_table(table, str(path), filesystem=filesystem)
+
+    @classmethod
+    def load(cls, path: str | Path, filesystem=None) -> "Quantizer":
+        table = pq.read_table(str(path), filesystem=filesystem)
+        meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
+        bits, dim = int(meta["bits"]), int(meta["dim"])
+        levels = 1 << bits
+        thresholds = table.column("thresholds").combine_chunks().flatten().to_numpy().reshape(dim, levels - 1)
+        centroids = table.column("centroids").combine_chunks().flatten().to_numpy().reshape(dim, levels)
+        return cls(bits, thresholds.astype(np.float32), centroids.astype(np.float32))
