@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+
+import duckdb
 
 from cecq.config import DEFAULT_MODELS, ConfigError, DecoderConfig, EvalConfig, ModelSpec
 
@@ -64,11 +67,117 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefect_defaults() -> None:
+    # Offline-friendly Prefect: no telemetry, and time for the local API to start on slow machines.
+    for key, value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "RAY_USAGE_STATS_ENABLED": "0",
+                       "RAY_AUTH_MODE": "disabled"}.items():
+        os.environ.setdefault(key, value)
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed-corpus", help="run the embed-corpus flow: embed, train, compress and publish a corpus",
+                       description="Run the embed-corpus Prefect flow (Prefect's local API unless PREFECT_API_URL is set; "
+                                   "a local Ray unless --ray-address or RAY_ADDRESS is set).")
+    p.add_argument("corpus", help="corpus URL: BEIR folder, .jsonl, .parquet or a folder of them (local or s3://)")
+    p.add_argument("--store", required=True, help="storage root URL (local folder or s3://bucket/prefix)")
+    p.add_argument("--model", action="append", dest="models", metavar="M", help=f"base model (repeatable; default: {', '.join(DEFAULT_MODELS)})")
+    p.add_argument("--shard-rows", type=int, default=50_000, help="documents per shard (default 50000)")
+    p.add_argument("--dims", type=int, default=256, help="decoder prefix size to publish (default 256)")
+    p.add_argument("--bits", type=int, default=2, choices=[1, 2, 4, 8], help="bits per dimension (default 2)")
+    p.add_argument("--id-column", help="id column (default: _id, id or doc_id)")
+    p.add_argument("--text-column", action="append", dest="text_columns", help="text column (repeatable; default: title and text)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-epochs", type=int, default=20)
+    p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=_cmd_embed_corpus)
+
+    p = sub.add_parser("reindex", help="run the reindex flow: embed only new or changed documents",
+                       description="Re-index a corpus into a store built by embed-corpus, reusing unchanged shards.")
+    p.add_argument("corpus")
+    p.add_argument("--store", required=True)
+    p.add_argument("--decoder-policy", choices=["auto", "reuse", "retrain"], default="auto",
+                   help="reuse the published decoder, retrain it, or retrain when many documents changed (default auto)")
+    p.add_argument("--retrain-fraction", type=float, default=0.25)
+    p.add_argument("--ray-address")
+    p.set_defaults(func=_cmd_reindex)
+
+    p = sub.add_parser("sql", help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions)",
+                       description="Open DuckDB over a store's published catalog and run one SQL statement.")
+    p.add_argument("query", nargs="?", help="SQL to run; omit with --show-views")
+    p.add_argument("--store", required=True)
+    p.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    p.add_argument("--show-views", action="store_true", help="print the CREATE VIEW statements (for the duckdb CLI)")
+    p.set_defaults(func=_cmd_sql)
+
+    p = sub.add_parser("search", help="search the published compressed codes with a text query")
+    p.add_argument("query")
+    p.add_argument("--store", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_search)
+
+
+def _cmd_embed_corpus(args: argparse.Namespace) -> int:
+    _prefect_defaults()
+    from flows.embed_corpus import embed_corpus
+
+    result = embed_corpus(corpus=args.corpus, store=args.store, models=args.models or list(DEFAULT_MODELS),
+                          shard_rows=args.shard_rows, dims=args.dims, bits=args.bits, ray_address=args.ray_address,
+                          id_column=args.id_column, text_columns=args.text_columns, batch_size=args.batch_size,
+                          max_epochs=args.max_epochs)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    _prefect_defaults()
+    from flows.reindex import reindex
+
+    result = reindex(corpus=args.corpus, store=args.store, decoder_policy=args.decoder_policy,
+                     retrain_fraction=args.retrain_fraction, ray_address=args.ray_address)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from cecq.catalog import connect, view_statements
+    from cecq.storage import Store
+
+    store = Store(args.store)
+    if args.show_views:
+        print(";\n".join(view_statements(store)) + ";")
+        return 0
+    if not args.query:
+        raise ValueError("give a SQL query, or --show-views")
+    rel = connect(store).sql(args.query)
+    if rel is None:
+        return 0
+    if args.json:
+        cols = rel.columns
+        for row in rel.fetchall():
+            print(json.dumps(dict(zip(cols, row)), default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
+    else:
+        rel.show(max_rows=1000, max_width=200)
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from cecq.catalog import search_store
+    from cecq.storage import Store
+
+    hits = search_store(Store(args.store), args.query, args.k)
+    for h in hits:
+        print(json.dumps(h) if args.json else f"{h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['text'][:100]!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cecq", description="Compact, searchable embeddings from several small embedding models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
+    _add_pipeline(sub)
     return parser
 
 
@@ -77,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, duckdb.Error) as e:
         print(f"cecq: error: {e}", file=sys.stderr)
         return 2
 

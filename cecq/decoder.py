@@ -170,7 +170,7 @@ def decode(decoder: Decoder, x: np.ndarray, dim: int | None = None, batch_size: 
             f"decoder expects inputs of dimension {decoder.in_dim}, got shape {x.shape}; "
             "were the embeddings made with the same base models, in the same order?"
         )
-    dim = dim or decoder.out_dim
+    dim = decoder.out_dim if dim is None else int(dim)
     if not 1 <= dim <= decoder.out_dim:
         raise ValueError(f"prefix size {dim} is outside 1..{decoder.out_dim}")
     param = next(decoder.parameters())

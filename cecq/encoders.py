@@ -251,7 +251,9 @@ class LexicalEncoder(Encoder):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"idf": self.idf, "components": self.components}, str(folder / "lexical.safetensors"))
+        # safetensors writes the raw buffer: a non-contiguous view (SVD components are one) must be copied first.
+        tensors = {"idf": np.ascontiguousarray(self.idf), "components": np.ascontiguousarray(self.components)}
+        save_file(tensors, str(folder / "lexical.safetensors"))
         (folder / "lexical.json").write_text(json.dumps({"name": self.name, "params": self.PARAMS, "vocabulary": self.vocab_list}))
 
     @classmethod

@@ -32,7 +32,7 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
         raise ValueError(f"a code is >= 2**{bits}")
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
     planes = (codes.astype(np.uint8)[:, :, None] >> shifts) & 1  # most significant bit first
-    return np.packbits(planes.reshape(codes.shape[0], -1), axis=1)
+    return np.packbits(planes.reshape(codes.shape[0], codes.shape[1] * bits), axis=1)
 
 
 def unpack_codes(packed: np.ndarray, dim: int, bits: int) -> np.ndarray:
@@ -123,7 +123,7 @@ class Quantizer:
 
     @classmethod
     def load(cls, path: str | Path, filesystem=None) -> "Quantizer":
-        table = pq.read_table(str(path), filesystem=filesystem)
+        table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
         meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
         bits, dim = int(meta["bits"]), int(meta["dim"])
         levels = 1 << bits

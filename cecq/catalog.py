@@ -1,0 +1,124 @@
+"""The catalog: published versions of a storage root, and DuckDB views over them.
+
+``catalog/current.json`` names the published version; ``catalog/v<N>/manifest.json`` and
+``catalog/v<N>/shards.parquet`` describe it. ``current.json`` is written last, so a crash
+while publishing leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from cecq.storage import Store
+
+CURRENT = "catalog/current.json"
+
+
+class NoCatalogError(FileNotFoundError):
+    """The storage root has no published catalog yet."""
+
+
+def version_dir(version: int) -> str:
+    return f"catalog/v{version:06d}"
+
+
+def current_manifest(store: Store) -> dict[str, Any]:
+    if not store.exists(CURRENT):
+        raise NoCatalogError(f"no published catalog under {store.url} (run 'cecq embed-corpus' first)")
+    version = int(store.read_json(CURRENT)["version"])
+    return store.read_json(f"{version_dir(version)}/manifest.json")
+
+
+def publish(store: Store, run: dict[str, Any], shards: Sequence[dict[str, Any]]) -> int:
+    """Publish a run's compressed shards as the next catalog version; return the version."""
+    previous = int(store.read_json(CURRENT)["version"]) if store.exists(CURRENT) else 0
+    version = previous + 1
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    table = pa.table({
+        "version": pa.array([version] * len(shards), pa.int64()),
+        "run_id": pa.array([run["run_id"]] * len(shards), pa.string()),
+        "name": pa.array([s["name"] for s in shards], pa.string()),
+        "path": pa.array([store.uri(s["path"]) for s in shards], pa.string()),
+        "rows": pa.array([int(s["rows"]) for s in shards], pa.int64()),
+        "bytes": pa.array([int(s["bytes"]) for s in shards], pa.int64()),
+        "fingerprint": pa.array([s["fingerprint"] for s in shards], pa.string()),
+        "status": pa.array(["committed"] * len(shards), pa.string()),
+    })
+    vdir = version_dir(version)
+    store.write_parquet(f"{vdir}/shards.parquet", table)
+    manifest = {
+        "version": version, "published": now, "run_id": run["run_id"], "previous_version": previous or None,
+        "codes": [s["path"] for s in shards], "corpus_shards": [s["corpus_path"] for s in shards],
+        **{k: run[k] for k in ("models", "model_keys", "corpus_key", "corpus_manifest", "decoder", "quantizer", "dims", "bits",
+                                  "compressor_id", "config")},
+    }
+    store.write_json(f"{vdir}/manifest.json", manifest)
+    store.write_json(f"runs/{run['run_id']}/run.json", {**run, "status": "published", "catalog_version": version, "finished": now})
+    store.write_json(CURRENT, {"version": version, "published": now})
+    return version
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (for paths from the catalog, never for user input)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _list(paths: Sequence[str]) -> str:
+    return "[" + ", ".join(sql_string(p) for p in paths) + "]"
+
+
+def view_statements(store: Store) -> list[str]:
+    """``CREATE VIEW`` statements for runs, shards, documents, corpus and versions."""
+    m = current_manifest(store)
+    vdir = version_dir(m["version"])
+    runs = [store.uri(p) for p in store.glob("runs/*/run.json")]
+    versions = [store.uri(p) for p in store.glob("catalog/v*/manifest.json")]
+    return [
+        f"CREATE OR REPLACE VIEW runs AS SELECT * FROM read_json_auto({_list(runs)}, union_by_name = true)",
+        f"CREATE OR REPLACE VIEW shards AS SELECT * FROM read_parquet({sql_string(store.uri(f'{vdir}/shards.parquet'))})",
+        f"CREATE OR REPLACE VIEW documents AS SELECT id, code, shard, content_hash FROM read_parquet({_list([store.uri(p) for p in m['codes']])})",
+        f"CREATE OR REPLACE VIEW corpus AS SELECT id, text, content_hash FROM read_parquet({_list([store.uri(p) for p in m['corpus_shards']])})",
+        f"CREATE OR REPLACE VIEW versions AS SELECT * FROM read_json_auto({_list(versions)}, union_by_name = true)",
+    ]
+
+
+def connect(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views; object stores are read
+    through the store's fsspec filesystem (DuckDB has no httpfs offline here)."""
+    con = duckdb.connect()
+    if not store.is_local:
+        con.register_filesystem(store.fs)
+    for stmt in view_statements(store):
+        con.execute(stmt)
+    return con
+
+
+def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
+    """Top-k published documents for a text query, scored against the compressed codes."""
+    from cecq.decoder import decode
+    from cecq.encoders import concatenate
+    from cecq.pipeline import codes_of, load_compressor, load_pipeline_encoder
+    from cecq.search import search_codes
+
+    m = current_manifest(store)
+    encoders = [load_pipeline_encoder(store, name, m["corpus_key"]) for name in m["models"]]
+    decoder, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    q = decode(decoder, concatenate([e.encode([query], "query") for e in encoders]), quantizer.dim)
+    best: list[tuple[float, str]] = []
+    for path in m["codes"]:
+        t = store.read_parquet(path, ["id", "code"])
+        if not t.num_rows:
+            continue
+        s, i = search_codes(q, codes_of(t), quantizer, min(k, t.num_rows), "asymmetric")
+        ids = t.column("id")
+        best.extend((float(score), ids[int(j)].as_py()) for score, j in zip(s[0], i[0]))
+        best = sorted(best, key=lambda x: -x[0])[:k]
+    con = connect(store)
+    texts = dict(con.execute("SELECT id, text FROM corpus WHERE id IN (SELECT unnest(?::VARCHAR[]))", [[i for _, i in best]]).fetchall())
+    return [{"rank": r + 1, "id": i, "score": round(s, 6), "text": texts.get(i, "")} for r, (s, i) in enumerate(best)]

@@ -1,0 +1,221 @@
+"""Reading a corpus from any fsspec URL and cutting it into deterministic shards.
+
+Accepted inputs: a BEIR folder (``corpus.jsonl``), a JSONL file, a Parquet file, or a
+folder of Parquet/JSONL files. Each document has an id column and one or more text
+columns; several text columns are joined as BEIR joins title and text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from cecq.data import DataError
+from cecq.storage import Store, digest, slug, storage_options_from_env
+
+logger = logging.getLogger(__name__)
+
+ID_CANDIDATES = ("_id", "id", "doc_id")
+TEXT_CANDIDATES = ("title", "text")
+CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("content_hash", pa.string())])
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    path: str  # relative to the storage root
+    rows: int
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        """Name and content together: equal keys mean byte-identical inputs."""
+        return f"{self.name}-{self.fingerprint[:12]}"
+
+
+@dataclass
+class CorpusManifest:
+    corpus_url: str
+    corpus_key: str
+    id_column: str
+    text_columns: list[str]
+    shards: list[ShardInfo] = field(default_factory=list)
+    rows: int = 0
+    empty_texts: int = 0
+
+    def to_dict(self) -> dict:
+        d = self.__dict__.copy()
+        d["shards"] = [s.__dict__ for s in self.shards]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CorpusManifest":
+        d = dict(d)
+        d["shards"] = [ShardInfo(**s) for s in d["shards"]]
+        return cls(**d)
+
+
+def content_hash(text: str) -> str:
+    return digest(text)[:16]
+
+
+def _input_files(url: str) -> tuple[object, list[str]]:
+    fs, path = url_to_fs(url, **storage_options_from_env(url))
+    if not fs.exists(path):
+        raise DataError(f"corpus not found: {url}")
+    if fs.isdir(path):
+        beir = f"{path.rstrip('/')}/corpus.jsonl"
+        if fs.exists(beir):
+            return fs, [beir]
+        files = sorted(p for p in fs.find(path) if p.endswith((".parquet", ".jsonl", ".json")))
+        if not files:
+            raise DataError(f"corpus folder {url} holds no .parquet, .jsonl or corpus.jsonl files")
+        return fs, files
+    if not path.endswith((".parquet", ".jsonl", ".json")):
+        raise DataError(f"corpus file {url} must end in .parquet, .jsonl or .json")
+    return fs, [path]
+
+
+def _jsonl_batches(fs, path: str, batch_rows: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    with fs.open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            batch.append(obj)
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _resolve_columns(names: Sequence[str], id_column: str | None, text_columns: Sequence[str] | None, where: str) -> tuple[str, list[str]]:
+    if id_column is None:
+        id_column = next((c for c in ID_CANDIDATES if c in names), None)
+        if id_column is None:
+            raise DataError(f"{where}: no id column (looked for {', '.join(ID_CANDIDATES)}; set id_column)")
+    elif id_column not in names:
+        raise DataError(f"{where}: id column {id_column!r} is missing (columns: {', '.join(names)})")
+    if text_columns is None:
+        text_columns = [c for c in TEXT_CANDIDATES if c in names]
+        if not text_columns:
+            raise DataError(f"{where}: no text column (looked for {', '.join(TEXT_CANDIDATES)}; set text_columns)")
+    else:
+        missing = [c for c in text_columns if c not in names]
+        if missing:
+            raise DataError(f"{where}: text column(s) {missing} missing (columns: {', '.join(names)})")
+    return id_column, list(text_columns)
+
+
+def _rows(records: list[dict], id_column: str, text_columns: list[str], where: str) -> tuple[list[str], list[str]]:
+    ids, texts = [], []
+    for r in records:
+        raw_id = r.get(id_column)
+        if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+            raise DataError(f"{where}: a document has no {id_column!r}")
+        if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+            raise DataError(f"{where}: id {raw_id!r} must be a string or an integer, not {type(raw_id).__name__}")
+        parts = []
+        for c in text_columns:
+            v = r.get(c)
+            if v is not None and not isinstance(v, str):
+                raise DataError(f"{where}: column {c!r} of document {raw_id!r} is {type(v).__name__}, expected a string")
+            parts.append(v or "")
+        ids.append(str(raw_id))
+        texts.append(" ".join(parts).strip())
+    return ids, texts
+
+
+def iter_corpus(url: str, id_column: str | None = None, text_columns: Sequence[str] | None = None,
+                batch_rows: int = 10_000) -> Iterator[tuple[list[str], list[str], str, list[str]]]:
+    """Yield ``(ids, texts, id_column, text_columns)`` batches of the corpus at ``url``."""
+    fs, files = _input_files(url)
+    for path in files:
+        if path.endswith(".parquet"):
+            try:
+                pf = pq.ParquetFile(fs.open(path, "rb"))
+            except Exception as e:  # pyarrow raises several types for corrupt files
+                raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+            idc, tcs = _resolve_columns(pf.schema_arrow.names, id_column, text_columns, path)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=[idc, *tcs]):
+                yield (*_rows(batch.to_pylist(), idc, tcs, path), idc, tcs)
+        else:
+            for records in _jsonl_batches(fs, path, batch_rows):
+                names = sorted({k for r in records for k in r})
+                idc, tcs = _resolve_columns(names, id_column, text_columns, path)
+                yield (*_rows(records, idc, tcs, path), idc, tcs)
+
+
+def corpus_key(url: str) -> str:
+    """A short, deterministic, path-safe name for a corpus URL."""
+    base = url.rstrip("/").rsplit("/", 1)[-1].split(".")[0] or "corpus"
+    return f"{slug(base, 32)}-{digest(url.rstrip('/'))[:8]}"
+
+
+def manifest_path(manifest: CorpusManifest) -> str:
+    """Where a corpus manifest is stored: named by its content, so earlier ones stay readable."""
+    return f"corpus/{manifest.corpus_key}/manifest-{digest(*(s.key for s in manifest.shards))[:12]}.json"
+
+
+def shard_corpus(url: str, store: Store, shard_rows: int = 50_000, id_column: str | None = None,
+                 text_columns: Sequence[str] | None = None) -> CorpusManifest:
+    """Cut the corpus into shards of ``shard_rows`` documents under ``corpus/<key>/``.
+
+    Shard names are ``<key>-<index>``; a shard file's name also carries its content
+    fingerprint, so an unchanged shard is never rewritten. Ids must be unique across the
+    whole corpus. Returns the manifest, which is written last (it commits the plan).
+    """
+    if shard_rows < 1:
+        raise DataError(f"shard_rows must be >= 1, got {shard_rows}")
+    key = corpus_key(url)
+    manifest: CorpusManifest | None = None
+    seen: set[str] = set()
+    pending_ids: list[str] = []
+    pending_texts: list[str] = []
+
+    def flush() -> None:
+        ids, texts = pending_ids[:shard_rows], pending_texts[:shard_rows]
+        del pending_ids[:shard_rows], pending_texts[:shard_rows]
+        hashes = [content_hash(t) for t in texts]
+        fp = digest(*ids, *hashes)
+        info = ShardInfo(name=f"{key}-{len(manifest.shards):05d}", path="", rows=len(ids), fingerprint=fp)
+        info.path = f"corpus/{key}/{info.key}.parquet"
+        if not store.exists(info.path):
+            store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA))
+        manifest.shards.append(info)
+
+    for ids, texts, idc, tcs in iter_corpus(url, id_column, text_columns, batch_rows=min(shard_rows, 10_000)):
+        if manifest is None:
+            manifest = CorpusManifest(url, key, idc, tcs)
+        for i in ids:
+            if i in seen:
+                raise DataError(f"duplicate document id {i!r} in corpus {url}")
+            seen.add(i)
+        manifest.rows += len(ids)
+        manifest.empty_texts += sum(1 for t in texts if not t)
+        pending_ids.extend(ids)
+        pending_texts.extend(texts)
+        while len(pending_ids) >= shard_rows:
+            flush()
+    if manifest is None or manifest.rows == 0:
+        raise DataError(f"corpus {url} is empty")
+    if pending_ids:
+        flush()
+    store.write_json(manifest_path(manifest), manifest.to_dict())
+    logger.info("corpus %s: %d documents in %d shards (%d empty texts)", url, manifest.rows, len(manifest.shards), manifest.empty_texts)
+    return manifest

@@ -1,0 +1,366 @@
+"""The embed-corpus pipeline as plain steps over a storage root.
+
+corpus -> per-model embedding shards -> decoder -> quantizer -> compressed shards -> catalog.
+Each step reads and writes named artifacts under the root and returns their relative
+paths, so any step can be re-run, skipped when its output exists, or run elsewhere.
+Orchestration (Prefect) and fan-out (Ray) live outside this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec
+from cecq.corpus import CorpusManifest, ShardInfo, manifest_path
+from cecq.decoder import decode, load_decoder, save_decoder, train_decoder
+from cecq.encoders import LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder
+from cecq.quantizer import Quantizer
+from cecq.storage import Store, digest, slug
+
+logger = logging.getLogger(__name__)
+
+DecoderPolicy = Literal["reuse", "retrain", "auto"]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Parameters of one embed-corpus (or reindex) run, validated at construction."""
+
+    corpus: str
+    store: str
+    models: tuple[str, ...] = DEFAULT_MODELS
+    shard_rows: int = 50_000
+    dims: int = 256
+    bits: int = 2
+    id_column: str | None = None
+    text_columns: tuple[str, ...] | None = None
+    decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(out_dim=512, max_epochs=20))
+    calibration_rows: int = 100_000
+    decoder_policy: DecoderPolicy = "auto"
+    retrain_fraction: float = 0.25  # with policy 'auto': retrain when this share of documents is new or changed
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.corpus:
+            raise ConfigError("corpus URL is required")
+        if not self.store:
+            raise ConfigError("store URL is required")
+        if not self.models:
+            raise ConfigError("at least one model is required")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"a model is listed twice: {list(self.models)}")
+        if self.shard_rows < 1:
+            raise ConfigError(f"shard_rows must be >= 1, got {self.shard_rows}")
+        if self.bits not in VALID_BITS:
+            raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits}")
+        if not 1 <= self.dims <= self.decoder.out_dim:
+            raise ConfigError(f"dims must be in 1..{self.decoder.out_dim} (the decoder's output), got {self.dims}")
+        if self.decoder_policy not in ("reuse", "retrain", "auto"):
+            raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decoder"] = self.decoder.to_dict()
+        return d
+
+
+# ---------------------------------------------------------------- layout
+
+def model_key(model: str, corpus_key: str) -> str:
+    """Folder name of a model's embeddings; fitted encoders are per corpus."""
+    return f"{LEXICAL}-{corpus_key}" if model == LEXICAL else slug(model)
+
+
+def embedding_path(mkey: str, shard: ShardInfo) -> str:
+    return f"embeddings/{mkey}/{shard.key}.parquet"
+
+
+def codes_path(compressor_id: str, shard: ShardInfo) -> str:
+    return f"codes/{compressor_id}/{shard.key}.parquet"
+
+
+def lexical_path(corpus_key: str) -> str:
+    return f"models/{LEXICAL}-{corpus_key}"
+
+
+def new_run_id(config: PipelineConfig) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{now}-{digest(repr(config.to_dict()))[:6]}"
+
+
+# ---------------------------------------------------------------- encoders
+
+def fit_lexical(store: Store, manifest: CorpusManifest, max_rows: int = 100_000, dim: int = 256, seed: int = 0) -> str:
+    """Fit the lexical encoder on (a sample of) the corpus once; later runs reuse it."""
+    rel = lexical_path(manifest.corpus_key)
+    if store.exists(f"{rel}/lexical.json"):
+        return rel
+    rng = np.random.default_rng(seed)
+    per_shard = max(1, max_rows // max(1, len(manifest.shards)))
+    texts: list[str] = []
+    for shard in manifest.shards:
+        col = store.read_parquet(shard.path, ["text"]).column("text").to_pylist()
+        take = rng.choice(len(col), min(per_shard, len(col)), replace=False)
+        texts.extend(col[i] for i in sorted(take))
+    enc = LexicalEncoder.fit(texts, dim=dim, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        enc.save(tmp)
+        # json last: its presence marks the encoder as complete
+        for name in ("lexical.safetensors", "lexical.json"):
+            with open(f"{tmp}/{name}", "rb") as f:
+                store.write_bytes(f"{rel}/{name}", f.read())
+    return rel
+
+
+def load_pipeline_encoder(store: Store, model: str, corpus_key: str, batch_size: int = 64, device: str | None = None) -> Encoder:
+    """A base model as the pipeline uses it (the lexical encoder comes from the store)."""
+    if model == LEXICAL:
+        with tempfile.TemporaryDirectory() as tmp:
+            return LexicalEncoder.load(store.local_copy(lexical_path(corpus_key), tmp))
+    return load_encoder(ModelSpec(model, batch_size=batch_size, device=device))
+
+
+# ---------------------------------------------------------------- embedding
+
+def embedding_table(ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray) -> pa.Table:
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    return pa.table({
+        "id": pa.array(ids, pa.string()),
+        "content_hash": pa.array(hashes, pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+    })
+
+
+def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    col = table.column(column).combine_chunks()
+    dim = col.type.list_size
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
+                previous: dict[tuple[str, str], np.ndarray] | None = None) -> dict:
+    """Embed one corpus shard with one encoder and commit the embedding shard.
+
+    Skipped when ``out_rel`` already exists. ``previous`` maps ``(id, content_hash)`` to a
+    vector from an earlier run: those documents are not embedded again.
+    """
+    if store.exists(out_rel):
+        return {"path": out_rel, "rows": shard.rows, "embedded": 0, "skipped": True, "seconds": 0.0}
+    started = time.perf_counter()
+    table = store.read_parquet(shard.path)
+    ids = table.column("id").to_pylist()
+    texts = table.column("text").to_pylist()
+    hashes = table.column("content_hash").to_pylist()
+    vectors = np.zeros((len(ids), encoder.dim), dtype=np.float32)
+    todo = [i for i, key in enumerate(zip(ids, hashes)) if not previous or key not in previous]
+    for i in set(range(len(ids))) - set(todo):
+        vectors[i] = previous[(ids[i], hashes[i])]
+    if todo:
+        vectors[todo] = encoder.encode([texts[i] for i in todo], "document")
+    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
+    return {"path": out_rel, "rows": len(ids), "embedded": len(todo), "skipped": False, "bytes": nbytes,
+            "seconds": time.perf_counter() - started}
+
+
+def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """Join one shard's embeddings across models (same ids, same order) and concatenate."""
+    parts, ids, hashes = [], None, None
+    for p in paths:
+        t = store.read_parquet(p)
+        if ids is None:
+            ids, hashes = t.column("id").to_pylist(), t.column("content_hash").to_pylist()
+        elif t.column("id").to_pylist() != ids:
+            raise ValueError(f"embedding shard {p} does not hold the same ids, in the same order, as {paths[0]}")
+        v = vectors_of(t)
+        parts.append(v if rows is None else v[rows])
+    if rows is not None:
+        ids = [ids[i] for i in rows]
+        hashes = [hashes[i] for i in rows]
+    return ids, hashes, concatenate(parts)
+
+
+# ---------------------------------------------------------------- training
+
+def sample_concatenated(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int) -> np.ndarray:
+    """A seeded sample of at most ``max_rows`` concatenated embeddings, spread over shards."""
+    rng = np.random.default_rng(seed)
+    share = min(1.0, max_rows / max(1, manifest.rows))
+    out = []
+    for shard in manifest.shards:
+        take = np.sort(rng.choice(shard.rows, max(1, int(round(shard.rows * share))), replace=False))
+        _, _, x = load_concatenated(store, [embedding_path(k, shard) for k in model_keys], take)
+        out.append(x)
+    x = np.concatenate(out)
+    return x[np.linalg.norm(x, axis=1) > 0]  # empty documents carry no similarity signal
+
+
+def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str],
+                     config: PipelineConfig) -> tuple[str, str]:
+    """Train the decoder and fit the quantizer; return their relative paths."""
+    decoder_rel, quantizer_rel = f"runs/{run_id}/decoder", f"runs/{run_id}/quantizer.parquet"
+    if store.exists(f"{decoder_rel}/decoder.json") and store.exists(quantizer_rel):
+        return decoder_rel, quantizer_rel
+    x = sample_concatenated(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
+    decoder, stats = train_decoder(x, config.decoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_decoder(decoder, tmp, {"models": list(config.models), "model_keys": list(model_keys),
+                                    "prefix_sizes": list(config.decoder.effective_prefix_sizes()), "training": asdict(stats)})
+        for name in ("decoder.safetensors", "decoder.json"):
+            with open(f"{tmp}/{name}", "rb") as f:
+                store.write_bytes(f"{decoder_rel}/{name}", f.read())
+    calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
+    quantizer = Quantizer.fit(decode(decoder, calib, config.dims), config.bits)
+    with tempfile.TemporaryDirectory() as tmp:
+        quantizer.save(f"{tmp}/q.parquet")
+        with open(f"{tmp}/q.parquet", "rb") as f:
+            store.write_bytes(quantizer_rel, f.read())
+    return decoder_rel, quantizer_rel
+
+
+def load_compressor(store: Store, decoder_rel: str, quantizer_rel: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        decoder, meta = load_decoder(store.local_copy(decoder_rel, tmp))
+    with store.fs.open(store.path(quantizer_rel), "rb") as f:
+        quantizer = Quantizer.load(f)
+    return decoder, meta, quantizer
+
+
+CODES_SCHEMA_META = b"cecq.codes"
+
+
+def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str], decoder_rel: str, quantizer_rel: str,
+                   out_rel: str, compressor=None) -> dict:
+    """Concatenate, decode, take the prefix, quantize and pack one shard; commit the codes shard."""
+    if store.exists(out_rel):
+        return {"path": out_rel, "rows": shard.rows, "skipped": True, "bytes": store.size(out_rel)}
+    decoder, _, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
+    ids, hashes, x = load_concatenated(store, embedding_paths)
+    packed = quantizer.quantize(decode(decoder, x, quantizer.dim))
+    table = pa.table({
+        "id": pa.array(ids, pa.string()),
+        "shard": pa.array([shard.name] * len(ids), pa.string()),
+        "content_hash": pa.array(hashes, pa.string()),
+        "code": pa.array([bytes(r) for r in packed], pa.binary(quantizer.bytes_per_vector)),
+    })
+    nbytes = store.write_parquet(out_rel, table)
+    return {"path": out_rel, "rows": len(ids), "skipped": False, "bytes": nbytes}
+
+
+def codes_of(table: pa.Table) -> np.ndarray:
+    col = table.column("code").combine_chunks()
+    width = col.type.byte_width
+    return np.frombuffer(col.buffers()[1], dtype=np.uint8, count=len(col) * width, offset=col.offset * width).reshape(len(col), width)
+
+
+# ---------------------------------------------------------------- fan-out (through cecq.ray_pool)
+
+def previous_vectors(store: Store, paths: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+    """``(id, content_hash) -> vector`` from earlier embedding shards, for re-indexing."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for p in paths:
+        if store.exists(p):
+            t = store.read_parquet(p)
+            for i, h, v in zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist(), vectors_of(t)):
+                out[(i, h)] = v
+    return out
+
+
+def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: int = 64, ray_address: str | None = None,
+                previous: CorpusManifest | None = None, progress=None) -> dict:
+    """Embed every shard of the corpus with one model on Ray; shards already committed are
+    skipped, and with ``previous`` unchanged documents reuse their earlier vectors."""
+    from cecq.ray_pool import EmbedJob, embed_shards, init_ray
+
+    mkey = model_key(model, manifest.corpus_key)
+    prev_by_name = {s.name: s for s in previous.shards} if previous else {}
+    jobs, skipped = [], 0
+    for shard in manifest.shards:
+        out = embedding_path(mkey, shard)
+        if store.exists(out):
+            skipped += 1
+            continue
+        prev = prev_by_name.get(shard.name)
+        jobs.append(EmbedJob(shard.__dict__.copy(), out, [embedding_path(mkey, prev)] if prev else []))
+    results = []
+    if jobs:
+        init_ray(ray_address)
+        results = embed_shards(store.url, store.storage_options, model, manifest.corpus_key, jobs, batch_size, progress=progress)
+    return {
+        "model": model, "model_key": mkey, "shards": len(manifest.shards), "skipped_shards": skipped,
+        "embedded_documents": sum(r["embedded"] for r in results),
+        "seconds": sum(r.get("seconds", 0.0) for r in results),
+        "nodes": sorted({r["node"] for r in results}),
+    }
+
+
+def _compress_job(store_url: str, storage_options: dict, shard: dict, embedding_paths: list[str], decoder_rel: str,
+                  quantizer_rel: str, out_rel: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    store = Store(store_url, storage_options)
+    info = ShardInfo(**shard)
+    result = compress_shard(store, info, embedding_paths, decoder_rel, quantizer_rel, out_rel)
+    return {**result, "name": info.name, "fingerprint": info.fingerprint, "corpus_path": info.path}
+
+
+def compress_corpus(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], decoder_rel: str, quantizer_rel: str,
+                    compressor_id: str, ray_address: str | None = None, progress=None) -> list[dict]:
+    """Compress every shard (as Ray tasks); committed shards are skipped, not rewritten."""
+    from cecq.ray_pool import cpus_per_task, init_ray, run_tasks
+
+    init_ray(ray_address)
+    jobs = [(store.url, store.storage_options, s.__dict__.copy(), [embedding_path(k, s) for k in model_keys],
+             decoder_rel, quantizer_rel, codes_path(compressor_id, s)) for s in manifest.shards]
+    results = run_tasks(_compress_job, jobs, num_cpus=cpus_per_task(), progress=progress)
+    order = {s.name: i for i, s in enumerate(manifest.shards)}
+    return sorted(results, key=lambda r: order[r["name"]])
+
+
+# ---------------------------------------------------------------- run records
+
+def choose_compressor(policy: DecoderPolicy, previous: dict | None, models: Sequence[str], dims: int, bits: int,
+                      changed_fraction: float, retrain_fraction: float) -> tuple[str, str, str] | None:
+    """The previous run's (compressor_id, decoder, quantizer) to reuse, or None to train anew.
+
+    Reuse needs the same base models, dims and bits; 'auto' also needs the share of new or
+    changed documents to be at most ``retrain_fraction``.
+    """
+    if previous is None or policy == "retrain":
+        return None
+    compatible = list(previous["models"]) == list(models) and previous["dims"] == dims and previous["bits"] == bits
+    if not compatible:
+        if policy == "reuse":
+            raise ConfigError(f"cannot reuse the decoder: the store was built with models {previous['models']}, "
+                              f"{previous['dims']} dims, {previous['bits']} bits")
+        return None
+    if policy == "auto" and changed_fraction > retrain_fraction:
+        return None
+    return previous["compressor_id"], previous["decoder"], previous["quantizer"]
+
+
+def describe_run(store: Store, config: PipelineConfig, run_id: str, manifest: CorpusManifest, embedding: list[dict],
+                 decoder_rel: str, quantizer_rel: str, compressor_id: str, started: str) -> dict:
+    """The run record stored in ``runs/<id>/run.json`` and shown by the ``runs`` view."""
+    decoder_meta = store.read_json(f"{decoder_rel}/decoder.json")
+    bytes_per_doc = (config.dims * config.bits + 7) // 8
+    return {
+        "run_id": run_id, "started": started, "corpus": config.corpus, "corpus_key": manifest.corpus_key,
+        "documents": manifest.rows, "empty_texts": manifest.empty_texts, "shards": len(manifest.shards),
+        "models": list(config.models), "model_keys": [e["model_key"] for e in embedding],
+        "embedding": embedding, "corpus_manifest": manifest_path(manifest),
+        "decoder": decoder_rel, "quantizer": quantizer_rel, "compressor_id": compressor_id,
+        "decoder_training": decoder_meta.get("training", {}),
+        "dims": config.dims, "bits": config.bits, "bytes_per_doc": bytes_per_doc,
+        "compression": 4 * decoder_meta["in_dim"] / bytes_per_doc, "config": config.to_dict(),
+    }

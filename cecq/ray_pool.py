@@ -1,0 +1,173 @@
+"""Ray: the only module that knows about it. Actors that hold a base model embed shards;
+remote tasks compress them. Work is handed to whichever actor is idle, failed shards are
+retried, and resources are sized from the cluster (GPU actors where there are GPUs)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class ShardFailedError(RuntimeError):
+    """A shard failed on every attempt."""
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+    if address is None:
+        kwargs["include_dashboard"] = False
+    ray.init(address=address, **kwargs)
+    logger.info("ray: %s", ray.cluster_resources())
+
+
+@dataclass(frozen=True)
+class ActorShape:
+    count: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+
+
+def actor_shape(max_actors: int | None = None) -> ActorShape:
+    """How many embedding actors, and of what size, the cluster holds.
+
+    One actor a GPU where there are GPUs. On CPUs, actors of up to 4 threads that ask for
+    3/4 of a CPU a thread: on a 2-CPU machine, actors that took every CPU would starve the
+    tasks that read and write shards.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    if gpus:
+        n = gpus if max_actors is None else min(gpus, max_actors)
+        return ActorShape(n, num_cpus=1, num_gpus=1, threads=max(1, int(cpus // max(gpus, 1)) - 1))
+    threads = max(1, min(4, int(cpus)))
+    n = max(1, int(cpus // threads))
+    if max_actors is not None:
+        n = min(n, max_actors)
+    return ActorShape(n, num_cpus=round(threads * 0.75, 2), num_gpus=0, threads=threads)
+
+
+@dataclass
+class EmbedJob:
+    shard: dict  # ShardInfo fields
+    out_path: str
+    previous_paths: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+
+def _embed_actor_class():
+    import ray
+
+    @ray.remote(max_restarts=3, max_task_retries=0)
+    class EmbedActor:
+        """Holds one base model for its lifetime; embeds shard after shard."""
+
+        def __init__(self, store_url: str, storage_options: dict, model: str, corpus_key: str, batch_size: int, threads: int):
+            import torch
+
+            from cecq.pipeline import load_pipeline_encoder
+            from cecq.storage import Store
+
+            torch.set_num_threads(threads)
+            self.store = Store(store_url, storage_options)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.encoder = load_pipeline_encoder(self.store, model, corpus_key, batch_size=batch_size, device=device)
+            if device == "cuda" and hasattr(self.encoder, "model"):
+                self.encoder.model.half()  # fp16 on GPU: the base models are frozen, inference only
+
+        def embed(self, job: EmbedJob) -> dict:
+            from cecq.corpus import ShardInfo
+            from cecq.pipeline import embed_shard, previous_vectors
+
+            previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
+            result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
+            return {**result, "node": os.uname().nodename, "pid": os.getpid()}
+
+    return EmbedActor
+
+
+def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: str, jobs: Sequence[EmbedJob],
+                 batch_size: int = 64, max_retries: int = 2, progress: Progress | None = None,
+                 max_actors: int | None = None) -> list[dict]:
+    """Embed every job's shard with ``model`` on a pool of actors; return per-shard results."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if not jobs:
+        return []
+    shape = actor_shape(max_actors)
+    n = min(shape.count, len(jobs))
+    actor_cls = _embed_actor_class()
+    actors = [
+        actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
+            store_url, storage_options, model, corpus_key, batch_size, shape.threads)
+        for _ in range(n)
+    ]
+    logger.info("%s: %d shards on %d actors (%s cpus, %s gpus each)", model, len(jobs), n, shape.num_cpus, shape.num_gpus)
+    pending: deque[EmbedJob] = deque(jobs)
+    idle = list(actors)
+    inflight: dict[Any, tuple[Any, EmbedJob]] = {}
+    results: list[dict] = []
+    try:
+        while pending or inflight:
+            while pending and idle:
+                actor, job = idle.pop(), pending.popleft()
+                inflight[actor.embed.remote(job)] = (actor, job)
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            actor, job = inflight.pop(ref)
+            try:
+                results.append(ray.get(ref))
+            except (RayActorError, RayTaskError) as e:
+                job.attempts += 1
+                if job.attempts > max_retries:
+                    raise ShardFailedError(f"shard {job.shard['name']} failed {job.attempts} times with {model}: {e}") from e
+                logger.warning("shard %s failed with %s (attempt %d), retrying: %s", job.shard["name"], model, job.attempts, e)
+                pending.append(job)
+            idle.append(actor)  # a dead actor is restarted by Ray (max_restarts)
+            if progress:
+                progress(len(results), len(jobs))
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return results
+
+
+def run_tasks(fn: Callable[..., dict], jobs: Sequence[tuple], num_cpus: float = 1.0, max_retries: int = 2,
+              progress: Progress | None = None) -> list[dict]:
+    """Run ``fn(*job)`` for every job as Ray tasks (retried on failure); return the results."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=True)(fn)
+    refs = [remote.remote(*job) for job in jobs]
+    results, waiting = [], list(refs)
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1)
+        results.append(ray.get(done[0]))
+        if progress:
+            progress(len(results), len(refs))
+    return results
+
+
+def cpus_per_task() -> float:
+    import ray
+
+    return max(0.25, min(1.0, math.floor(float(ray.cluster_resources().get("CPU", 1))) / 2))

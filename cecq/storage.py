@@ -1,0 +1,156 @@
+"""The storage root: every artifact of a deployment under one fsspec URL.
+
+Local folders and ``s3://bucket/prefix`` (s3fs) are supported. Writes are atomic: a file
+is written under a temporary name and renamed into place locally, and sent in one PUT on
+object stores, so a reader never sees half a shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class StorageError(RuntimeError):
+    """The storage root is unreachable, or a path would leave it."""
+
+
+def slug(text: str, max_len: int = 64) -> str:
+    """A file-name-safe name for ``text`` (model names, corpus names); never ``..``."""
+    s = _SAFE.sub("_", text.replace("/", "__")).strip("._") or "x"
+    if len(s) > max_len:
+        s = s[: max_len - 9] + "-" + digest(text)[:8]
+    return s
+
+
+def digest(*parts: str | bytes) -> str:
+    """A stable sha256 hex digest of ``parts``."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8") if isinstance(p, str) else p)
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def storage_options_from_env(url: str) -> dict[str, Any]:
+    """S3 options from the environment: ``CECQ_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL``)
+    for MinIO and other S3-compatible servers. Credentials come from the usual AWS chain."""
+    if not url.startswith(("s3://", "s3a://")):
+        return {}
+    endpoint = os.environ.get("CECQ_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    # region_name is deliberately not passed here (bucket creation fails on some servers);
+    # set AWS_DEFAULT_REGION instead.
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+class Store:
+    """A storage root. Paths given to its methods are relative to the root."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+        if not url:
+            raise StorageError("storage root URL is empty")
+        self.url = url.rstrip("/")
+        self.storage_options = storage_options if storage_options is not None else storage_options_from_env(url)
+        self.fs, root = url_to_fs(self.url, **self.storage_options)
+        self.root = root.rstrip("/")
+        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        if self.is_local:
+            self.root = os.path.abspath(self.root)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def path(self, rel: str) -> str:
+        """Absolute path (in the filesystem's terms) of ``rel``; refuses to leave the root."""
+        parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+        if any(p == ".." for p in parts):
+            raise StorageError(f"path {rel!r} would leave the storage root")
+        return "/".join([self.root, *parts])
+
+    def uri(self, rel: str) -> str:
+        """A URL for ``rel`` that other tools (DuckDB, pyarrow) understand."""
+        p = self.path(rel)
+        return p if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{p}"
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def list(self, rel: str, suffix: str = "") -> list[str]:
+        """Relative paths of files directly under ``rel`` ending in ``suffix``, sorted."""
+        base = self.path(rel)
+        if not self.fs.exists(base):
+            return []
+        names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+        return sorted(f"{rel.rstrip('/')}/{n}" for n in names if n.endswith(suffix) and ".tmp-" not in n)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Relative paths of committed files matching ``pattern`` (temporary files excluded)."""
+        found = self.fs.glob(self.path(pattern))
+        return sorted(p[len(self.root) + 1:] for p in found if ".tmp-" not in p)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` atomically: readers see the old file, or none, or all of the new one."""
+        final = self.path(rel)
+        parent = final.rsplit("/", 1)[0]
+        if self.is_local:
+            os.makedirs(parent, exist_ok=True)
+            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        else:
+            self.fs.pipe_file(final, data)  # a single PUT: the object appears whole or not at all
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> int:
+        """Write a Parquet file atomically; return its size in bytes."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        self.write_bytes(rel, data)
+        return len(data)
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open(self.path(rel), "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def local_copy(self, rel: str, dest: str) -> str:
+        """Copy a folder under the root to a local folder (for loaders that need a local path)."""
+        os.makedirs(dest, exist_ok=True)
+        for path in self.fs.find(self.path(rel)):
+            name = path[len(self.path(rel)):].lstrip("/")
+            target = os.path.join(dest, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(self.fs.cat_file(path))
+        return dest
+

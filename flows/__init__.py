@@ -1,0 +1,1 @@
+"""Prefect flows: which steps run, in which order. Deployment entrypoints live here."""

@@ -1,0 +1,61 @@
+"""Flow ``embed-corpus``: shard -> embed with every model (Ray) -> train -> compress -> publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import flow
+
+from cecq.config import DEFAULT_MODELS, DecoderConfig
+from cecq.pipeline import PipelineConfig, new_run_id
+from tasks import (compress_task, embed_model_task, fit_lexical_task, load_previous_task, plan_compressor_task,
+                   publish_task, shard_corpus_task, train_compressor_task)
+
+
+def run_steps(config: PipelineConfig, ray_address: str | None, previous: dict | None) -> dict:
+    """The steps both flows share. ``previous`` is the store's published manifest (or None)."""
+    started = dt.datetime.now(dt.timezone.utc).isoformat()
+    run_id = new_run_id(config)
+    manifest_path = shard_corpus_task(config.corpus, config.store, config.shard_rows, config.id_column,
+                                      list(config.text_columns) if config.text_columns else None)
+    if "lexical" in config.models:
+        fit_lexical_task(config.store, manifest_path)
+    previous_manifest = previous.get("corpus_manifest") if previous else None
+    embedding = [embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
+                 for m in config.models]
+    model_keys = [e["model_key"] for e in embedding]
+    reused = plan_compressor_task(config, manifest_path, previous, embedding)
+    if reused is None:
+        compressor_id = run_id
+        decoder, quantizer = train_compressor_task(config, manifest_path, run_id, model_keys)
+    else:
+        compressor_id, decoder, quantizer = reused
+    shards = compress_task(config.store, manifest_path, model_keys, decoder, quantizer, compressor_id, ray_address)
+    version = publish_task(config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards)
+    return {"run_id": run_id, "catalog_version": version, "store": config.store, "compressor_id": compressor_id}
+
+
+@flow(name="embed-corpus", log_prints=True)
+def embed_corpus(
+    corpus: str,
+    store: str,
+    models: list[str] = list(DEFAULT_MODELS),
+    shard_rows: int = 50_000,
+    dims: int = 256,
+    bits: int = 2,
+    ray_address: str | None = None,
+    id_column: str | None = None,
+    text_columns: list[str] | None = None,
+    batch_size: int = 64,
+    out_dim: int = 512,
+    max_epochs: int = 20,
+    seed: int = 0,
+) -> dict:
+    """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
+    quantized embeddings under ``store`` (any fsspec URL)."""
+    config = PipelineConfig(
+        corpus=corpus, store=store, models=tuple(models), shard_rows=shard_rows, dims=dims, bits=bits,
+        id_column=id_column, text_columns=tuple(text_columns) if text_columns else None, batch_size=batch_size,
+        decoder=DecoderConfig(out_dim=out_dim, max_epochs=max_epochs, seed=seed), decoder_policy="retrain",
+    )
+    return run_steps(config, ray_address, load_previous_task(store))

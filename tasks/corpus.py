@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from cecq.catalog import NoCatalogError, current_manifest
+from cecq.corpus import CorpusManifest, manifest_path, shard_corpus
+from cecq.pipeline import fit_lexical
+from cecq.storage import Store
+
+
+@task(name="shard-corpus", retries=2, retry_delay_seconds=5)
+def shard_corpus_task(corpus: str, store_url: str, shard_rows: int, id_column: str | None = None,
+                      text_columns: list[str] | None = None) -> str:
+    """Cut the corpus into committed shards; return the manifest's path."""
+    store = Store(store_url)
+    manifest = shard_corpus(corpus, store, shard_rows, id_column, text_columns)
+    get_run_logger().info("corpus %s: %d documents, %d shards, %d empty texts", corpus, manifest.rows, len(manifest.shards), manifest.empty_texts)
+    return manifest_path(manifest)
+
+
+@task(name="fit-lexical", retries=1)
+def fit_lexical_task(store_url: str, manifest_path: str) -> str:
+    store = Store(store_url)
+    return fit_lexical(store, CorpusManifest.from_dict(store.read_json(manifest_path)))
+
+
+@task(name="load-previous")
+def load_previous_task(store_url: str) -> dict | None:
+    """The published catalog manifest of the store, or None for a new store."""
+    try:
+        return current_manifest(Store(store_url))
+    except NoCatalogError:
+        return None

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from cecq.catalog import publish
+from cecq.corpus import CorpusManifest
+from cecq.pipeline import PipelineConfig, describe_run
+from cecq.storage import Store
+
+
+@task(name="publish-catalog", retries=2, retry_delay_seconds=5)
+def publish_task(config: PipelineConfig, run_id: str, manifest_path: str, embedding: list[dict], decoder: str,
+                 quantizer: str, compressor_id: str, started: str, shards: list[dict]) -> int:
+    """Publish the compressed shards as the next catalog version, with a summary artifact."""
+    store = Store(config.store)
+    manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
+    run = describe_run(store, config, run_id, manifest, embedding, decoder, quantizer, compressor_id, started)
+    version = publish(store, run, shards)
+    rows = "\n".join(f"| {m['model']} | {m['embedded_documents']} | {m['skipped_shards']} | {m['seconds']:.1f} |" for m in run["embedding"])
+    create_markdown_artifact(
+        key="cecq-run-summary",
+        description=f"cecq run {run['run_id']}",
+        markdown=(
+            f"# cecq catalog v{version}\n\n"
+            f"run `{run['run_id']}` · corpus `{run['corpus']}` · store `{config.store}`\n\n"
+            f"documents: {run['documents']} · shards: {len(shards)} · {run['dims']} dims x {run['bits']} bits "
+            f"= {run['bytes_per_doc']} bytes/doc ({run['compression']:.1f}x)\n\n"
+            "| model | embedded documents | shards skipped | actor seconds |\n|---|---|---|---|\n" + rows
+        ),
+    )
+    return version
