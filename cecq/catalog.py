@@ -82,7 +82,7 @@ def view_statements(store: Store) -> list[str]:
     return [
         f"CREATE OR REPLACE VIEW runs AS SELECT * FROM read_json_auto({_list(runs)}, union_by_name = true)",
         f"CREATE OR REPLACE VIEW shards AS SELECT * FROM read_parquet({sql_string(store.uri(f'{vdir}/shards.parquet'))})",
-        f"CREATE OR REPLACE VIEW documents AS SELECT id, code, shard, content_hash FROM read_parquet({_list([store.uri(p) for p in m['codes']])})",
+        f"CREATE OR REPLACE VIEW documents AS SELECT id, code, shard, content_hash, empty FROM read_parquet({_list([store.uri(p) for p in m['codes']])})",
         f"CREATE OR REPLACE VIEW corpus AS SELECT id, text, content_hash FROM read_parquet({_list([store.uri(p) for p in m['corpus_shards']])})",
         f"CREATE OR REPLACE VIEW versions AS SELECT * FROM read_json_auto({_list(versions)}, union_by_name = true)",
     ]
@@ -112,10 +112,11 @@ def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
     q = decode(decoder, concatenate([e.encode([query], "query") for e in encoders]), quantizer.dim)
     best: list[tuple[float, str]] = []
     for path in m["codes"]:
-        t = store.read_parquet(path, ["id", "code"])
+        t = store.read_parquet(path, ["id", "code", "empty"])
         if not t.num_rows:
             continue
-        s, i = search_codes(q, codes_of(t), quantizer, min(k, t.num_rows), "asymmetric")
+        s, i = search_codes(q, codes_of(t), quantizer, min(k, t.num_rows), "asymmetric",
+                            empty=t.column("empty").to_numpy(zero_copy_only=False))
         ids = t.column("id")
         best.extend((float(score), ids[int(j)].as_py()) for score, j in zip(s[0], i[0]))
         best = sorted(best, key=lambda x: -x[0])[:k]

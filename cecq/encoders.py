@@ -146,7 +146,8 @@ class SentenceTransformerEncoder(Encoder):
             ) from e
         if spec.max_seq_length is not None:
             self.model.max_seq_length = spec.max_seq_length
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         preset = PROMPT_PRESETS.get(spec.name, ("", ""))
         self.prompts = {
             "query": spec.query_prompt if spec.query_prompt is not None else preset[0],

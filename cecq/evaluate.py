@@ -84,6 +84,7 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
     if dcfg.out_dim < max(config.dims):
         dcfg = replace(dcfg, out_dim=max(config.dims))
     decoder, stats = train_decoder(docs[np.linalg.norm(docs, axis=1) > 0], dcfg, show_progress=show_progress)
+    empty = np.linalg.norm(docs, axis=1) == 0
     for dim in sorted(config.dims):
         d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
         record(f"decoder-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
@@ -92,7 +93,7 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
             packed = quantizer.quantize(d_docs)
             for scoring in config.scorings:
                 kwargs = {"rescore_vectors": d_docs, "rescore_k": config.rescore} if config.rescore else {}
-                s, i = search_codes(d_queries, packed, quantizer, RETRIEVE_K, scoring, **kwargs)
+                s, i = search_codes(d_queries, packed, quantizer, RETRIEVE_K, scoring, empty=empty, **kwargs)
                 record(f"cecq-{dim}d-{bits}b", scoring, s, i, quantizer.bytes_per_vector, dims=dim, bits=bits)
 
     reference = next((r.ndcg_at_10 for r in records if r.name == ("concat" if len(encoders) > 1 else f"model:{encoders[0].name}")), None)

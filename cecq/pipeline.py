@@ -251,6 +251,7 @@ def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str
         "shard": pa.array([shard.name] * len(ids), pa.string()),
         "content_hash": pa.array(hashes, pa.string()),
         "code": pa.array([bytes(r) for r in packed], pa.binary(quantizer.bytes_per_vector)),
+        "empty": pa.array(np.linalg.norm(x, axis=1) == 0, pa.bool_()),
     })
     nbytes = store.write_parquet(out_rel, table)
     return {"path": out_rel, "rows": len(ids), "skipped": False, "bytes": nbytes}
@@ -300,6 +301,7 @@ def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: 
         "embedded_documents": sum(r["embedded"] for r in results),
         "seconds": sum(r.get("seconds", 0.0) for r in results),
         "nodes": sorted({r["node"] for r in results}),
+        "info": results[0]["model_info"] if results else None,
     }
 
 

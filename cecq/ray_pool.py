@@ -55,12 +55,16 @@ def actor_shape(max_actors: int | None = None) -> ActorShape:
     import ray
 
     res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    gpus = int(res.get("GPU", 0))
     if gpus:
         n = gpus if max_actors is None else min(gpus, max_actors)
-        return ActorShape(n, num_cpus=1, num_gpus=1, threads=max(1, int(cpus // max(gpus, 1)) - 1))
-    threads = max(1, min(4, int(cpus)))
-    n = max(1, int(cpus // threads))
+        threads = max(1, int(float(res.get("CPU", 1)) // gpus) - 1)
+        return ActorShape(n, num_cpus=1, num_gpus=1, threads=threads)
+    # Size by node, so that every node of a multi-node cluster gets actors.
+    node_cpus = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    node_cpus = [c for c in node_cpus if c > 0] or [float(res.get("CPU", 1))]
+    threads = max(1, min(4, int(min(node_cpus))))
+    n = sum(max(1, int(c // threads)) for c in node_cpus)
     if max_actors is not None:
         n = min(n, max_actors)
     return ActorShape(n, num_cpus=round(threads * 0.75, 2), num_gpus=0, threads=threads)
@@ -100,7 +104,9 @@ def _embed_actor_class():
 
             previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
             result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
-            return {**result, "node": os.uname().nodename, "pid": os.getpid()}
+            import ray
+
+            return {**result, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "model_info": self.encoder.info()}
 
     return EmbedActor
 

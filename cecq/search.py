@@ -36,6 +36,13 @@ def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
     return best_scores, best_idx
 
 
+def _dequantized(quantizer: Quantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
+    docs = l2_normalize(quantizer.dequantize(quantizer.unpack(packed)))
+    if empty is not None:
+        docs[np.asarray(empty, dtype=bool)] = 0.0
+    return docs
+
+
 def prepare_queries(queries: np.ndarray, quantizer: Quantizer, scoring: Literal["symmetric", "asymmetric"]) -> np.ndarray:
     """The query side: float (asymmetric) or quantized and dequantized (symmetric), normalised."""
     q = np.asarray(queries, dtype=np.float32)
@@ -51,13 +58,15 @@ def prepare_queries(queries: np.ndarray, quantizer: Quantizer, scoring: Literal[
 def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, k: int = 10,
                  scoring: Literal["symmetric", "asymmetric"] = "asymmetric", chunk_rows: int = 65536,
                  rescore_vectors: np.ndarray | None = None, rescore_k: int = 0,
-                 rescore_queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 rescore_queries: np.ndarray | None = None, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k of ``queries`` against packed document codes.
 
     Documents are dequantized chunk by chunk (bin centroids), so memory stays bounded in the
     number of documents. With ``rescore_vectors`` (float document vectors, one row per code)
     the best ``rescore_k`` candidates are re-ranked by float cosine against ``rescore_queries``
     (default: ``queries``), which may live in another space (e.g. the float concatenation).
+    ``empty`` flags documents without content: codes cannot say "zero vector", so their
+    dequantized rows are zeroed here and they score 0, as their float vectors would.
     Returns ``(scores, indices)``, each ``(n_queries, k)``, best first.
     """
     if k < 1:
@@ -67,7 +76,7 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, 
     first = max(k, rescore_k) if rescore_vectors is not None else k
     best_scores, best_idx = _chunked_top_k(
         q, n_docs, first, chunk_rows,
-        lambda a, b: l2_normalize(quantizer.dequantize(quantizer.unpack(packed[a:b]))),
+        lambda a, b: _dequantized(quantizer, packed[a:b], None if empty is None else empty[a:b]),
     )
     if rescore_vectors is not None and best_idx.size:
         if rescore_vectors.shape[0] != n_docs:

@@ -1,0 +1,131 @@
+"""Integration: the embed-corpus and reindex flows with a real local Ray and Prefect's
+test harness, on a small corpus and tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TOPICS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def write_corpus(path: Path, n: int = 45, edits: dict[int, str] | None = None, extra: int = 0) -> list[dict]:
+    topics = list(TOPICS.values())
+    docs = []
+    for i in range(n + extra):
+        words = topics[i % len(topics)]
+        docs.append({"_id": f"d{i:03d}", "title": words[i % 7], "text": " ".join(words[(i + j) % len(words)] for j in range(9))})
+    docs[3]["text"] = ""  # an empty document travels through the pipeline as a zero vector
+    for i, text in (edits or {}).items():
+        docs[i]["text"] = text
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return docs
+
+
+def run_flow(corpus: Path, store: Path, model: Path) -> dict:
+    from flows.embed_corpus import embed_corpus
+
+    return embed_corpus(corpus=str(corpus), store=str(store), models=[str(model), "lexical"], shard_rows=20,
+                        dims=16, bits=2, out_dim=32, max_epochs=3)
+
+
+def published(store: Path) -> dict[str, bytes]:
+    from cecq.catalog import connect
+    from cecq.storage import Store
+
+    return dict(connect(Store(str(store))).execute("SELECT id, code FROM documents").fetchall())
+
+
+def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefect_api):
+    from cecq.catalog import current_manifest
+    from cecq.corpus import CorpusManifest
+    from cecq.decoder import decode
+    from cecq.encoders import concatenate, load_encoder
+    from cecq.pipeline import load_compressor, load_pipeline_encoder, vectors_of
+    from cecq.storage import Store
+    from flows.reindex import reindex
+
+    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    docs = write_corpus(corpus)
+    result = run_flow(corpus, store_dir, tiny_model_dir)
+    assert result["catalog_version"] == 1
+
+    codes = published(store_dir)
+    assert sorted(codes) == sorted(d["_id"] for d in docs)  # every document exactly once
+
+    # The stored codes are what the core library computes for the same input.
+    store = Store(str(store_dir))
+    m = current_manifest(store)
+    texts = [(f"{d['title']} {d['text']}").strip() for d in docs]
+    tiny = load_encoder(str(tiny_model_dir)).encode(texts)
+    lexical = load_pipeline_encoder(store, "lexical", m["corpus_key"]).encode(texts)
+    stored = {}
+    for key in m["model_keys"]:
+        for path in store.glob(f"embeddings/{key}/*.parquet"):
+            t = store.read_parquet(path)
+            stored.setdefault(key, {}).update(zip(t.column("id").to_pylist(), vectors_of(t)))
+    order = [d["_id"] for d in docs]
+    np.testing.assert_allclose(np.stack([stored[m["model_keys"][0]][i] for i in order]), tiny, atol=1e-5)
+    np.testing.assert_allclose(np.stack([stored[m["model_keys"][1]][i] for i in order]), lexical, atol=1e-5)
+    decoder, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    x = concatenate([np.stack([stored[k][i] for i in order]) for k in m["model_keys"]])
+    expected = quantizer.quantize(decode(decoder, x, quantizer.dim))
+    assert [codes[i] for i in order] == [bytes(r) for r in expected]
+
+    # Reindex: one document of the last shard changes, one is appended.
+    files_before = {p: os.stat(p).st_mtime_ns for p in store_dir.rglob("*.parquet")}
+    write_corpus(corpus, edits={44: "a changed text about the compiler"}, extra=1)
+    result2 = reindex(corpus=str(corpus), store=str(store_dir))
+    assert result2["catalog_version"] == 2
+    assert result2["compressor_id"] == result["compressor_id"]  # 2 of 46 changed: decoder reused
+    run = store.read_json(f"runs/{result2['run_id']}/run.json")
+    assert [e["embedded_documents"] for e in run["embedding"]] == [2, 2]
+    assert [e["skipped_shards"] for e in run["embedding"]] == [2, 2]
+    codes2 = published(store_dir)
+    assert len(codes2) == 46 and "d045" in codes2
+    unchanged = [i for i in order if i < "d040"]
+    assert all(codes2[i] == codes[i] for i in unchanged)
+    for p, mtime in files_before.items():  # nothing committed before was rewritten
+        assert os.stat(p).st_mtime_ns == mtime, p
+    manifest = CorpusManifest.from_dict(store.read_json(m["corpus_manifest"]))
+    assert manifest.rows == 45  # the first version's manifest is still readable
+
+
+def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ray_cluster, prefect_api):
+    from cecq.data import DataError
+    from flows.embed_corpus import embed_corpus
+
+    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    write_corpus(corpus, n=30)
+    embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16, bits=2, out_dim=32, max_epochs=2)
+    before = published(store_dir)
+    with corpus.open("a") as f:
+        f.write(json.dumps({"_id": "d001", "text": "a duplicate id"}) + "\n")
+    with pytest.raises(DataError, match="duplicate document id 'd001'"):
+        embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16, bits=2, out_dim=32, max_epochs=2)
+    assert published(store_dir) == before
