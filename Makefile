@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m cecq.demo
+	$(PY) -m flows.demo
 
 test: install
 	$(PY) -m pytest -q -ra tests
