@@ -35,6 +35,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bits", type=_int_list, default=(1, 2, 4), help="bits per dimension to evaluate (default 1,2,4)")
     p.add_argument("--scoring", choices=["symmetric", "asymmetric", "both"], default="both")
     p.add_argument("--decoder", choices=["linear", "mlp"], default="linear", help="decoder architecture")
+    p.add_argument("--init", choices=["pca", "random"], default="pca", help="linear decoder initialisation (default pca)")
     p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs, help="maximum training epochs")
     p.add_argument("--rescore", type=int, default=0, metavar="N", help="rescore the top N candidates with float decoder outputs")
     p.add_argument("--split", default="test", help="qrels split (default test)")
@@ -52,7 +53,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         dims=args.dims,
         bits=args.bits,
         scorings=("symmetric", "asymmetric") if args.scoring == "both" else (args.scoring,),
-        decoder=DecoderConfig(kind=args.decoder, max_epochs=args.epochs, seed=args.seed),
+        decoder=DecoderConfig(kind=args.decoder, init=args.init, max_epochs=args.epochs, seed=args.seed),
         split=args.split,
         rescore=args.rescore,
     )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 Bits = Literal[1, 2, 4, 8]
 Scoring = Literal["float", "symmetric", "asymmetric"]
 DecoderKind = Literal["linear", "mlp"]
+DecoderInit = Literal["pca", "random"]
 
 VALID_BITS: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
@@ -52,6 +53,7 @@ class DecoderConfig:
 
     out_dim: int = 768
     kind: DecoderKind = "linear"
+    init: DecoderInit = "pca"  # linear decoders start as the (uncentred) PCA projection
     hidden_dim: int = 1024
     prefix_sizes: tuple[int, ...] = DEFAULT_PREFIX_SIZES
     lr: float = 1e-3
@@ -66,6 +68,8 @@ class DecoderConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "mlp"):
             raise ConfigError(f"decoder kind must be 'linear' or 'mlp', got {self.kind!r}")
+        if self.init not in ("pca", "random"):
+            raise ConfigError(f"decoder init must be 'pca' or 'random', got {self.init!r}")
         if self.out_dim < 1:
             raise ConfigError(f"out_dim must be >= 1, got {self.out_dim}")
         if not self.prefix_sizes or any(int(p) < 1 for p in self.prefix_sizes):

@@ -95,6 +95,21 @@ def _evaluate(decoder: Decoder, data: torch.Tensor, prefix_sizes: Sequence[int],
     return float(np.mean(losses))
 
 
+def pca_initialise(decoder: Decoder, x: torch.Tensor) -> None:
+    """Set a linear decoder to the uncentred PCA projection of ``x``: the top principal
+    directions come first, so every prefix is the best linear map of its size for dot
+    products, a good start for the MRL loss. Output dims beyond the input's stay random."""
+    if decoder.kind != "linear":
+        raise ValueError("PCA initialisation applies to linear decoders")
+    second_moment = (x.T @ x) / x.shape[0]
+    eigvals, eigvecs = torch.linalg.eigh(second_moment.double())
+    top = eigvecs[:, torch.argsort(eigvals, descending=True)].T.float()  # (in_dim, in_dim), rows = directions
+    n = min(decoder.out_dim, top.shape[0])
+    with torch.no_grad():
+        decoder.net.weight[:n] = top[:n].to(decoder.net.weight.device)
+        decoder.net.bias.zero_()
+
+
 def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(), show_progress: bool = False,
                   device: str | None = None) -> tuple[Decoder, TrainingStats]:
     """Train a decoder on (a sample of) corpus embeddings with the MRL similarity loss.
@@ -125,9 +140,14 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
     prefix_sizes = config.effective_prefix_sizes(out_dim)
     torch.manual_seed(config.seed)
     decoder = Decoder(x.shape[1], out_dim, config.kind, config.hidden_dim).to(device)
+    if config.init == "pca" and config.kind == "linear":
+        pca_initialise(decoder, train)
     opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     stats = TrainingStats(train_rows=len(train), val_rows=len(val))
+    # The starting point (e.g. PCA) is a candidate too: training must beat it to replace it.
+    val_data = val if len(val) >= 2 else train
+    stats.best_val_loss = _evaluate(decoder, val_data, prefix_sizes, config.batch_size)
     best_state = {k: v.detach().clone() for k, v in decoder.state_dict().items()}
     bad_epochs = 0
     bar = tqdm(range(config.max_epochs), desc="train decoder", unit="epoch", disable=not show_progress)
@@ -142,7 +162,7 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
             opt.step()
             losses.append(loss.item())
         stats.train_loss.append(float(np.mean(losses)))
-        val_loss = _evaluate(decoder, val if len(val) >= 2 else train, prefix_sizes, config.batch_size)
+        val_loss = _evaluate(decoder, val_data, prefix_sizes, config.batch_size)
         stats.val_loss.append(val_loss)
         stats.epochs = epoch + 1
         bar.set_postfix(train=f"{stats.train_loss[-1]:.5f}", val=f"{val_loss:.5f}")

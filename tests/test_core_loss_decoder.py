@@ -128,7 +128,7 @@ def structured_data(n: int, dim: int = 48, rank: int = 6, seed: int = 0) -> np.n
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-FAST = dict(out_dim=12, prefix_sizes=(4, 8, 12), batch_size=64, lr=1e-2)
+FAST = dict(out_dim=12, prefix_sizes=(4, 8, 12), batch_size=64, lr=1e-2, init="random")
 
 
 def held_out_loss(decoder: Decoder, x: np.ndarray, prefix_sizes) -> float:
@@ -171,7 +171,7 @@ def test_early_stopping_and_best_weights_are_kept():
     # Unstructured data and a large learning rate: the validation loss stops improving soon.
     rng = np.random.default_rng(5)
     x = rng.normal(size=(120, 16)).astype(np.float32)
-    cfg = DecoderConfig(out_dim=8, prefix_sizes=(8,), batch_size=16, lr=0.5, max_epochs=60, patience=2, seed=0)
+    cfg = DecoderConfig(out_dim=8, prefix_sizes=(8,), batch_size=16, lr=0.5, max_epochs=60, patience=2, seed=0, init="random")
     decoder, stats = train_decoder(x, cfg, device="cpu")
     assert stats.epochs < cfg.max_epochs
     assert stats.epochs == stats.best_epoch + cfg.patience
@@ -181,6 +181,31 @@ def test_early_stopping_and_best_weights_are_kept():
     perm = np.random.default_rng(cfg.seed).permutation(len(x))
     val = x[perm[: int(round(len(x) * cfg.val_fraction))]]
     assert held_out_loss(decoder, val, cfg.effective_prefix_sizes()) == pytest.approx(stats.best_val_loss, rel=1e-4)
+
+
+def test_pca_initialisation_starts_near_the_optimum_and_is_never_made_worse():
+    from cecq.decoder import pca_initialise
+
+    data = structured_data(384, seed=2)
+    x, held_out = data[:320], data[320:]
+    prefixes = (4, 8, 12)
+    torch.manual_seed(0)
+    random_start = Decoder(x.shape[1], 12)
+    pca_start = Decoder(x.shape[1], 12)
+    pca_initialise(pca_start, torch.from_numpy(x))
+    w = pca_start.net.weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(12), atol=1e-4)  # orthonormal directions
+    assert held_out_loss(pca_start, held_out, prefixes) < 0.2 * held_out_loss(random_start, held_out, prefixes)
+    cfg = DecoderConfig(out_dim=12, prefix_sizes=prefixes, batch_size=64, lr=1e-2, max_epochs=5, patience=5, seed=0)
+    trained, stats = train_decoder(x, cfg, device="cpu")
+    perm = np.random.default_rng(cfg.seed).permutation(len(x))
+    n_val = int(round(len(x) * cfg.val_fraction))
+    val, train_split = x[perm[:n_val]], x[perm[n_val:]]
+    start = Decoder(x.shape[1], 12)
+    pca_initialise(start, torch.from_numpy(train_split))  # train_decoder's starting point
+    assert held_out_loss(trained, val, prefixes) <= held_out_loss(start, val, prefixes) + 1e-6
+    with pytest.raises(ValueError, match="linear"):
+        pca_initialise(Decoder(16, 8, "mlp", 8), torch.from_numpy(x))
 
 
 def test_training_rejects_bad_inputs():
