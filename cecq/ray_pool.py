@@ -32,7 +32,10 @@ def init_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
     if address is None:
+        # "local" always starts a new instance: a bare ray.init() would join whatever
+        # cluster was last started with `ray start` on this machine.
         kwargs["include_dashboard"] = False
+        address = "local"
     ray.init(address=address, **kwargs)
     logger.info("ray: %s", ray.cluster_resources())
 
