@@ -11,11 +11,11 @@ from cecq.data import DataError, RetrievalTask, load_beir
 from cecq.decoder import Decoder, DimensionMismatchError, decode, load_decoder, mrl_similarity_loss, save_decoder, train_decoder
 from cecq.encoders import Encoder, LexicalEncoder, ModelNotFoundError, SentenceTransformerEncoder, concatenate, embed, load_encoder
 from cecq.quantizer import Quantizer, pack_codes, unpack_codes
-from cecq.search import search_codes, search_float
+from cecq.search import search_codes, search_float, search_hamming
 
 __all__ = [
     "DataError", "Decoder", "DecoderConfig", "DimensionMismatchError", "Encoder", "EvalConfig", "LexicalEncoder",
     "ModelNotFoundError", "ModelSpec", "Quantizer", "QuantizerConfig", "RetrievalTask", "SentenceTransformerEncoder",
     "concatenate", "decode", "embed", "load_beir", "load_decoder", "load_encoder", "mrl_similarity_loss", "pack_codes",
-    "save_decoder", "search_codes", "search_float", "train_decoder", "unpack_codes",
+    "save_decoder", "search_codes", "search_float", "search_hamming", "train_decoder", "unpack_codes",
 ]

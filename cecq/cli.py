@@ -38,6 +38,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=["pca", "random"], default="pca", help="linear decoder initialisation (default pca)")
     p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs, help="maximum training epochs")
     p.add_argument("--rescore", type=int, default=0, metavar="N", help="rescore the top N candidates with float decoder outputs")
+    p.add_argument("--baselines", action="store_true",
+                   help="also score baselines at the same bytes per document: per-model percentile quantization (pq-*), "
+                        "PCA of the concatenation (pca-*), a randomly initialised MRL decoder (mrl-*), and "
+                        "sentence-transformers binary quantization with float rescoring (st-binary-*)")
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="write one record per configuration here")
@@ -56,6 +60,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         decoder=DecoderConfig(kind=args.decoder, init=args.init, max_epochs=args.epochs, seed=args.seed),
         split=args.split,
         rescore=args.rescore,
+        baselines=args.baselines,
     )
     task = load_beir(args.beir_dir, split=config.split)
     print(f"{task.name}: {len(task.doc_ids)} documents, {len(task.query_ids)} queries with judgements "

@@ -119,6 +119,7 @@ class EvalConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     split: str = "test"
     rescore: int = 0  # rescore this many top candidates with float vectors (0 = off)
+    baselines: bool = False  # also score the baselines of cecq.baselines (PQ, PCA, plain MRL, binary)
 
     def __post_init__(self) -> None:
         if not self.models:

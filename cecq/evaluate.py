@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cecq.baselines import quantized_search, run_baselines
 from cecq.config import EvalConfig
 from cecq.data import RetrievalTask
 from cecq.decoder import decode, train_decoder
 from cecq.encoders import concatenate, is_fitted_encoder, load_encoder
-from cecq.quantizer import Quantizer
-from cecq.search import search_codes, search_float
+from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) ->
 
 def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_progress: bool = False) -> list[EvalRecord]:
     """Embed the task with every base model, train the compressor on its corpus, and score
-    every configuration. Nothing is fitted on queries or judgements."""
+    every configuration (with ``config.baselines``, the baselines of :mod:`cecq.baselines`
+    too, at the same bytes per document). Nothing is fitted on queries or judgements."""
     started = time.perf_counter()
     encoders = [load_encoder(s, fit_texts=task.doc_texts if is_fitted_encoder(s) else None, seed=config.decoder.seed) for s in config.models]
     doc_parts, query_parts = [], []
@@ -89,12 +90,12 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
         d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
         record(f"decoder-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
         for bits in sorted(config.bits):
-            quantizer = Quantizer.fit(d_docs[np.linalg.norm(d_docs, axis=1) > 0], bits)
-            packed = quantizer.quantize(d_docs)
-            for scoring in config.scorings:
-                kwargs = {"rescore_vectors": d_docs, "rescore_k": config.rescore} if config.rescore else {}
-                s, i = search_codes(d_queries, packed, quantizer, RETRIEVE_K, scoring, empty=empty, **kwargs)
-                record(f"cecq-{dim}d-{bits}b", scoring, s, i, quantizer.bytes_per_vector, dims=dim, bits=bits)
+            for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty):
+                record(f"cecq-{dim}d-{bits}b", scoring, s, i, nbytes, dims=dim, bits=bits)
+
+    if config.baselines:
+        for b in run_baselines(encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress):
+            record(b.name, b.scoring, b.scores, b.indices, b.bytes_per_doc, dims=b.dims, bits=b.bits)
 
     reference = next((r.ndcg_at_10 for r in records if r.name == ("concat" if len(encoders) > 1 else f"model:{encoders[0].name}")), None)
     for r in records:

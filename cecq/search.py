@@ -16,6 +16,16 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, scores.shape[1])
     if k < scores.shape[1]:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition keeps arbitrary members of a tie that straddles the cut (common with
+        # Hamming distances and coarse codes): in those rows keep the lowest columns instead.
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        n_above = (scores > kth).sum(axis=1)
+        straddle = np.flatnonzero(n_above + (scores == kth).sum(axis=1) > k)
+        if straddle.size:
+            rows, cut = scores[straddle], kth[straddle]
+            tied = rows == cut
+            keep = (rows > cut) | (tied & (np.cumsum(tied, axis=1) <= (k - n_above[straddle])[:, None]))
+            part[straddle] = np.argsort(~keep, axis=1, kind="stable")[:, :k]
     else:
         part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     part_scores = np.take_along_axis(scores, part, axis=1)
@@ -94,3 +104,57 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, 
 def search_float(queries: np.ndarray, docs: np.ndarray, k: int = 10, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k against float document vectors (the uncompressed reference)."""
     return _chunked_top_k(l2_normalize(queries), docs.shape[0], k, chunk_rows, lambda a, b: l2_normalize(docs[a:b]))
+
+
+def unpack_signs(packed: np.ndarray, dim: int) -> np.ndarray:
+    """One-bit codes packed as :func:`numpy.packbits` packs them (most significant bit first,
+    the layout of sentence-transformers' ``ubinary``) as ``(n, dim)`` float32 of +1 / -1."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    if packed.ndim != 2 or packed.shape[1] != (dim + 7) // 8:
+        raise ValueError(f"packed bits of shape {packed.shape} do not hold {dim} one-bit dims")
+    return np.unpackbits(packed, axis=1, count=dim).astype(np.float32) * 2.0 - 1.0
+
+
+def _signs(packed: np.ndarray, dim: int, empty: np.ndarray | None) -> np.ndarray:
+    signs = unpack_signs(packed, dim)
+    if empty is not None:
+        signs[np.asarray(empty, dtype=bool)] = 0.0
+    return signs
+
+
+def search_hamming(query_bits: np.ndarray, packed: np.ndarray, dim: int, k: int = 10,
+                   chunk_rows: int = 65536, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of packed one-bit document codes by Hamming distance to packed one-bit queries.
+
+    Bits are compared as +1/-1 vectors, whose dot product is ``dim - 2 * hamming``, so the
+    same chunked top-k as every other search applies (exact: small integers in float32).
+    ``empty`` flags documents without content: they sit at distance ``dim / 2`` from every
+    query (a zero vector, as :func:`search_codes` scores them 0).
+    Returns ``(-hamming distance, indices)``, each ``(n_queries, k)``, nearest first, ties
+    broken by the lower document index.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    q = unpack_signs(query_bits, dim)
+    scores, idx = _chunked_top_k(q, packed.shape[0], k, chunk_rows,
+                                 lambda a, b: _signs(packed[a:b], dim, None if empty is None else empty[a:b]))
+    return (scores - dim) / 2, idx
+
+
+def rescore_signs(queries: np.ndarray, packed: np.ndarray, dim: int, candidates: np.ndarray, k: int,
+                  empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidate one-bit documents by the float query's dot product with their bits
+    read as +1/-1 (sentence-transformers' rescoring reads them as 1/0, which ranks the same:
+    the two differ by a per-query constant and a factor 2). Returns the best ``k`` of
+    ``candidates`` (``(n_queries, c)`` document indices) as ``(scores, indices)``."""
+    candidates = np.asarray(candidates)
+    if candidates.size == 0:
+        return np.zeros(candidates.shape, np.float32), candidates
+    flat = candidates.ravel()
+    signs = _signs(np.asarray(packed)[flat], dim, None if empty is None else np.asarray(empty, dtype=bool)[flat])
+    q = l2_normalize(queries)
+    if q.shape != (candidates.shape[0], dim):
+        raise ValueError(f"queries must be ({candidates.shape[0]}, {dim}), got shape {q.shape}")
+    scores = np.einsum("qkd,qd->qk", signs.reshape(*candidates.shape, dim), q)
+    s, order = _top_k(scores, k)
+    return s, np.take_along_axis(candidates, order, axis=1)
