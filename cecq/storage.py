@@ -64,7 +64,9 @@ class Store:
         self.storage_options = storage_options if storage_options is not None else storage_options_from_env(url)
         self.fs, root = url_to_fs(self.url, **self.storage_options)
         self.root = root.rstrip("/")
-        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
+        self.protocol = protocols[0]
+        self.is_local = "file" in protocols
         if self.is_local:
             self.root = os.path.abspath(self.root)
 
@@ -81,7 +83,7 @@ class Store:
     def uri(self, rel: str) -> str:
         """A URL for ``rel`` that other tools (DuckDB, pyarrow) understand."""
         p = self.path(rel)
-        return p if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{p}"
+        return p if self.is_local else f"{self.protocol}://{p}"
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
