@@ -74,7 +74,7 @@ class PCAProjection:
     explained_variance: np.ndarray
 
     @classmethod
-    def fit(cls, docs: np.ndarray, dims: int) -> "PCAProjection":
+    def fit(cls, docs: np.ndarray, dims: int) -> PCAProjection:
         """Fit on the non-empty rows of ``docs`` (the corpus; never queries)."""
         x = np.asarray(docs, dtype=np.float64)
         x = x[_nonempty(x)]

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from cecq.storage import Store

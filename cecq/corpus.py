@@ -55,7 +55,7 @@ class CorpusManifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CorpusManifest":
+    def from_dict(cls, d: dict) -> CorpusManifest:
         d = dict(d)
         d["shards"] = [ShardInfo(**s) for s in d["shards"]]
         return cls(**d)

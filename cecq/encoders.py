@@ -206,7 +206,7 @@ class LexicalEncoder(Encoder):
         self._analyzer = TfidfVectorizer(**params).build_analyzer()
 
     @classmethod
-    def fit(cls, texts: Sequence[str], dim: int = 256, seed: int = 0, name: str = LEXICAL) -> "LexicalEncoder":
+    def fit(cls, texts: Sequence[str], dim: int = 256, seed: int = 0, name: str = LEXICAL) -> LexicalEncoder:
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -258,7 +258,7 @@ class LexicalEncoder(Encoder):
         (folder / "lexical.json").write_text(json.dumps({"name": self.name, "params": self.PARAMS, "vocabulary": self.vocab_list}))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "LexicalEncoder":
+    def load(cls, folder: str | Path) -> LexicalEncoder:
         from safetensors.numpy import load_file
 
         folder = Path(folder)

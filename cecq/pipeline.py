@@ -235,7 +235,6 @@ def load_compressor(store: Store, decoder_rel: str, quantizer_rel: str):
     return decoder, meta, quantizer
 
 
-CODES_SCHEMA_META = b"cecq.codes"
 
 
 def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str], decoder_rel: str, quantizer_rel: str,

@@ -64,7 +64,7 @@ class Quantizer:
         return bytes_per_vector(self.dim, self.bits)
 
     @classmethod
-    def fit(cls, sample: np.ndarray, bits: int) -> "Quantizer":
+    def fit(cls, sample: np.ndarray, bits: int) -> Quantizer:
         """Thresholds at equal-frequency percentiles of ``sample``, per dimension; centroids are
         the mean sample value in each bin (the bin's midpoint where a bin is empty)."""
         if bits not in VALID_BITS:
@@ -122,7 +122,7 @@ class Quantizer:
         pq.write_table(table, str(path), filesystem=filesystem)
 
     @classmethod
-    def load(cls, path: str | Path, filesystem=None) -> "Quantizer":
+    def load(cls, path: str | Path, filesystem=None) -> Quantizer:
         table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
         meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
         bits, dim = int(meta["bits"]), int(meta["dim"])
