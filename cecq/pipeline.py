@@ -9,6 +9,7 @@ Orchestration (Prefect) and fan-out (Ray) live outside this module.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import tempfile
 import time
@@ -114,10 +115,7 @@ def fit_lexical(store: Store, manifest: CorpusManifest, max_rows: int = 100_000,
     enc = LexicalEncoder.fit(texts, dim=dim, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         enc.save(tmp)
-        # json last: its presence marks the encoder as complete
-        for name in ("lexical.safetensors", "lexical.json"):
-            with open(f"{tmp}/{name}", "rb") as f:
-                store.write_bytes(f"{rel}/{name}", f.read())
+        store.upload(tmp, rel, ["lexical.safetensors", "lexical.json"])  # the json marks it complete
     return rel
 
 
@@ -215,15 +213,12 @@ def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_
     with tempfile.TemporaryDirectory() as tmp:
         save_decoder(decoder, tmp, {"models": list(config.models), "model_keys": list(model_keys),
                                     "prefix_sizes": list(config.decoder.effective_prefix_sizes()), "training": asdict(stats)})
-        for name in ("decoder.safetensors", "decoder.json"):
-            with open(f"{tmp}/{name}", "rb") as f:
-                store.write_bytes(f"{decoder_rel}/{name}", f.read())
+        store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
     calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
     quantizer = Quantizer.fit(decode(decoder, calib, config.dims), config.bits)
-    with tempfile.TemporaryDirectory() as tmp:
-        quantizer.save(f"{tmp}/q.parquet")
-        with open(f"{tmp}/q.parquet", "rb") as f:
-            store.write_bytes(quantizer_rel, f.read())
+    buf = io.BytesIO()
+    quantizer.save(buf)
+    store.write_bytes(quantizer_rel, buf.getvalue())
     return decoder_rel, quantizer_rel
 
 

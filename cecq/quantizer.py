@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -111,7 +112,7 @@ class Quantizer:
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         return unpack_codes(packed, self.dim, self.bits)
 
-    def save(self, path: str | Path, filesystem=None) -> None:
+    def save(self, path: str | Path | BinaryIO, filesystem=None) -> None:
         """One Parquet file: a row per dimension, with thresholds and centroids as lists."""
         levels = 1 << self.bits
         table = pa.table({
@@ -119,10 +120,10 @@ class Quantizer:
             "thresholds": pa.FixedSizeListArray.from_arrays(pa.array(self.thresholds.ravel()), levels - 1),
             "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.centroids.ravel()), levels),
         }).replace_schema_metadata({"cecq.quantizer": json.dumps({"bits": self.bits, "dim": self.dim})})
-        pq.write_table(table, str(path), filesystem=filesystem)
+        pq.write_table(table, path if hasattr(path, "write") else str(path), filesystem=filesystem)
 
     @classmethod
-    def load(cls, path: str | Path, filesystem=None) -> Quantizer:
+    def load(cls, path: str | Path | BinaryIO, filesystem=None) -> Quantizer:
         table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
         meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
         bits, dim = int(meta["bits"]), int(meta["dim"])

@@ -121,6 +121,13 @@ class Store:
         else:
             self.fs.pipe_file(final, data)  # a single PUT: the object appears whole or not at all
 
+    def upload(self, local_folder: str, rel: str, names: list[str]) -> None:
+        """Copy files ``names`` of a local folder under ``rel``, in the given order (put the
+        file whose presence marks the folder complete last)."""
+        for name in names:
+            with open(os.path.join(local_folder, name), "rb") as f:
+                self.write_bytes(f"{rel}/{name}", f.read())
+
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
