@@ -13,7 +13,7 @@ import numpy as np
 
 from cecq.config import DecoderConfig, EvalConfig
 from cecq.decoder import Decoder, decode, train_decoder
-from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize
+from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize, nonempty_rows
 from cecq.quantizer import Quantizer
 from cecq.search import rescore_signs, search_codes, search_hamming
 
@@ -37,10 +37,6 @@ class BaselineResult:
     bits: int | None = None
 
 
-def _nonempty(x: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(x, axis=1) > 0
-
-
 def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int, k: int,
                      scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0,
                      empty: np.ndarray | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
@@ -49,8 +45,8 @@ def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int, k:
     ``empty`` (default: the zero rows) flags documents that score 0.
     ``rescore`` > 0 re-ranks that many top candidates with ``doc_vecs`` themselves.
     This is cecq's own quantize-and-search step; the baselines differ only in the vectors."""
-    quantizer = Quantizer.fit(doc_vecs[_nonempty(doc_vecs)], bits)
-    empty = ~_nonempty(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
+    quantizer = Quantizer.fit(doc_vecs[nonempty_rows(doc_vecs)], bits)
+    empty = ~nonempty_rows(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
     packed = quantizer.quantize(doc_vecs)
     kwargs = {"rescore_vectors": doc_vecs, "rescore_k": rescore} if rescore else {}
     for scoring in scorings:
@@ -77,7 +73,7 @@ class PCAProjection:
     def fit(cls, docs: np.ndarray, dims: int) -> PCAProjection:
         """Fit on the non-empty rows of ``docs`` (the corpus; never queries)."""
         x = np.asarray(docs, dtype=np.float64)
-        x = x[_nonempty(x)]
+        x = x[nonempty_rows(x)]
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"PCA needs at least 2 non-empty rows, got shape {x.shape}")
         if not 1 <= dims <= min(x.shape[1], x.shape[0] - 1):
@@ -104,7 +100,7 @@ class PCAProjection:
             raise ValueError(f"this PCA has {self.dims} components, asked for {dims}")
         x = np.asarray(x, dtype=np.float32)
         out = l2_normalize((x - self.mean) @ self.components[:dims].T)
-        out[~_nonempty(x)] = 0.0
+        out[~nonempty_rows(x)] = 0.0
         return out
 
 
@@ -119,7 +115,7 @@ def pca_baseline(pca: PCAProjection, docs: np.ndarray, queries: np.ndarray, dims
 
 def train_mrl_decoder(docs: np.ndarray, config: DecoderConfig, show_progress: bool = False) -> Decoder:
     """The plain MRL recipe: cecq's decoder and loss from a random initialisation."""
-    decoder, _ = train_decoder(docs[_nonempty(docs)], replace(config, init="random"), show_progress=show_progress)
+    decoder, _ = train_decoder(docs[nonempty_rows(docs)], replace(config, init="random"), show_progress=show_progress)
     return decoder
 
 
@@ -140,7 +136,7 @@ def binary_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, k: int, rescore_
     from sentence_transformers import quantize_embeddings
 
     dim = doc_vecs.shape[1]
-    empty = ~_nonempty(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
+    empty = ~nonempty_rows(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
     doc_bits = quantize_embeddings(np.asarray(doc_vecs, dtype=np.float32), precision="ubinary")
     query_bits = quantize_embeddings(np.asarray(query_vecs, dtype=np.float32), precision="ubinary")
     if rescore_multiplier <= 0:
@@ -172,7 +168,7 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
         for bits in sorted(config.bits):
             yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore)
 
-    max_pca = min(docs.shape[1], int(_nonempty(docs).sum()) - 1)
+    max_pca = min(docs.shape[1], int(nonempty_rows(docs).sum()) - 1)
     pca_dims = [dim for dim in sorted(config.dims) if dim <= max_pca]
     if len(pca_dims) < len(config.dims):
         logger.warning("PCA baseline: the concatenation has %d components; skipping dims %s",

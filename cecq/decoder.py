@@ -182,7 +182,7 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
 
 def decode(decoder: Decoder, x: np.ndarray, dim: int | None = None, batch_size: int = 8192) -> np.ndarray:
     """Map concatenated embeddings through the decoder and return the normalised ``dim``-prefix."""
-    from cecq.encoders import l2_normalize
+    from cecq.encoders import l2_normalize, nonempty_rows
 
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != decoder.in_dim:
@@ -200,7 +200,7 @@ def decode(decoder: Decoder, x: np.ndarray, dim: int | None = None, batch_size: 
             chunk = torch.from_numpy(x[i:i + batch_size]).to(param.device, param.dtype)
             out[i:i + batch_size] = decoder(chunk)[:, :dim].float().cpu().numpy()
     out = l2_normalize(out)
-    out[np.linalg.norm(x, axis=1) == 0] = 0.0  # empty documents stay empty
+    out[~nonempty_rows(x)] = 0.0  # empty documents stay empty
     return out
 
 

@@ -64,6 +64,11 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return np.where(norms > EPS, x / np.maximum(norms, EPS), 0.0).astype(np.float32)
 
 
+def nonempty_rows(x: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows that are not all zero (empty texts embed to zero rows)."""
+    return np.linalg.norm(x, axis=1) > 0
+
+
 def concatenate(parts: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
     """Concatenate per-model embeddings (each normalised, optionally weighted) and renormalise."""
     if not parts:

@@ -16,7 +16,7 @@ from cecq.baselines import quantized_search, run_baselines
 from cecq.config import EvalConfig
 from cecq.data import RetrievalTask
 from cecq.decoder import decode, train_decoder
-from cecq.encoders import concatenate, is_fitted_encoder, load_encoder
+from cecq.encoders import concatenate, is_fitted_encoder, load_encoder, nonempty_rows
 from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
     dcfg = config.decoder
     if dcfg.out_dim < max(config.dims):
         dcfg = replace(dcfg, out_dim=max(config.dims))
-    decoder, stats = train_decoder(docs[np.linalg.norm(docs, axis=1) > 0], dcfg, show_progress=show_progress)
-    empty = np.linalg.norm(docs, axis=1) == 0
+    empty = ~nonempty_rows(docs)
+    decoder, stats = train_decoder(docs[~empty], dcfg, show_progress=show_progress)
     for dim in sorted(config.dims):
         d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
         record(f"decoder-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)

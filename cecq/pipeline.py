@@ -23,7 +23,7 @@ import pyarrow as pa
 from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec
 from cecq.corpus import CorpusManifest, ShardInfo, manifest_path
 from cecq.decoder import decode, load_decoder, save_decoder, train_decoder
-from cecq.encoders import LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder
+from cecq.encoders import LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows
 from cecq.quantizer import Quantizer
 from cecq.storage import Store, digest, slug
 
@@ -199,7 +199,7 @@ def sample_concatenated(store: Store, manifest: CorpusManifest, model_keys: Sequ
         _, _, x = load_concatenated(store, [embedding_path(k, shard) for k in model_keys], take)
         out.append(x)
     x = np.concatenate(out)
-    return x[np.linalg.norm(x, axis=1) > 0]  # empty documents carry no similarity signal
+    return x[nonempty_rows(x)]  # empty documents carry no similarity signal
 
 
 def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str],
@@ -245,7 +245,7 @@ def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str
         "shard": pa.array([shard.name] * len(ids), pa.string()),
         "content_hash": pa.array(hashes, pa.string()),
         "code": pa.array([bytes(r) for r in packed], pa.binary(quantizer.bytes_per_vector)),
-        "empty": pa.array(np.linalg.norm(x, axis=1) == 0, pa.bool_()),
+        "empty": pa.array(~nonempty_rows(x), pa.bool_()),
     })
     nbytes = store.write_parquet(out_rel, table)
     return {"path": out_rel, "rows": len(ids), "skipped": False, "bytes": nbytes}
