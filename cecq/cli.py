@@ -178,12 +178,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from cecq.bench import perf, quality
+
+    p = sub.add_parser("bench", help="benchmarks: retrieval quality under compression, pipeline performance")
+    kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    quality.add_parser(kinds)
+    perf.add_parser(kinds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cecq", description="Compact, searchable embeddings from several small embedding models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_pipeline(sub)
+    _add_bench(sub)
     return parser
 
 
