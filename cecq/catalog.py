@@ -35,8 +35,16 @@ def current_manifest(store: Store) -> dict[str, Any]:
 
 
 def publish(store: Store, run: dict[str, Any], shards: Sequence[dict[str, Any]]) -> int:
-    """Publish a run's compressed shards as the next catalog version; return the version."""
+    """Publish a run's compressed shards as the next catalog version; return the version.
+
+    Idempotent: when the published version already holds this run's shards (a rerun of a
+    run that finished), it is returned and nothing is written.
+    """
     previous = int(store.read_json(CURRENT)["version"]) if store.exists(CURRENT) else 0
+    if previous:
+        current = current_manifest(store)
+        if current["run_id"] == run["run_id"] and current["codes"] == [s["path"] for s in shards]:
+            return previous
     version = previous + 1
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     table = pa.table({

@@ -8,8 +8,8 @@ Orchestration (Prefect) and fan-out (Ray) live outside this module.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
+import json
 import logging
 import tempfile
 import time
@@ -93,9 +93,15 @@ def lexical_path(corpus_key: str) -> str:
     return f"models/{LEXICAL}-{corpus_key}"
 
 
-def new_run_id(config: PipelineConfig) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{now}-{digest(repr(config.to_dict()))[:6]}"
+def run_id_for(config: PipelineConfig, corpus_manifest_path: str) -> str:
+    """The id of a run: a digest of its configuration and of the corpus content.
+
+    Deterministic, so that a rerun after a crash finds (and skips) what the crashed run
+    committed under ``runs/<id>/`` and ``codes/<id>/`` and writes byte-identical shards.
+    The store's own URL is left out: the same inputs give the same run in any store.
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k != "store"}
+    return "run-" + digest(json.dumps(settings, sort_keys=True), corpus_manifest_path)[:16]
 
 
 # ---------------------------------------------------------------- encoders

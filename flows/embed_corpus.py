@@ -7,7 +7,7 @@ import datetime as dt
 from prefect import flow
 
 from cecq.config import DEFAULT_MODELS, DecoderConfig
-from cecq.pipeline import PipelineConfig, new_run_id
+from cecq.pipeline import PipelineConfig, run_id_for
 from tasks import (compress_task, embed_model_task, fit_lexical_task, load_previous_task, plan_compressor_task,
                    publish_task, shard_corpus_task, train_compressor_task)
 
@@ -15,9 +15,9 @@ from tasks import (compress_task, embed_model_task, fit_lexical_task, load_previ
 def run_steps(config: PipelineConfig, ray_address: str | None, previous: dict | None) -> dict:
     """The steps both flows share. ``previous`` is the store's published manifest (or None)."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
-    run_id = new_run_id(config)
     manifest_path = shard_corpus_task(config.corpus, config.store, config.shard_rows, config.id_column,
                                       list(config.text_columns) if config.text_columns else None)
+    run_id = run_id_for(config, manifest_path)
     if "lexical" in config.models:
         fit_lexical_task(config.store, manifest_path)
     previous_manifest = previous.get("corpus_manifest") if previous else None
