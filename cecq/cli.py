@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import duckdb
 
 from cecq.config import DEFAULT_MODELS, ConfigError, DecoderConfig, EvalConfig, ModelSpec
+from cecq.storage import StorageError
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -202,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, duckdb.Error) as e:
+    except (ConfigError, ValueError, FileNotFoundError, StorageError, duckdb.Error) as e:
         print(f"cecq: error: {e}", file=sys.stderr)
         return 2
 

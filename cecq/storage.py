@@ -7,13 +7,16 @@ object stores, so a reader never sees half a shard.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import io
 import json
 import os
 import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +26,48 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class StorageError(RuntimeError):
-    """The storage root is unreachable, or a path would leave it."""
+    """The storage root is unreachable or full, or a path would leave it. Work committed
+    before the error is kept; a rerun resumes from it."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an unreachable or failing storage backend (after the client's own retries)."""
+    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    try:
+        from botocore.exceptions import BotoCoreError
+
+        errors.append(BotoCoreError)
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        errors.append(ClientError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _io(action: str) -> Callable[[_F], _F]:
+    """Turn a backend failure of ``Store.<method>(rel, ...)`` into a StorageError naming the
+    action and the object. Missing files stay FileNotFoundError: callers test for them."""
+    def wrap(method: _F) -> _F:
+        @functools.wraps(method)
+        def guarded(self: Store, rel: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, rel, *args, **kwargs)
+            except (FileNotFoundError, StorageError):
+                raise
+            except _transient_errors() as e:
+                hint = " (no space left: free some or use another root)" if getattr(e, "errno", None) in _NO_SPACE else ""
+                raise StorageError(f"could not {action} {self.uri(rel)}{hint}: {type(e).__name__}: {e}. "
+                                   "Work committed before this error is kept; rerun to resume.") from e
+        return guarded  # type: ignore[return-value]
+    return wrap
 
 
 def slug(text: str, max_len: int = 64) -> str:
@@ -45,13 +89,21 @@ def digest(*parts: str | bytes) -> str:
 
 def storage_options_from_env(url: str) -> dict[str, Any]:
     """S3 options from the environment: ``CECQ_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL``)
-    for MinIO and other S3-compatible servers. Credentials come from the usual AWS chain."""
+    for MinIO and other S3-compatible servers, and ``CECQ_S3_MAX_ATTEMPTS`` (default 10):
+    attempts per request, with jittered exponential backoff, on 5xx answers, throttling,
+    timeouts and refused connections. Credentials come from the usual AWS chain and are
+    never part of the options."""
     if not url.startswith(("s3://", "s3a://")):
         return {}
+    attempts = int(os.environ.get("CECQ_S3_MAX_ATTEMPTS", "10"))
+    options: dict[str, Any] = {"config_kwargs": {"retries": {"max_attempts": max(1, attempts), "mode": "standard"},
+                                                 "connect_timeout": 10, "read_timeout": 60}}
     endpoint = os.environ.get("CECQ_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
     # region_name is deliberately not passed here (bucket creation fails on some servers);
     # set AWS_DEFAULT_REGION instead.
-    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return options
 
 
 class Store:
@@ -85,9 +137,11 @@ class Store:
         p = self.path(rel)
         return p if self.is_local else f"{self.protocol}://{p}"
 
+    @_io("check")
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
 
+    @_io("list")
     def list(self, rel: str, suffix: str = "") -> list[str]:
         """Relative paths of files directly under ``rel`` ending in ``suffix``, sorted."""
         base = self.path(rel)
@@ -96,11 +150,13 @@ class Store:
         names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
         return sorted(f"{rel.rstrip('/')}/{n}" for n in names if n.endswith(suffix) and ".tmp-" not in n)
 
+    @_io("list")
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of committed files matching ``pattern`` (temporary files excluded)."""
         found = self.fs.glob(self.path(pattern))
         return sorted(p[len(self.root) + 1:] for p in found if ".tmp-" not in p)
 
+    @_io("write")
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write ``data`` atomically: readers see the old file, or none, or all of the new one."""
         final = self.path(rel)
@@ -128,6 +184,7 @@ class Store:
             with open(os.path.join(local_folder, name), "rb") as f:
                 self.write_bytes(f"{rel}/{name}", f.read())
 
+    @_io("read")
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
@@ -145,13 +202,16 @@ class Store:
         self.write_bytes(rel, data)
         return len(data)
 
+    @_io("read")
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self.path(rel), "rb") as f:
             return pq.read_table(f, columns=columns)
 
+    @_io("stat")
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))
 
+    @_io("copy")
     def local_copy(self, rel: str, dest: str) -> str:
         """Copy a folder under the root to a local folder (for loaders that need a local path)."""
         os.makedirs(dest, exist_ok=True)

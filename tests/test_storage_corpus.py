@@ -13,30 +13,6 @@ from cecq.data import DataError
 from cecq.storage import Store, StorageError, slug
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    import os
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "CECQ_S3_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      CECQ_S3_ENDPOINT_URL=endpoint)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="cecq-test")
-    yield endpoint
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def test_paths_cannot_leave_the_root(tmp_path):
     store = Store(str(tmp_path))
     with pytest.raises(StorageError, match="leave the storage root"):
