@@ -23,7 +23,7 @@ import pyarrow as pa
 from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec
 from cecq.corpus import CorpusManifest, ShardInfo, manifest_path
 from cecq.decoder import decode, load_decoder, save_decoder, train_decoder
-from cecq.encoders import LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows
+from cecq.encoders import LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows, resolve_model
 from cecq.quantizer import Quantizer
 from cecq.storage import Store, digest, slug
 
@@ -169,11 +169,12 @@ def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
     todo = [i for i, key in enumerate(zip(ids, hashes)) if not previous or key not in previous]
     for i in set(range(len(ids))) - set(todo):
         vectors[i] = previous[(ids[i], hashes[i])]
+    truncated_before = getattr(encoder, "truncated", 0)
     if todo:
         vectors[todo] = encoder.encode([texts[i] for i in todo], "document")
     nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
     return {"path": out_rel, "rows": len(ids), "embedded": len(todo), "skipped": False, "bytes": nbytes,
-            "seconds": time.perf_counter() - started}
+            "truncated": getattr(encoder, "truncated", 0) - truncated_before, "seconds": time.perf_counter() - started}
 
 
 def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[list[str], list[str], np.ndarray]:
@@ -282,6 +283,8 @@ def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: 
     skipped, and with ``previous`` unchanged documents reuse their earlier vectors."""
     from cecq.ray_pool import EmbedJob, embed_shards, init_ray
 
+    if model != LEXICAL:
+        resolve_model(model)  # a missing local path fails here, before any actor starts
     mkey = model_key(model, manifest.corpus_key)
     prev_by_name = {s.name: s for s in previous.shards} if previous else {}
     jobs, skipped = [], 0
@@ -299,6 +302,7 @@ def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: 
     return {
         "model": model, "model_key": mkey, "shards": len(manifest.shards), "skipped_shards": skipped,
         "embedded_documents": sum(r["embedded"] for r in results),
+        "truncated_documents": sum(r.get("truncated", 0) for r in results),  # longer than the model's limit
         "seconds": sum(r.get("seconds", 0.0) for r in results),
         "nodes": sorted({r["node"] for r in results}),
         "info": results[0]["model_info"] if results else None,

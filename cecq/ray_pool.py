@@ -21,6 +21,16 @@ class ShardFailedError(RuntimeError):
     """A shard failed on every attempt."""
 
 
+class ModelLoadError(RuntimeError):
+    """The embedding actors could not load the base model (retrying cannot help)."""
+
+
+def _cause(error: Exception) -> str:
+    """The last line of a remote traceback: the exception that actually happened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1] if lines else repr(error))
+
+
 def init_ray(address: str | None = None) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray."""
     import ray
@@ -146,6 +156,8 @@ def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: 
             try:
                 results.append(ray.get(ref))
             except (RayActorError, RayTaskError) as e:
+                if isinstance(e, RayActorError) and e.actor_init_failed:
+                    raise ModelLoadError(f"model {model!r} could not be loaded by the embedding actors: {_cause(e)}") from e
                 job.attempts += 1
                 if job.attempts > max_retries:
                     raise ShardFailedError(f"shard {job.shard['name']} failed {job.attempts} times with {model}: {e}") from e

@@ -6,9 +6,10 @@ from cecq.corpus import CorpusManifest
 from cecq.pipeline import PipelineConfig, choose_compressor, compress_corpus, train_compressor
 from cecq.storage import Store
 from tasks.progress import progress_reporter
+from tasks.retry import retry_unless_bad_input
 
 
-@task(name="train-compressor", retries=1)
+@task(name="train-compressor", retry_condition_fn=retry_unless_bad_input, retries=1)
 def train_compressor_task(config: PipelineConfig, manifest_path: str, run_id: str, model_keys: list[str]) -> tuple[str, str]:
     """Train the decoder and fit the quantizer on a sample; return their paths."""
     store = Store(config.store)
@@ -18,7 +19,7 @@ def train_compressor_task(config: PipelineConfig, manifest_path: str, run_id: st
     return paths
 
 
-@task(name="compress", retries=2, retry_delay_seconds=10)
+@task(name="compress", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=10)
 def compress_task(store_url: str, manifest_path: str, model_keys: list[str], decoder: str, quantizer: str,
                   compressor_id: str, ray_address: str | None = None) -> list[dict]:
     """Compress every shard into packed codes on Ray; committed shards are skipped."""

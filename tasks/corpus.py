@@ -6,9 +6,10 @@ from cecq.catalog import NoCatalogError, current_manifest
 from cecq.corpus import CorpusManifest, manifest_path, shard_corpus
 from cecq.pipeline import fit_lexical
 from cecq.storage import Store
+from tasks.retry import retry_unless_bad_input
 
 
-@task(name="shard-corpus", retries=2, retry_delay_seconds=5)
+@task(name="shard-corpus", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=5)
 def shard_corpus_task(corpus: str, store_url: str, shard_rows: int, id_column: str | None = None,
                       text_columns: list[str] | None = None) -> str:
     """Cut the corpus into committed shards; return the manifest's path."""
@@ -18,7 +19,7 @@ def shard_corpus_task(corpus: str, store_url: str, shard_rows: int, id_column: s
     return manifest_path(manifest)
 
 
-@task(name="fit-lexical", retries=1)
+@task(name="fit-lexical", retry_condition_fn=retry_unless_bad_input, retries=1)
 def fit_lexical_task(store_url: str, manifest_path: str) -> str:
     store = Store(store_url)
     return fit_lexical(store, CorpusManifest.from_dict(store.read_json(manifest_path)))

@@ -6,9 +6,10 @@ from cecq.corpus import CorpusManifest
 from cecq.pipeline import embed_model
 from cecq.storage import Store
 from tasks.progress import progress_reporter
+from tasks.retry import retry_unless_bad_input
 
 
-@task(name="embed-model", retries=2, retry_delay_seconds=10)
+@task(name="embed-model", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=10)
 def embed_model_task(store_url: str, manifest_path: str, model: str, batch_size: int = 64, ray_address: str | None = None,
                      previous_manifest_path: str | None = None) -> dict:
     """Embed every shard with one base model on Ray actors; committed shards are skipped."""

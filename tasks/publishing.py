@@ -7,9 +7,10 @@ from cecq.catalog import publish
 from cecq.corpus import CorpusManifest
 from cecq.pipeline import PipelineConfig, describe_run
 from cecq.storage import Store
+from tasks.retry import retry_unless_bad_input
 
 
-@task(name="publish-catalog", retries=2, retry_delay_seconds=5)
+@task(name="publish-catalog", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=5)
 def publish_task(config: PipelineConfig, run_id: str, manifest_path: str, embedding: list[dict], decoder: str,
                  quantizer: str, compressor_id: str, started: str, shards: list[dict]) -> int:
     """Publish the compressed shards as the next catalog version, with a summary artifact."""

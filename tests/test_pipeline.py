@@ -15,14 +15,6 @@ from conftest import TOPICS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def write_corpus(path: Path, n: int = 45, edits: dict[int, str] | None = None, extra: int = 0) -> list[dict]:
     topics = list(TOPICS.values())
     docs = []
