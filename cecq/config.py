@@ -80,6 +80,8 @@ class DecoderConfig:
             raise ConfigError(f"batch_size must be >= 4 (in-batch similarities), got {self.batch_size}")
         if self.max_epochs < 1 or self.patience < 1:
             raise ConfigError("max_epochs and patience must be >= 1")
+        if self.max_train_rows < self.batch_size // 4 or self.max_train_rows < 16:
+            raise ConfigError(f"max_train_rows must be >= 16 and >= batch_size/4, got {self.max_train_rows}")
 
     def effective_prefix_sizes(self, out_dim: int | None = None) -> tuple[int, ...]:
         """Prefix sizes that fit in the output, always including the full output size."""

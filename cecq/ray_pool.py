@@ -94,7 +94,7 @@ class EmbedJob:
 def _embed_actor_class():
     import ray
 
-    @ray.remote(max_restarts=3, max_task_retries=0)
+    @ray.remote(max_restarts=0, max_task_retries=0)
     class EmbedActor:
         """Holds one base model for its lifetime; embeds shard after shard."""
 
@@ -136,11 +136,12 @@ def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: 
     shape = actor_shape(max_actors)
     n = min(shape.count, len(jobs))
     actor_cls = _embed_actor_class()
-    actors = [
-        actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
+
+    def new_actor() -> Any:
+        return actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
             store_url, storage_options, model, corpus_key, batch_size, shape.threads)
-        for _ in range(n)
-    ]
+
+    actors = [new_actor() for _ in range(n)]
     logger.info("%s: %d shards on %d actors (%s cpus, %s gpus each)", model, len(jobs), n, shape.num_cpus, shape.num_gpus)
     pending: deque[EmbedJob] = deque(jobs)
     idle = list(actors)
@@ -155,6 +156,7 @@ def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: 
             actor, job = inflight.pop(ref)
             try:
                 results.append(ray.get(ref))
+                idle.append(actor)
             except (RayActorError, RayTaskError) as e:
                 if isinstance(e, RayActorError) and e.actor_init_failed:
                     raise ModelLoadError(f"model {model!r} could not be loaded by the embedding actors: {_cause(e)}") from e
@@ -163,7 +165,14 @@ def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: 
                     raise ShardFailedError(f"shard {job.shard['name']} failed {job.attempts} times with {model}: {e}") from e
                 logger.warning("shard %s failed with %s (attempt %d), retrying: %s", job.shard["name"], model, job.attempts, e)
                 pending.append(job)
-            idle.append(actor)  # a dead actor is restarted by Ray (max_restarts)
+                if isinstance(e, RayTaskError):
+                    idle.append(actor)  # the shard failed, the actor is fine
+                elif not idle and not inflight:
+                    # The actor (or its node) died. Its shard goes to the survivors; a new actor
+                    # is started only when none is left, because one waiting for the resources
+                    # of a lost node would hang the job.
+                    actors.append(new_actor())
+                    idle.append(actors[-1])
             if progress:
                 progress(len(results), len(jobs))
     finally:

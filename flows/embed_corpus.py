@@ -49,6 +49,7 @@ def embed_corpus(
     batch_size: int = 64,
     out_dim: int = 512,
     max_epochs: int = 20,
+    max_train_rows: int = 200_000,
     seed: int = 0,
 ) -> dict:
     """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
@@ -56,6 +57,6 @@ def embed_corpus(
     config = PipelineConfig(
         corpus=corpus, store=store, models=tuple(models), shard_rows=shard_rows, dims=dims, bits=bits,
         id_column=id_column, text_columns=tuple(text_columns) if text_columns else None, batch_size=batch_size,
-        decoder=DecoderConfig(out_dim=out_dim, max_epochs=max_epochs, seed=seed), decoder_policy="retrain",
+        decoder=DecoderConfig(out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed), decoder_policy="retrain",
     )
     return run_steps(config, ray_address, load_previous_task(store))

@@ -38,6 +38,7 @@ from e2e_helpers import (REPO_ROOT, TERMINAL_STATES, Background, PrefectAPI, exe
 pytestmark = pytest.mark.slow
 
 BUCKET = "cecq-e2e"
+SECRET_KEY = "cecq-e2e-secret-7d41c9b2"  # must never reach a stored object or a log
 CORPUS_URL = f"s3://{BUCKET}/corpus/docs.jsonl"
 STORE_URL = f"s3://{BUCKET}/store"
 PREFECT_FILE = "infra/prefect.yaml"
@@ -127,7 +128,7 @@ def client_env(workdir: Path, prefect_server: str, s3_endpoint: str) -> dict[str
         PREFECT_HOME=str(workdir / "prefect-home"),
         PREFECT_API_URL=prefect_server,
         AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
         AWS_DEFAULT_REGION="us-east-1",
         CECQ_S3_ENDPOINT_URL=s3_endpoint,
     )
@@ -250,6 +251,16 @@ def test_embed_corpus_deployment_publishes_catalog_on_s3(embedded, client_env, c
     shards = sql(client_env, "SELECT name, rows, status FROM shards ORDER BY name")
     assert [s["rows"] for s in shards] == [15, 15, 10]
     assert {s["status"] for s in shards} == {"committed"}
+
+
+def test_credentials_appear_in_no_artifact_or_log(embedded, s3_client, worker, api):
+    stored = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="store/")
+              for o in page.get("Contents", [])]
+    assert any(k.endswith("run.json") for k in stored) and any(k.startswith("store/catalog/") for k in stored)
+    for key in stored:
+        assert SECRET_KEY.encode() not in s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read(), key
+    assert SECRET_KEY not in worker.log.read_text(errors="replace")
+    assert SECRET_KEY not in api.logs_of(embedded["id"])
 
 
 def test_reindex_nightly_is_scheduled_and_never_overlaps(deployed, api):

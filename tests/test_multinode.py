@@ -38,7 +38,7 @@ def start_node(args: list[str], env: dict) -> subprocess.Popen:
 def stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -60,7 +60,9 @@ def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None
     raise TimeoutError(f"Ray cluster at {address} did not reach {n} nodes")
 
 
-def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir):
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head and a worker node started with `ray start`; yields (address, env, worker process)."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
@@ -74,19 +76,52 @@ def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir):
         wait_for_nodes(address, 1, env)
         worker = start_node([f"--address={address}", "--node-ip-address=127.0.0.1"], env)
         wait_for_nodes(address, 2, env)
-        corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
-        write_corpus(corpus, n=80)
-        out = subprocess.run([CECQ, "embed-corpus", str(corpus), "--store", str(store), "--model", str(tiny_model_dir),
-                              "--shard-rows", "10", "--dims", "16", "--bits", "2", "--max-epochs", "2",
-                              "--ray-address", address], env=env, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        run_id = json.loads(out.stdout[out.stdout.index("{"):])["run_id"]
-        run = json.loads((store / "runs" / run_id / "run.json").read_text())
-        nodes = run["embedding"][0]["nodes"]
-        assert len(nodes) == 2, f"the embed job ran on {nodes}"
-        assert run["documents"] == 80
+        yield address, env, worker
     finally:
         if worker is not None:
             stop(worker)
         stop(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def embed_command(corpus: Path, store: Path, model: Path, address: str) -> list[str]:
+    return [CECQ, "embed-corpus", str(corpus), "--store", str(store), "--model", str(model), "--shard-rows", "10",
+            "--dims", "16", "--bits", "2", "--max-epochs", "2", "--ray-address", address]
+
+
+def run_record(store: Path, stdout: str) -> dict:
+    run_id = json.loads(stdout[stdout.index("{"):])["run_id"]
+    return json.loads((store / "runs" / run_id / "run.json").read_text())
+
+
+def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir, two_nodes):
+    address, env, _ = two_nodes
+    corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
+    write_corpus(corpus, n=80)
+    out = subprocess.run(embed_command(corpus, store, tiny_model_dir, address), env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = run_record(store, out.stdout)
+    nodes = run["embedding"][0]["nodes"]
+    assert len(nodes) == 2, f"the embed job ran on {nodes}"
+    assert run["documents"] == 80
+
+
+def test_losing_a_worker_node_mid_job_finishes_on_the_survivor(tmp_path, tiny_model_dir, two_nodes):
+    """Runs last in this module: it kills the worker node."""
+    from cecq.catalog import connect
+    from cecq.storage import Store
+
+    address, env, worker = two_nodes
+    corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
+    docs = write_corpus(corpus, n=400)
+    proc = subprocess.Popen(embed_command(corpus, store, tiny_model_dir, address), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(store.glob("embeddings/*/*.parquet")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker node and its actor vanish mid-job
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    ids = [r[0] for r in connect(Store(str(store))).execute("SELECT id FROM documents").fetchall()]
+    assert sorted(ids) == sorted(d["_id"] for d in docs)
+    assert run_record(store, stdout)["documents"] == 400
