@@ -164,25 +164,25 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
     (a label-free choice: no "best model" is picked with the test judgements).
     ``docs``/``queries`` are the float concatenations."""
     scorings = tuple(config.scorings)
+    pairs = config.configurations()
     for enc, d, q in zip(encoders, doc_parts, query_parts):
-        for bits in sorted(config.bits):
+        for bits in sorted({b for _, b in pairs}):
             yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore)
 
     max_pca = min(docs.shape[1], int(nonempty_rows(docs).sum()) - 1)
-    pca_dims = [dim for dim in sorted(config.dims) if dim <= max_pca]
-    if len(pca_dims) < len(config.dims):
+    pca_pairs = [(dim, bits) for dim, bits in pairs if dim <= max_pca]
+    if len(pca_pairs) < len(pairs):
         logger.warning("PCA baseline: the concatenation has %d components; skipping dims %s",
-                       max_pca, sorted(set(config.dims) - set(pca_dims)))
-    if pca_dims:
-        pca = PCAProjection.fit(docs, max(pca_dims))
-        for dim in pca_dims:
-            for bits in sorted(config.bits):
-                yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore)
+                       max_pca, sorted({d for d, _ in pairs} - {d for d, _ in pca_pairs}))
+    if pca_pairs:
+        pca = PCAProjection.fit(docs, max(d for d, _ in pca_pairs))
+        for dim, bits in pca_pairs:
+            yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore)
 
-    decoder = train_mrl_decoder(docs, decoder_config, show_progress)
-    for dim in sorted(config.dims):
-        for bits in sorted(config.bits):
-            yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore)
+    # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
+    decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress)
+    for dim, bits in pairs:
+        yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore)
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         if isinstance(enc, SentenceTransformerEncoder):
