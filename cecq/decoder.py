@@ -71,11 +71,11 @@ def selection_views(outputs: torch.Tensor, sizes: Sequence[int], importance: tor
     softly gated by whether it ranks among the ``size`` most important, so the gate passes
     gradients to the importance scores. Sizes at or above the output dimension keep it all."""
     if importance is None:
-        return [outputs[:, :d] for d in sizes]
+        return [outputs[..., :d] for d in sizes]
     ranked = importance.detach().sort(descending=True).values
     views = []
     for d in sizes:
-        if d >= outputs.shape[1]:
+        if d >= outputs.shape[-1]:
             views.append(outputs)
         else:
             cut = (ranked[d - 1] + ranked[d]) / 2
@@ -105,16 +105,19 @@ def memory_loss(inputs: torch.Tensor, outputs: torch.Tensor, memory_inputs: torc
                 sizes: Sequence[int], neighbours: int, importance: torch.Tensor | None = None) -> torch.Tensor:
     """S-XBM: the similarity error between each batch row and its ``neighbours`` most similar
     rows of the memory (by input cosine), summed over sizes. A batch of 512 random documents
-    rarely holds a document's true neighbours; the memory of past batches does. Copies of a
-    batch row in the memory (cosine ~1) are skipped."""
+    rarely holds a document's true neighbours; the memory of past batches does. The memory's
+    outputs are constants (as XBM stores them when enqueued); copies of a batch row in the
+    memory (cosine ~1) are skipped."""
     target = cosine_matrix(inputs, memory_inputs)
     candidates = target.masked_fill(target > 1 - 1e-5, -torch.inf)
-    hard = candidates.topk(min(neighbours, memory_inputs.shape[0]), dim=1).indices
+    hard = candidates.topk(min(neighbours, memory_inputs.shape[0]), dim=1).indices  # (batch, k)
     wanted = target.gather(1, hard)
     valid = torch.isfinite(candidates.gather(1, hard))
     total = inputs.new_zeros(())
-    for view, mem_view in zip(selection_views(outputs, sizes, importance), selection_views(memory_outputs, sizes, importance)):
-        got = cosine_matrix(view, mem_view).gather(1, hard)
+    picked = memory_outputs[hard]  # (batch, k, out_dim): only the pairs scored, not the whole memory
+    for view, mem_view in zip(selection_views(outputs, sizes, importance), selection_views(picked, sizes, importance)):
+        got = torch.einsum("bd,bkd->bk", nn.functional.normalize(view, dim=-1, eps=1e-12),
+                           nn.functional.normalize(mem_view, dim=-1, eps=1e-12))
         total = total + ((got - wanted).pow(2) * valid).sum() / valid.sum().clamp(min=1)
     return total
 
@@ -283,7 +286,9 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
     if config.init == "pca" and config.kind == "linear":
         pca_initialise(decoder, train)
     importance = nn.Parameter(initial_importance(decoder, train)) if config.selection == "ads" else None
-    memory = MemoryQueue(config.memory_size, x.shape[1], device) if config.memory_size else None
+    # S-XBM keeps each past row's input and its output when it was enqueued (not recomputed:
+    # decoding the whole memory every step would cost more than the batch itself).
+    memory = MemoryQueue(config.memory_size, x.shape[1] + out_dim, device) if config.memory_size else None
     gen = torch.Generator().manual_seed(config.seed)
     stats = TrainingStats(train_rows=len(train), val_rows=len(val))
     val_data = val if len(val) >= 2 else train
@@ -323,9 +328,8 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
                 loss = objective(batch, out)
                 if memory is not None and len(memory):
                     past = memory.rows()
-                    with torch.no_grad():  # XBM: the memory's side is a constant
-                        past_out = decoder(past)
-                    loss = loss + config.memory_weight * memory_loss(batch, out, past, past_out, sizes, config.memory_neighbours, importance)
+                    loss = loss + config.memory_weight * memory_loss(batch, out, past[:, :x.shape[1]], past[:, x.shape[1]:], sizes,
+                                                                     config.memory_neighbours, importance)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -334,7 +338,7 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
                     with torch.no_grad():
                         layer.weight[frozen], layer.bias[frozen] = frozen_values
                 if memory is not None:
-                    memory.enqueue(batch)
+                    memory.enqueue(torch.cat([batch, out.detach()], dim=1))
                 losses.append(loss.item())
             stats.train_loss.append(float(np.mean(losses)))
             val_loss = _evaluate(decoder, val_data, objective, config.batch_size)
