@@ -53,6 +53,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=list(STRATEGIES), help="decoder training strategy (default: the DecoderConfig defaults)")
     p.add_argument("--ablate", type=_name_list, default=(), metavar="S[,S...]",
                    help=f"also train one decoder per listed strategy, scored as cecq[<strategy>]-* ({', '.join(STRATEGIES)})")
+    p.add_argument("--budget", type=_int_list, default=(), metavar="B[,B...]",
+                   help="also score cecq-<B>B-alloc: B bytes a document with bits per dimension fitted on the corpus")
+    p.add_argument("--weights", choices=["equal", "spread"], default=EvalConfig.model_weights,
+                   help="per-model concatenation weights: equal, or fitted to each model's similarity spread "
+                        f"(default {EvalConfig.model_weights})")
     p.add_argument("--rescore", type=int, default=0, metavar="N", help="rescore the top N candidates with float decoder outputs")
     p.add_argument("--baselines", action="store_true",
                    help="also score baselines at the same bytes per document: per-model percentile quantization (pq-*), "
@@ -78,6 +83,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         rescore=args.rescore,
         baselines=args.baselines,
         strategies=args.ablate,
+        budgets=args.budget,
+        model_weights=args.weights,
     )
     task = load_beir(args.beir_dir, split=config.split)
     print(f"{task.name}: {len(task.doc_ids)} documents, {len(task.query_ids)} queries with judgements "

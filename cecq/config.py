@@ -11,6 +11,7 @@ DecoderKind = Literal["linear", "mlp"]
 DecoderInit = Literal["pca", "random"]
 DecoderLoss = Literal["mse", "neighbours"]
 Selection = Literal["prefix", "ads"]
+ModelWeights = Literal["equal", "spread"]
 
 VALID_BITS: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
@@ -166,6 +167,8 @@ class EvalConfig:
     baselines: bool = False  # also score the baselines of cecq.baselines (PQ, PCA, plain MRL, binary)
     strategies: tuple[str, ...] = ()  # extra decoders, one per STRATEGIES name, scored as cecq[<name>]-*
     pairs: tuple[tuple[int, int], ...] = ()  # (dims, bits) to score; empty: every dims x bits
+    budgets: tuple[int, ...] = ()  # bytes a document at which to score cecq with fitted per-dim bits
+    model_weights: ModelWeights = "equal"  # "spread": cecq.encoders.spread_weights, fitted on the corpus
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -187,10 +190,16 @@ class EvalConfig:
         for name in self.strategies:
             if name not in STRATEGIES:
                 raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        if self.model_weights not in ("equal", "spread"):
+            raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
+        if any(b < 1 for b in self.budgets):
+            raise ConfigError(f"budgets are bytes a document, >= 1; got {self.budgets}")
         for d, b in self.pairs:
             if d < 1 or b not in VALID_BITS:
                 raise ConfigError(f"(dims, bits) pairs need dims >= 1 and bits among {VALID_BITS}, got {(d, b)}")
 
     def configurations(self) -> list[tuple[int, int]]:
         """The (dims, bits) pairs to score, by dims then bits."""
-        return sorted(set(self.pairs)) if self.pairs else [(d, b) for d in sorted(self.dims) for b in sorted(self.bits)]
+        if self.pairs:
+            return sorted(set(self.pairs))
+        return [(d, b) for d in sorted(self.dims) for b in sorted(self.bits)] if self.dims else []

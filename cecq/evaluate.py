@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cecq.baselines import quantized_search, run_baselines
+from cecq.baselines import ALLOCATION_ROWS, quantized_search, run_baselines
 from cecq.config import EvalConfig
 from cecq.data import RetrievalTask
 from cecq.decoder import decode, train_decoder
-from cecq.encoders import Encoder, concatenate, is_fitted_encoder, load_encoder, nonempty_rows
+from cecq.encoders import Encoder, concatenate, is_fitted_encoder, load_encoder, nonempty_rows, spread_weights
+from cecq.quantizer import MixedQuantizer
 from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
@@ -105,14 +106,20 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         record(f"model:{enc.name}", "float", *search_float(q, d, RETRIEVE_K), 4 * d.shape[1], dims=d.shape[1])
-    docs = concatenate(doc_parts)
-    queries = concatenate(query_parts)
+    weights = spread_weights(doc_parts, seed=config.decoder.seed) if config.model_weights == "spread" else None
+    if weights is not None:
+        logger.info("%s: model weights %s", task.name, dict(zip((e.name for e in encoders), weights)))
+    docs = concatenate(doc_parts, weights)
+    queries = concatenate(query_parts, weights)
     if len(encoders) > 1:
+        if weights is not None:  # the unweighted concatenation, for comparison (not the reference)
+            record("concat[equal]", "float", *search_float(concatenate(query_parts), concatenate(doc_parts), RETRIEVE_K),
+                   float_bytes, dims=concat_dim)
         record("concat", "float", *search_float(queries, docs, RETRIEVE_K), float_bytes, dims=concat_dim)
 
     pairs = config.configurations()
     dcfg = config.decoder
-    if dcfg.out_dim < max(d for d, _ in pairs):
+    if pairs and dcfg.out_dim < max(d for d, _ in pairs):
         dcfg = replace(dcfg, out_dim=max(d for d, _ in pairs))
     empty = ~nonempty_rows(docs)
     variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
@@ -125,6 +132,14 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
             for bits in sorted(b for d, b in pairs if d == dim):
                 for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty):
                     record(f"cecq{tag}-{dim}d-{bits}b", scoring, s, i, nbytes, dims=dim, bits=bits)
+        if config.budgets:
+            # Fitted bits per dimension over the whole output: the budget picks dims and bits.
+            f_docs, f_queries = decode(decoder, docs), decode(decoder, queries)
+            for budget in sorted(config.budgets):
+                mixed = MixedQuantizer.fit(f_docs[~empty][:ALLOCATION_ROWS], budget)
+                for scoring, s, i, nbytes in quantized_search(f_docs, f_queries, None, RETRIEVE_K, config.scorings,
+                                                              config.rescore, empty, quantizer=mixed):
+                    record(f"cecq{tag}-{budget}B-alloc", scoring, s, i, nbytes, dims=mixed.kept_dims)
 
     if config.baselines:
         for b in run_baselines(encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress):

@@ -43,7 +43,7 @@ def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, ti
     out = tmp_path / "bench"
     args = ["bench", "quality", str(tiny_beir), str(second_beir), "--out", str(out), "--model", str(tiny_model_dir),
             "--model", "lexical", "--bytes", "2,4", "--bits", "1,2", "--out-dim", "16", "--epochs", "2",
-            "--strategies", "mrl,sequential,ads,xbm"]
+            "--strategies", "mrl,sequential,ads,xbm", "--weights", "spread"]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "### 4 bytes a document" in stdout and "### References (float)" in stdout
@@ -52,12 +52,12 @@ def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, ti
     assert report["pairs"] == [[8, 2], [16, 1], [16, 2]]
     names = {(r["name"], r["task"]) for r in report["records"]}
     for task in ("tinybeir", "tinybeir2"):
-        for name in ("concat", "cecq-16d-1b", "cecq[mrl]-8d-2b", "cecq[sequential]-16d-2b", "cecq[ads]-16d-1b",
+        for name in ("concat", "concat[equal]", "cecq-16d-1b", "cecq-4B-alloc", "cecq[ads]-2B-alloc", "pca-4B-alloc", "cecq[mrl]-8d-2b", "cecq[sequential]-16d-2b", "cecq[ads]-16d-1b",
                      "cecq[xbm]-8d-2b", "pca-16d-2b", "mrl-8d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"):
             assert (name, task) in names, name
     # The summary compares methods at equal bytes, over both tasks.
     at4 = [r for r in report["summary"] if r["budget"] == 4]
-    assert {r["name"] for r in at4} >= {"cecq-16d-2b", "pca-16d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"}
+    assert {r["name"] for r in at4} >= {"cecq-16d-2b", "cecq-4B-alloc", "pca-16d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"}
     assert all(set(r["retention"]) == {"tinybeir", "tinybeir2"} for r in at4)
     markdown = (out / "quality.md").read_text()
     assert "| cecq[sequential]-16d-2b | asymmetric | 4 |" in markdown

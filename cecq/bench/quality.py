@@ -40,8 +40,14 @@ def budget_pairs(budgets: Sequence[int], bits: Sequence[int], max_dims: int) -> 
     return sorted(pairs)
 
 
+def budget_of(nbytes: int, budgets: Sequence[int]) -> int | None:
+    """The smallest budget ``nbytes`` fits in (an allocation may leave a byte unused; a base
+    model's codes land in the budget they fit), None above them all."""
+    return min((b for b in budgets if nbytes <= b), default=None)
+
+
 def is_reference(name: str) -> bool:
-    return name.startswith("model:") or name == "concat"
+    return name.startswith("model:") or name.startswith("concat")
 
 
 def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dict[str, Any]]:
@@ -51,7 +57,7 @@ def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dic
     tasks = sorted({r.task for r in records})
     groups: dict[tuple[str, str], dict[str, EvalRecord]] = {}
     for r in records:
-        if is_reference(r.name) or r.bytes_per_doc in budgets:
+        if is_reference(r.name) or budget_of(r.bytes_per_doc, budgets) is not None:
             groups.setdefault((r.name, r.scoring), {})[r.task] = r
     rows = []
     for (name, scoring), by_task in groups.items():
@@ -59,7 +65,7 @@ def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dic
             continue  # not measured on every task (e.g. a model missing somewhere): no fair mean
         first = next(iter(by_task.values()))
         rows.append({
-            "budget": None if is_reference(name) else first.bytes_per_doc,
+            "budget": None if is_reference(name) else budget_of(first.bytes_per_doc, budgets),
             "name": name, "scoring": scoring, "bytes_per_doc": first.bytes_per_doc,
             "compression": first.compression, "dims": first.dims, "bits": first.bits,
             "ndcg_at_10": {t: by_task[t].ndcg_at_10 for t in tasks},
@@ -91,11 +97,14 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 _SIZE = re.compile(r"-(?:(\d+)d-)?(\d+)b$")
+_ALLOC = re.compile(r"-\d+B-alloc$")
 
 
 def series_of(record: EvalRecord) -> str | None:
     """The plot series a record belongs to: its method and bit width (all sizes on one line),
     or None for records that are not compressed codes."""
+    if (alloc := _ALLOC.search(record.name)) is not None:
+        return f"{record.name[:alloc.start()]} alloc {record.scoring}"
     m = _SIZE.search(record.name)
     if m is None or is_reference(record.name):
         return "st-binary+rescore" if record.name.startswith("st-binary") and record.name.endswith("+rescore") else None
@@ -104,9 +113,10 @@ def series_of(record: EvalRecord) -> str | None:
 
 
 def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_bits: int = 2) -> None:
-    """Retention against compression for one task: cecq at every bit width, symmetric too, and
-    every other method (strategies, PCA, plain MRL) at ``plot_bits``, asymmetric; per-model
-    quantization and binary + rescoring as their own lines."""
+    """Retention against compression for one task: cecq at every bit width and with fitted bits
+    (alloc), symmetric too, and every other method (strategies, PCA, plain MRL) at
+    ``plot_bits`` and alloc, asymmetric; per-model quantization and binary + rescoring as
+    their own lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +128,7 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
             continue
         family, _, rest = s.partition(" ")
         keep = (family == "cecq" or family.startswith("pq-") or family.startswith("st-binary")
-                or (f" {plot_bits}b " in f" {rest} " and rest.endswith("asymmetric")))
+                or ((rest.startswith(f"{plot_bits}b ") or rest.startswith("alloc ")) and rest.endswith("asymmetric")))
         if keep:
             series.setdefault(s, []).append(r)
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -191,6 +201,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=list(STRATEGIES), help="the default decoder's strategy (default: the DecoderConfig defaults)")
     p.add_argument("--decoder", choices=["linear", "mlp"], default="linear")
     p.add_argument("--init", choices=["pca", "random"], default="pca")
+    p.add_argument("--weights", choices=["equal", "spread"], default=EvalConfig.model_weights,
+                   help=f"per-model concatenation weights (default {EvalConfig.model_weights})")
     p.add_argument("--out-dim", type=int, default=DecoderConfig.out_dim, help="decoder output size: the largest dims compared")
     p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs)
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
@@ -220,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         rescore=args.rescore,
         baselines=not args.no_baselines,
         strategies=args.strategies,
+        budgets=tuple(args.bytes),
+        model_weights=args.weights,
     )
     started = time.perf_counter()
     report = run_quality(args.beir_dirs, config, args.bytes, args.out, args.cache or Path(args.out) / "embeddings",
