@@ -168,7 +168,7 @@ class EvalConfig:
     strategies: tuple[str, ...] = ()  # extra decoders, one per STRATEGIES name, scored as cecq[<name>]-*
     pairs: tuple[tuple[int, int], ...] = ()  # (dims, bits) to score; empty: every dims x bits
     budgets: tuple[int, ...] = ()  # bytes a document at which to score cecq with fitted per-dim bits
-    model_weights: ModelWeights = "equal"  # "spread": cecq.encoders.spread_weights, fitted on the corpus
+    model_weights: ModelWeights = "spread"  # cecq.encoders.spread_weights, fitted on the corpus; or "equal"
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -113,10 +113,9 @@ def series_of(record: EvalRecord) -> str | None:
 
 
 def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_bits: int = 2) -> None:
-    """Retention against compression for one task: cecq at every bit width and with fitted bits
-    (alloc), symmetric too, and every other method (strategies, PCA, plain MRL) at
-    ``plot_bits`` and alloc, asymmetric; per-model quantization and binary + rescoring as
-    their own lines."""
+    """Retention against compression for one task, asymmetric scoring: cecq at every bit width
+    and with fitted bits (alloc, symmetric too), every other method (strategies, PCA, plain
+    MRL) at ``plot_bits`` and alloc, per-model quantization and binary + rescoring."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,11 +126,13 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
         if r.task != task or (s := series_of(r)) is None:
             continue
         family, _, rest = s.partition(" ")
-        keep = (family == "cecq" or family.startswith("pq-") or family.startswith("st-binary")
-                or ((rest.startswith(f"{plot_bits}b ") or rest.startswith("alloc ")) and rest.endswith("asymmetric")))
+        if family == "cecq":
+            keep = rest.endswith("asymmetric") or rest.startswith("alloc ")
+        else:
+            keep = rest.endswith("asymmetric") and (family.startswith(("pq-", "st-binary")) or rest.split()[0] in (f"{plot_bits}b", "alloc"))
         if keep:
             series.setdefault(s, []).append(r)
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     for label, rs in sorted(series.items()):
         rs.sort(key=lambda r: r.compression)
         style = "-" if label.startswith("cecq ") else ("--" if label.startswith("cecq[") else ":")
@@ -143,9 +144,9 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
     ax.set_ylabel("nDCG@10 retention vs float concatenation (%)")
     ax.set_title(f"{task}: retention vs compression")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=64)
     plt.close(fig)
 
 
