@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from cecq.bench.quality import budget_pairs, series_of, summarise
 from cecq.cli import main
 from cecq.evaluate import EvalRecord
 from tests.conftest import synthetic_beir_parts, write_beir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine spinning threads make
-    these tests several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_budget_pairs_fill_each_budget_exactly():

@@ -24,21 +24,16 @@ from cecq.decoder import (
 )
 
 
+# Tiny tensors gain nothing from threads (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def unit_rows(n: int, dim: int, seed: int = 0, rank: int | None = None) -> np.ndarray:
     """Random unit rows; with ``rank``, near a random ``rank``-dim subspace (so a small decoder can learn them)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, dim)) if rank is None else rng.normal(size=(n, rank)) @ rng.normal(size=(rank, dim)) + 0.05 * rng.normal(size=(n, dim))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine spinning threads make
-    these tests several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = dict(out_dim=12, prefix_sizes=(4, 8, 12), batch_size=32, lr=1e-2, init="random", max_epochs=3, patience=3)
