@@ -188,8 +188,7 @@ class EvalConfig:
         if self.rescore < 0:
             raise ConfigError(f"rescore must be >= 0, got {self.rescore}")
         for name in self.strategies:
-            if name not in STRATEGIES:
-                raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+            self.decoder.with_strategy(name)  # fail now, not after embedding: unknown name, or e.g. sequential + mlp
         if self.model_weights not in ("equal", "spread"):
             raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
         if any(b < 1 for b in self.budgets):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cecq.config import STRATEGIES, ConfigError, DecoderConfig
+from cecq.config import STRATEGIES, ConfigError, DecoderConfig, EvalConfig
 from cecq.decoder import (
     Decoder,
     MemoryQueue,
@@ -186,6 +186,10 @@ def test_strategies_are_valid_configs_and_unknown_names_fail():
     assert DecoderConfig().with_strategy("smec").sequential and DecoderConfig().with_strategy("smec").selection == "ads"
     with pytest.raises(ConfigError, match="unknown strategy"):
         DecoderConfig().with_strategy("magic")
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        EvalConfig(strategies=("magic",))
+    with pytest.raises(ConfigError, match="linear"):  # caught before any embedding
+        EvalConfig(decoder=DecoderConfig(kind="mlp"), strategies=("sequential",))
     with pytest.raises(ConfigError):
         DecoderConfig(loss="hinge")
     with pytest.raises(ConfigError):
