@@ -14,7 +14,7 @@ import numpy as np
 from cecq.config import DecoderConfig, EvalConfig
 from cecq.decoder import Decoder, decode, train_decoder
 from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize, nonempty_rows
-from cecq.quantizer import Quantizer
+from cecq.quantizer import MixedQuantizer, Quantizer
 from cecq.search import rescore_signs, search_codes, search_hamming
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # Candidates a binary search hands to float rescoring, per result wanted (sentence-transformers'
 # documented recipe; the functions' own default is 2).
 RESCORE_MULTIPLIER = 4
+ALLOCATION_ROWS = 20_000  # calibration rows for fitting per-dimension bits
 
 
 @dataclass
@@ -37,15 +38,18 @@ class BaselineResult:
     bits: int | None = None
 
 
-def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int, k: int,
+def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int | None, k: int,
                      scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0,
-                     empty: np.ndarray | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
+                     empty: np.ndarray | None = None,
+                     quantizer: Quantizer | MixedQuantizer | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
     """Percentile-quantize float document vectors (thresholds fitted on the non-zero rows) and
     search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc)``.
     ``empty`` (default: the zero rows) flags documents that score 0.
     ``rescore`` > 0 re-ranks that many top candidates with ``doc_vecs`` themselves.
+    ``quantizer``, when given, is used instead of fitting one of ``bits`` bits.
     This is cecq's own quantize-and-search step; the baselines differ only in the vectors."""
-    quantizer = Quantizer.fit(doc_vecs[nonempty_rows(doc_vecs)], bits)
+    if quantizer is None:
+        quantizer = Quantizer.fit(doc_vecs[nonempty_rows(doc_vecs)], bits)
     empty = ~nonempty_rows(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
     packed = quantizer.quantize(doc_vecs)
     kwargs = {"rescore_vectors": doc_vecs, "rescore_k": rescore} if rescore else {}
@@ -164,25 +168,35 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
     (a label-free choice: no "best model" is picked with the test judgements).
     ``docs``/``queries`` are the float concatenations."""
     scorings = tuple(config.scorings)
+    pairs = config.configurations()
     for enc, d, q in zip(encoders, doc_parts, query_parts):
-        for bits in sorted(config.bits):
+        for bits in sorted({b for _, b in pairs}):
             yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore)
 
     max_pca = min(docs.shape[1], int(nonempty_rows(docs).sum()) - 1)
-    pca_dims = [dim for dim in sorted(config.dims) if dim <= max_pca]
-    if len(pca_dims) < len(config.dims):
+    pca_pairs = [(dim, bits) for dim, bits in pairs if dim <= max_pca]
+    if len(pca_pairs) < len(pairs):
         logger.warning("PCA baseline: the concatenation has %d components; skipping dims %s",
-                       max_pca, sorted(set(config.dims) - set(pca_dims)))
-    if pca_dims:
-        pca = PCAProjection.fit(docs, max(pca_dims))
-        for dim in pca_dims:
-            for bits in sorted(config.bits):
-                yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore)
+                       max_pca, sorted({d for d, _ in pairs} - {d for d, _ in pca_pairs}))
+    if pca_pairs:
+        pca = PCAProjection.fit(docs, max(d for d, _ in pca_pairs))
+        for dim, bits in pca_pairs:
+            yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore)
 
-    decoder = train_mrl_decoder(docs, decoder_config, show_progress)
-    for dim in sorted(config.dims):
-        for bits in sorted(config.bits):
-            yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore)
+    if config.budgets and max_pca >= 1:
+        # PCA with the same fitted per-dimension bits as cecq's budget variants.
+        pca = PCAProjection.fit(docs, max_pca)
+        p_docs, p_queries = pca.project(docs), pca.project(queries)
+        calibration = p_docs[nonempty_rows(docs)][:ALLOCATION_ROWS]
+        for budget in sorted(config.budgets):
+            mixed = MixedQuantizer.fit(calibration, budget)
+            for scoring, s, i, nbytes in quantized_search(p_docs, p_queries, None, k, scorings, config.rescore, quantizer=mixed):
+                yield BaselineResult(f"pca-{budget}B-alloc", scoring, s, i, nbytes, dims=mixed.kept_dims)
+
+    # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
+    decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress)
+    for dim, bits in pairs:
+        yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore)
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         if isinstance(enc, SentenceTransformerEncoder):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from cecq.config import DEFAULT_MODELS, ConfigError, DecoderConfig, EvalConfig, ModelSpec
+from cecq.config import DEFAULT_MODELS, STRATEGIES, ConfigError, DecoderConfig, EvalConfig, ModelSpec
 from cecq.storage import StorageError
 
 
@@ -23,6 +23,19 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
+def decoder_config(args: argparse.Namespace) -> DecoderConfig:
+    """The decoder settings of ``cecq eval`` and ``cecq bench quality``."""
+    config = DecoderConfig(kind=args.decoder, init=args.init, max_epochs=args.epochs, seed=args.seed)
+    return config.with_strategy(args.strategy) if args.strategy else config
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +51,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder", choices=["linear", "mlp"], default="linear", help="decoder architecture")
     p.add_argument("--init", choices=["pca", "random"], default="pca", help="linear decoder initialisation (default pca)")
     p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs, help="maximum training epochs")
+    p.add_argument("--strategy", choices=list(STRATEGIES), help="decoder training strategy (default: the DecoderConfig defaults)")
+    p.add_argument("--ablate", type=_name_list, default=(), metavar="S[,S...]",
+                   help=f"also train one decoder per listed strategy, scored as cecq[<strategy>]-* ({', '.join(STRATEGIES)})")
+    p.add_argument("--budget", type=_int_list, default=(), metavar="B[,B...]",
+                   help="also score cecq-<B>B-alloc: B bytes a document with bits per dimension fitted on the corpus")
+    p.add_argument("--weights", choices=["equal", "spread"], default=EvalConfig.model_weights,
+                   help="per-model concatenation weights: equal, or fitted to each model's similarity spread "
+                        f"(default {EvalConfig.model_weights})")
     p.add_argument("--rescore", type=int, default=0, metavar="N", help="rescore the top N candidates with float decoder outputs")
     p.add_argument("--baselines", action="store_true",
                    help="also score baselines at the same bytes per document: per-model percentile quantization (pq-*), "
@@ -58,10 +79,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         dims=args.dims,
         bits=args.bits,
         scorings=("symmetric", "asymmetric") if args.scoring == "both" else (args.scoring,),
-        decoder=DecoderConfig(kind=args.decoder, init=args.init, max_epochs=args.epochs, seed=args.seed),
+        decoder=decoder_config(args),
         split=args.split,
         rescore=args.rescore,
         baselines=args.baselines,
+        strategies=args.ablate,
+        budgets=args.budget,
+        model_weights=args.weights,
     )
     task = load_beir(args.beir_dir, split=config.split)
     print(f"{task.name}: {len(task.doc_ids)} documents, {len(task.query_ids)} queries with judgements "

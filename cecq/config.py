@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Bits = Literal[1, 2, 4, 8]
 Scoring = Literal["float", "symmetric", "asymmetric"]
 DecoderKind = Literal["linear", "mlp"]
 DecoderInit = Literal["pca", "random"]
+DecoderLoss = Literal["mse", "neighbours"]
+Selection = Literal["prefix", "ads"]
+ModelWeights = Literal["equal", "spread"]
 
 VALID_BITS: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
@@ -64,6 +67,16 @@ class DecoderConfig:
     val_fraction: float = 0.1
     max_train_rows: int = 200_000
     seed: int = 0
+    # Training strategy (see STRATEGIES). "neighbours" up-weights the pairs where one document
+    # is among the other's `neighbours` nearest in the input, by `neighbour_weight`.
+    loss: DecoderLoss = "mse"
+    neighbours: int = 10
+    neighbour_weight: float = 4.0
+    sequential: bool = False  # SMEC sequential MRL: largest prefix first, freeze, shrink
+    selection: Selection = "prefix"  # "ads": learned importance picks the kept dims
+    memory_size: int = 0  # S-XBM: rows of past batches kept as extra (hard) neighbours; 0 = off
+    memory_neighbours: int = 32
+    memory_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "mlp"):
@@ -82,6 +95,21 @@ class DecoderConfig:
             raise ConfigError("max_epochs and patience must be >= 1")
         if self.max_train_rows < self.batch_size // 4 or self.max_train_rows < 16:
             raise ConfigError(f"max_train_rows must be >= 16 and >= batch_size/4, got {self.max_train_rows}")
+        if self.loss not in ("mse", "neighbours"):
+            raise ConfigError(f"decoder loss must be 'mse' or 'neighbours', got {self.loss!r}")
+        if self.neighbours < 1 or self.neighbour_weight < 0:
+            raise ConfigError(f"neighbours must be >= 1 and neighbour_weight >= 0, got {self.neighbours}, {self.neighbour_weight}")
+        if self.selection not in ("prefix", "ads"):
+            raise ConfigError(f"selection must be 'prefix' or 'ads', got {self.selection!r}")
+        if self.sequential and self.kind != "linear":
+            # Freezing output rows only freezes output dims when nothing upstream is shared.
+            raise ConfigError("sequential MRL freezes output rows of a linear decoder: use kind='linear'")
+        if self.memory_size < 0:
+            raise ConfigError(f"memory_size must be >= 0, got {self.memory_size}")
+        if self.memory_size and not 1 <= self.memory_neighbours <= self.memory_size:
+            raise ConfigError(f"memory_neighbours must be in 1..memory_size ({self.memory_size}), got {self.memory_neighbours}")
+        if self.memory_weight < 0:
+            raise ConfigError(f"memory_weight must be >= 0, got {self.memory_weight}")
 
     def effective_prefix_sizes(self, out_dim: int | None = None) -> tuple[int, ...]:
         """Prefix sizes that fit in the output, always including the full output size."""
@@ -93,6 +121,23 @@ class DecoderConfig:
         d = asdict(self)
         d["prefix_sizes"] = list(self.prefix_sizes)
         return d
+
+    def with_strategy(self, name: str) -> DecoderConfig:
+        """This config with the training strategy ``name`` of :data:`STRATEGIES` applied."""
+        if name not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        return replace(self, **STRATEGIES[name])
+
+
+# Named training strategies, as overrides of DecoderConfig ("mrl" is the plain joint MRL loss).
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "mrl": {"loss": "mse", "sequential": False, "selection": "prefix", "memory_size": 0},
+    "neighbours": {"loss": "neighbours", "sequential": False, "selection": "prefix", "memory_size": 0},
+    "sequential": {"loss": "mse", "sequential": True, "selection": "prefix", "memory_size": 0},
+    "ads": {"loss": "mse", "sequential": False, "selection": "ads", "memory_size": 0},
+    "xbm": {"loss": "mse", "sequential": False, "selection": "prefix", "memory_size": 4096},
+    "smec": {"loss": "mse", "sequential": True, "selection": "ads", "memory_size": 4096},
+}
 
 
 @dataclass(frozen=True)
@@ -122,6 +167,10 @@ class EvalConfig:
     split: str = "test"
     rescore: int = 0  # rescore this many top candidates with float vectors (0 = off)
     baselines: bool = False  # also score the baselines of cecq.baselines (PQ, PCA, plain MRL, binary)
+    strategies: tuple[str, ...] = ()  # extra decoders, one per STRATEGIES name, scored as cecq[<name>]-*
+    pairs: tuple[tuple[int, int], ...] = ()  # (dims, bits) to score; empty: every dims x bits
+    budgets: tuple[int, ...] = ()  # bytes a document at which to score cecq with fitted per-dim bits
+    model_weights: ModelWeights = "spread"  # cecq.encoders.spread_weights, fitted on the corpus; or "equal"
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -140,3 +189,18 @@ class EvalConfig:
                 raise ConfigError(f"scoring must be 'symmetric' or 'asymmetric', got {s!r}")
         if self.rescore < 0:
             raise ConfigError(f"rescore must be >= 0, got {self.rescore}")
+        for name in self.strategies:
+            self.decoder.with_strategy(name)  # fail now, not after embedding: unknown name, or e.g. sequential + mlp
+        if self.model_weights not in ("equal", "spread"):
+            raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
+        if any(b < 1 for b in self.budgets):
+            raise ConfigError(f"budgets are bytes a document, >= 1; got {self.budgets}")
+        for d, b in self.pairs:
+            if d < 1 or b not in VALID_BITS:
+                raise ConfigError(f"(dims, bits) pairs need dims >= 1 and bits among {VALID_BITS}, got {(d, b)}")
+
+    def configurations(self) -> list[tuple[int, int]]:
+        """The (dims, bits) pairs to score, by dims then bits."""
+        if self.pairs:
+            return sorted(set(self.pairs))
+        return [(d, b) for d in sorted(self.dims) for b in sorted(self.bits)] if self.dims else []

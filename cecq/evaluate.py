@@ -3,6 +3,7 @@ scored with mteb's retrieval evaluator on a local BEIR folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cecq.baselines import quantized_search, run_baselines
+from cecq.baselines import ALLOCATION_ROWS, quantized_search, run_baselines
 from cecq.config import EvalConfig
 from cecq.data import RetrievalTask
 from cecq.decoder import decode, train_decoder
-from cecq.encoders import concatenate, is_fitted_encoder, load_encoder, nonempty_rows
+from cecq.encoders import Encoder, concatenate, is_fitted_encoder, load_encoder, nonempty_rows, spread_weights
+from cecq.quantizer import MixedQuantizer
 from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
@@ -53,17 +55,45 @@ def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) ->
     return {"ndcg_at_10": float(r.ndcg["NDCG@10"]), "recall_at_100": float(r.recall["Recall@100"])}
 
 
-def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_progress: bool = False) -> list[EvalRecord]:
-    """Embed the task with every base model, train the compressor on its corpus, and score
-    every configuration (with ``config.baselines``, the baselines of :mod:`cecq.baselines`
-    too, at the same bytes per document). Nothing is fitted on queries or judgements."""
-    started = time.perf_counter()
+def embedding_key(task: RetrievalTask, model: str, seed: int) -> str:
+    """A cache key for one model's embeddings of a task: changes with any text."""
+    h = hashlib.sha256(f"{model}\0{seed}".encode())
+    for text in (*task.doc_texts, "\0queries\0", *task.query_texts):
+        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return f"{task.name}-{h.hexdigest()[:16]}"
+
+
+def embed_task(task: RetrievalTask, config: EvalConfig, show_progress: bool = False,
+               cache_dir: str | Path | None = None) -> tuple[list[Encoder], list[np.ndarray], list[np.ndarray]]:
+    """Every base model's document and query embeddings of ``task`` (and the encoders).
+    With ``cache_dir``, embeddings are read from / written to ``.npy`` files there, keyed
+    by model, seed and the texts, so repeated benchmarks embed once."""
     encoders = [load_encoder(s, fit_texts=task.doc_texts if is_fitted_encoder(s) else None, seed=config.decoder.seed) for s in config.models]
     doc_parts, query_parts = [], []
     for enc in encoders:
+        cached = Path(cache_dir) / embedding_key(task, enc.name, config.decoder.seed) if cache_dir else None
+        if cached is not None and cached.with_suffix(".docs.npy").is_file() and cached.with_suffix(".queries.npy").is_file():
+            doc_parts.append(np.load(cached.with_suffix(".docs.npy")))
+            query_parts.append(np.load(cached.with_suffix(".queries.npy")))
+            continue
         logger.info("%s: embedding %d documents and %d queries", enc.name, len(task.doc_texts), len(task.query_texts))
         doc_parts.append(enc.encode(task.doc_texts, "document", show_progress))
         query_parts.append(enc.encode(task.query_texts, "query", show_progress))
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached.with_suffix(".docs.npy"), doc_parts[-1])
+            np.save(cached.with_suffix(".queries.npy"), query_parts[-1])
+    return encoders, doc_parts, query_parts
+
+
+def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_progress: bool = False,
+                  cache_dir: str | Path | None = None) -> list[EvalRecord]:
+    """Embed the task with every base model, train the compressor on its corpus, and score
+    every configuration (with ``config.strategies``, one more decoder per strategy; with
+    ``config.baselines``, the baselines of :mod:`cecq.baselines` too, at the same bytes per
+    document). Nothing is fitted on queries or judgements."""
+    started = time.perf_counter()
+    encoders, doc_parts, query_parts = embed_task(task, config, show_progress, cache_dir)
 
     records: list[EvalRecord] = []
     concat_dim = sum(p.shape[1] for p in doc_parts)
@@ -76,22 +106,40 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         record(f"model:{enc.name}", "float", *search_float(q, d, RETRIEVE_K), 4 * d.shape[1], dims=d.shape[1])
-    docs = concatenate(doc_parts)
-    queries = concatenate(query_parts)
+    weights = spread_weights(doc_parts, seed=config.decoder.seed) if config.model_weights == "spread" else None
+    if weights is not None:
+        logger.info("%s: model weights %s", task.name, dict(zip((e.name for e in encoders), weights)))
+    docs = concatenate(doc_parts, weights)
+    queries = concatenate(query_parts, weights)
     if len(encoders) > 1:
+        if weights is not None:  # the unweighted concatenation, for comparison (not the reference)
+            record("concat[equal]", "float", *search_float(concatenate(query_parts), concatenate(doc_parts), RETRIEVE_K),
+                   float_bytes, dims=concat_dim)
         record("concat", "float", *search_float(queries, docs, RETRIEVE_K), float_bytes, dims=concat_dim)
 
+    pairs = config.configurations()
     dcfg = config.decoder
-    if dcfg.out_dim < max(config.dims):
-        dcfg = replace(dcfg, out_dim=max(config.dims))
+    if pairs and dcfg.out_dim < max(d for d, _ in pairs):
+        dcfg = replace(dcfg, out_dim=max(d for d, _ in pairs))
     empty = ~nonempty_rows(docs)
-    decoder, stats = train_decoder(docs[~empty], dcfg, show_progress=show_progress)
-    for dim in sorted(config.dims):
-        d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
-        record(f"decoder-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
-        for bits in sorted(config.bits):
-            for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty):
-                record(f"cecq-{dim}d-{bits}b", scoring, s, i, nbytes, dims=dim, bits=bits)
+    variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
+    for tag, cfg in variants:
+        decoder, stats = train_decoder(docs[~empty], cfg, show_progress=show_progress)
+        logger.info("%s: decoder%s trained in %.1fs (%d epochs)", task.name, tag, stats.seconds, stats.epochs)
+        for dim in sorted({d for d, _ in pairs}):
+            d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
+            record(f"decoder{tag}-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
+            for bits in sorted(b for d, b in pairs if d == dim):
+                for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty):
+                    record(f"cecq{tag}-{dim}d-{bits}b", scoring, s, i, nbytes, dims=dim, bits=bits)
+        if config.budgets:
+            # Fitted bits per dimension over the whole output: the budget picks dims and bits.
+            f_docs, f_queries = decode(decoder, docs), decode(decoder, queries)
+            for budget in sorted(config.budgets):
+                mixed = MixedQuantizer.fit(f_docs[~empty][:ALLOCATION_ROWS], budget)
+                for scoring, s, i, nbytes in quantized_search(f_docs, f_queries, None, RETRIEVE_K, config.scorings,
+                                                              config.rescore, empty, quantizer=mixed):
+                    record(f"cecq{tag}-{budget}B-alloc", scoring, s, i, nbytes, dims=mixed.kept_dims)
 
     if config.baselines:
         for b in run_baselines(encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress):
@@ -100,7 +148,7 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
     reference = next((r.ndcg_at_10 for r in records if r.name == ("concat" if len(encoders) > 1 else f"model:{encoders[0].name}")), None)
     for r in records:
         r.retention = r.ndcg_at_10 / reference if reference else float("nan")
-    logger.info("%s evaluated in %.1fs (decoder: %d epochs)", task.name, time.perf_counter() - started, stats.epochs)
+    logger.info("%s evaluated in %.1fs", task.name, time.perf_counter() - started)
     return records
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -131,3 +132,120 @@ class Quantizer:
         thresholds = table.column("thresholds").combine_chunks().flatten().to_numpy().reshape(dim, levels - 1)
         centroids = table.column("centroids").combine_chunks().flatten().to_numpy().reshape(dim, levels)
         return cls(bits, thresholds.astype(np.float32), centroids.astype(np.float32))
+
+
+# Widths an allocation may step a dimension through (0 = dropped), in order.
+ALLOCATION_WIDTHS: tuple[int, ...] = (1, 2, 4)
+
+
+def allocate_bits(x: np.ndarray, budget_bytes: int, widths: Sequence[int] = ALLOCATION_WIDTHS) -> np.ndarray:
+    """Bits per dimension of ``x`` (a calibration sample) within ``budget_bytes`` a vector.
+
+    Measures each dimension's squared error at every width (dropped: its mean square), then
+    spends bits greedily where they remove the most error per bit, moving a dimension
+    0 -> 1 -> 2 -> 4 bits. High-variance dimensions (the decoder's first) get more bits,
+    the tail fewer or none: the split of a budget into dims x bits is fitted, not fixed.
+    """
+    import heapq
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"need a 2-D calibration sample of at least 2 rows, got shape {x.shape}")
+    if budget_bytes < 1:
+        raise ValueError(f"budget_bytes must be >= 1, got {budget_bytes}")
+    widths = sorted(widths)
+    error = {0: (x.astype(np.float64) ** 2).mean(axis=0)}
+    for b in widths:
+        q = Quantizer.fit(x, b)
+        error[b] = ((x - q.dequantize(q.encode(x))).astype(np.float64) ** 2).mean(axis=0)
+    following = dict(zip([0, *widths], widths))
+    heap = [(-(error[0][j] - error[widths[0]][j]) / widths[0], j, 0) for j in range(x.shape[1])]
+    heapq.heapify(heap)
+    bits = np.zeros(x.shape[1], dtype=np.int64)
+    used, steps = 0, []
+    while heap:
+        _, j, start = heapq.heappop(heap)
+        end = following[start]
+        if used + end - start > 8 * budget_bytes:
+            continue  # this step no longer fits; cheaper steps of other dims may
+        bits[j], used = end, used + end - start
+        steps.append((j, start))
+        if end in following:
+            nxt = following[end]
+            heapq.heappush(heap, (-(error[end][j] - error[nxt][j]) / (nxt - end), j, end))
+
+    def packed_bytes() -> int:
+        return sum(bytes_per_vector(int((bits == b).sum()), b) for b in widths)
+
+    while packed_bytes() > budget_bytes:  # each width packs to whole bytes: give back the last steps
+        j, start = steps.pop()
+        bits[j] = start
+    return bits
+
+
+@dataclass
+class MixedQuantizer:
+    """Percentile quantization with a bit width per dimension (see :func:`allocate_bits`).
+
+    ``parts`` holds, per width, the input columns it codes and their :class:`Quantizer`.
+    Codes are the parts' codes side by side; packed codes are the parts' packed bytes side
+    by side; dequantized vectors have the input's dimension, zero where a column is dropped.
+    It has :class:`Quantizer`'s search interface, so :func:`cecq.search.search_codes` takes it.
+    """
+
+    input_dim: int
+    parts: list[tuple[np.ndarray, Quantizer]]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, budget_bytes: int, widths: Sequence[int] = ALLOCATION_WIDTHS) -> MixedQuantizer:
+        x = np.asarray(x, dtype=np.float32)
+        bits = allocate_bits(x, budget_bytes, widths)
+        parts = [(cols, Quantizer.fit(x[:, cols], b)) for b in sorted(widths) if len(cols := np.flatnonzero(bits == b))]
+        return cls(x.shape[1], parts)
+
+    @property
+    def dim(self) -> int:
+        return self.input_dim
+
+    @property
+    def kept_dims(self) -> int:
+        return sum(len(cols) for cols, _ in self.parts)
+
+    @property
+    def bits_per_dim(self) -> np.ndarray:
+        out = np.zeros(self.input_dim, dtype=np.int64)
+        for cols, q in self.parts:
+            out[cols] = q.bits
+        return out
+
+    @property
+    def bytes_per_vector(self) -> int:
+        return sum(q.bytes_per_vector for _, q in self.parts)
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"quantizer expects {self.input_dim}-dim rows, got shape {x.shape}")
+        return x
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        x = self._rows(x)
+        return np.concatenate([q.encode(x[:, cols]) for cols, q in self.parts], axis=1)
+
+    def _split(self, array: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+        return np.split(array, np.cumsum(sizes)[:-1], axis=1)
+
+    def dequantize(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes)
+        out = np.zeros((codes.shape[0], self.input_dim), dtype=np.float32)
+        for (cols, q), part in zip(self.parts, self._split(codes, [len(c) for c, _ in self.parts])):
+            out[:, cols] = q.dequantize(part)
+        return out
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        x = self._rows(x)
+        return np.concatenate([q.quantize(x[:, cols]) for cols, q in self.parts], axis=1)
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        parts = self._split(np.asarray(packed, dtype=np.uint8), [q.bytes_per_vector for _, q in self.parts])
+        return np.concatenate([q.unpack(p) for (_, q), p in zip(self.parts, parts)], axis=1)

@@ -160,7 +160,7 @@ def records(tiny_beir, tiny_model_dir):
 def test_evaluate_task_with_baselines(records, tiny_model_dir):
     tiny = str(tiny_model_dir)
     both = ("symmetric", "asymmetric")
-    expected = {(f"model:{tiny}", "float"), ("model:lexical", "float"), ("concat", "float"),
+    expected = {(f"model:{tiny}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
                 ("decoder-8", "float"), ("decoder-16", "float")}
     for d in (8, 16):
         for b in (1, 2):

@@ -27,7 +27,7 @@ def test_eval_runs_end_to_end_and_writes_json(tiny_beir, tiny_model_dir, tmp_pat
     assert "| concat |" in proc.stdout and "cecq-8d-1b" in proc.stdout
     records = json.loads(out.read_text())
     assert {(r["name"], r["scoring"]) for r in records} == {
-        (f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"),
+        (f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
         ("decoder-8", "float"), ("cecq-8d-1b", "symmetric"), ("cecq-8d-1b", "asymmetric")}
     for r in records:
         assert {"name", "ndcg_at_10", "retention", "bytes_per_doc", "compression", "scoring"} <= set(r)

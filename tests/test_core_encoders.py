@@ -220,3 +220,16 @@ def test_lexical_needs_fit_texts_and_two_documents():
         LexicalEncoder.fit(["a b", None, "c d"])
     # the output dimension is capped by the corpus size
     assert LexicalEncoder.fit(CORPUS, dim=256).dim <= len([t for t in CORPUS if t]) - 1
+
+
+def test_spread_weights_down_weight_the_model_with_flat_similarities():
+    from cecq.encoders import spread_weights
+
+    rng = np.random.default_rng(0)
+    clustered = rng.normal(size=(4, 16))[rng.integers(0, 4, 200)] + 0.3 * rng.normal(size=(200, 16))  # wide spread
+    flat = rng.normal(size=(200, 64))  # near-orthogonal rows: similarities close to 0
+    flat[3] = 0.0  # an empty document is left out of the fit
+    w = spread_weights([clustered, flat], sample_rows=150)
+    assert w[0] == 1.0 and 0 < w[1] < 0.6
+    assert spread_weights([clustered, flat], sample_rows=150) == w  # seeded
+    assert spread_weights([clustered[:2], flat[:2]]) == [1.0, 1.0]  # too few rows to tell

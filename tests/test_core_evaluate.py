@@ -31,7 +31,7 @@ def by_name(records, name, scoring):
 
 def test_records_cover_every_configuration(records, tiny_model_dir):
     keys = {(r.name, r.scoring) for r in records}
-    expected = {(f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"),
+    expected = {(f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
                 ("decoder-8", "float"), ("decoder-16", "float")}
     expected |= {(f"cecq-{d}d-{b}b", s) for d in (8, 16) for b in (1, 2) for s in ("symmetric", "asymmetric")}
     assert keys == expected

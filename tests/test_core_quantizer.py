@@ -153,3 +153,47 @@ def test_save_load_parquet_round_trip(tmp_path, bits):
     np.testing.assert_array_equal(loaded.thresholds, q.thresholds)
     np.testing.assert_array_equal(loaded.centroids, q.centroids)
     np.testing.assert_array_equal(loaded.quantize(x), q.quantize(x))
+
+
+# --- per-dimension bit allocation -------------------------------------------------------------
+
+
+def decaying_sample(n: int = 400, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """Columns whose standard deviations fall from 1 to 0.01: the first deserve the most bits."""
+    return (np.random.default_rng(seed).normal(size=(n, dim)) * np.geomspace(1, 0.01, dim)).astype(np.float32)
+
+
+@pytest.mark.parametrize("budget", [1, 3, 4, 9])
+def test_allocate_bits_fits_the_budget_and_favours_high_variance(budget):
+    from cecq.quantizer import allocate_bits
+
+    x = decaying_sample()
+    bits = allocate_bits(x, budget)
+    assert set(np.unique(bits)) <= {0, 1, 2, 4}
+    assert sum(bytes_per_vector(int((bits == b).sum()), b) for b in (1, 2, 4)) <= budget
+    assert bits.sum() >= 8 * budget - 8  # little is left unused
+    assert np.all(np.diff(bits) <= 0)  # variance falls along the columns, so do the bits
+    assert bits[0] >= 2 or budget == 1
+
+
+def test_mixed_quantizer_round_trip_and_search_interface():
+    from cecq.quantizer import MixedQuantizer
+    from cecq.search import search_codes
+
+    x = decaying_sample(seed=1)
+    mq = MixedQuantizer.fit(x, 6)
+    assert mq.dim == 32 and mq.bytes_per_vector <= 6
+    assert mq.kept_dims == int((mq.bits_per_dim > 0).sum())
+    packed = mq.quantize(x)
+    assert packed.shape == (400, mq.bytes_per_vector) and packed.dtype == np.uint8
+    codes = mq.unpack(packed)
+    np.testing.assert_array_equal(codes, mq.encode(x))
+    deq = mq.dequantize(codes)
+    assert deq.shape == x.shape
+    assert np.all(deq[:, mq.bits_per_dim == 0] == 0)
+    kept = mq.bits_per_dim > 0
+    assert np.mean((deq[:, kept] - x[:, kept]) ** 2) < 0.5 * np.mean(x[:, kept] ** 2)
+    scores, idx = search_codes(x[:5], packed, mq, k=3)
+    assert idx.shape == (5, 3) and np.all(idx[:, 0] == np.arange(5))  # each row finds itself
+    with pytest.raises(ValueError):
+        mq.encode(x[:, :10])
