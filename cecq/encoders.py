@@ -60,8 +60,9 @@ def _row_norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", x, x)) if x.ndim == 2 else np.linalg.norm(x, axis=-1)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation; rows of (near) zero norm stay zero instead of NaN."""
+def l2_normalize(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise L2 normalisation; rows of (near) zero norm stay zero instead of NaN.
+    ``out`` (may be ``x`` itself, if float32) receives the result instead of a new array."""
     x = np.asarray(x, dtype=np.float32)
     norms = _row_norms(x)
     # A NaN or infinity anywhere in a row makes its norm NaN or infinite: checking the
@@ -69,7 +70,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(norms)):
         raise ValueError("embedding contains NaN or infinity")
     scale = np.where(norms > EPS, 1.0 / np.maximum(norms, EPS), 0.0).astype(np.float32)
-    return x * scale[..., None]
+    return np.multiply(x, scale[..., None], out=out)
 
 
 def nonempty_rows(x: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ _CHUNK = 8192  # rows per block: keeps temporaries in cache-sized pieces
 
 
 def _per_byte(bits: int) -> int:
-    return 8 // bits
+    return 8 // bits  # codes a byte holds (8 bits: one)
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -149,15 +149,18 @@ class Quantizer:
         """``dequantize(unpack(packed))`` in one gather: a table maps every (byte position,
         byte value) to the centroids of the codes that byte holds, so no code array is built."""
         packed = np.asarray(packed, dtype=np.uint8)
-        if self.bits == 8:
-            return self.dequantize(self.unpack(packed))
         if packed.ndim != 2 or packed.shape[1] != self.bytes_per_vector:
             raise ValueError(f"packed codes of shape {packed.shape} do not hold {self.dim} dims at {self.bits} bits")
         per, width = _per_byte(self.bits), self.bytes_per_vector
         cents = np.zeros((width * per, 1 << self.bits), dtype=np.float32)  # padded to whole bytes
         cents[: self.dim] = self.centroids
         table = cents[np.arange(width * per).reshape(width, 1, per), _byte_table(self.bits)[None]]  # (width, 256, per)
-        rows = table[np.arange(width), packed]  # (n, width, per)
+        # One table entry is a byte's `per` centroids: viewed as one opaque item, np.take
+        # copies it whole, several times faster than NumPy's fancy indexing of the floats.
+        items = np.ascontiguousarray(table).view(np.dtype((np.void, 4 * per))).reshape(width * 256)
+        index = packed.astype(np.intp)
+        index += np.arange(0, width * 256, 256, dtype=np.intp)
+        rows = np.take(items, index).view(np.float32)  # (n, width * per)
         return rows.reshape(packed.shape[0], width * per)[:, : self.dim]
 
     def quantize(self, x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from cecq.encoders import l2_normalize
+from cecq.encoders import EPS, l2_normalize
 from cecq.quantizer import Quantizer
 
 
@@ -34,31 +34,35 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(scores, idx, axis=1), idx
 
 
-def _running_top_k(q: np.ndarray, chunks: Iterable[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Running top-k of ``q @ docs.T`` over a stream of document chunks (indices count rows
-    across the whole stream), so memory is bounded by a chunk, not the collection."""
-    best_scores = np.full((q.shape[0], 0), -np.inf, dtype=np.float32)
-    best_idx = np.zeros((q.shape[0], 0), dtype=np.int64)
+def _running_top_k(score_chunks: Iterable[np.ndarray], n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-k over a stream of ``(n_queries, chunk)`` score blocks (indices count
+    columns across the whole stream), so memory is bounded by a chunk, not the collection."""
+    best_scores = np.full((n_queries, 0), -np.inf, dtype=np.float32)
+    best_idx = np.zeros((n_queries, 0), dtype=np.int64)
     start = 0
-    for docs in chunks:
-        s, i = _top_k(q @ docs.T, k)
+    for scores in score_chunks:
+        s, i = _top_k(scores, k)
         best_scores, order = _top_k(np.concatenate([best_scores, s], axis=1), k)
         best_idx = np.take_along_axis(np.concatenate([best_idx, i + start], axis=1), order, axis=1)
-        start += docs.shape[0]
+        start += scores.shape[1]
     return best_scores, best_idx
 
 
 def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
                    load_chunk: Callable[[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_running_top_k` over ``load_chunk(start, stop)`` slices of ``n_docs`` rows."""
-    return _running_top_k(q, (load_chunk(a, a + chunk_rows) for a in range(0, n_docs, chunk_rows)), k)
+    """Running top-k of ``q @ docs.T`` over ``load_chunk(start, stop)`` slices of ``n_docs`` rows."""
+    return _running_top_k((q @ load_chunk(a, a + chunk_rows).T for a in range(0, n_docs, chunk_rows)), q.shape[0], k)
 
 
-def _dequantized(quantizer: Quantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
-    docs = l2_normalize(quantizer.dequantize_packed(packed))
+def _code_scores(q: np.ndarray, quantizer: Quantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
+    """Cosine of ``q`` with dequantized codes. The dot products are scaled by the documents'
+    inverse norms afterwards, rather than normalising the (much larger) document block."""
+    docs = quantizer.dequantize_packed(packed)
+    norms = np.sqrt(np.einsum("ij,ij->i", docs, docs))
+    scale = np.where(norms > EPS, 1.0 / np.maximum(norms, EPS), 0.0).astype(np.float32)
     if empty is not None:
-        docs[np.asarray(empty, dtype=bool)] = 0.0
-    return docs
+        scale[np.asarray(empty, dtype=bool)] = 0.0  # codes cannot say "zero vector"
+    return (q @ docs.T) * scale
 
 
 def prepare_queries(queries: np.ndarray, quantizer: Quantizer, scoring: Literal["symmetric", "asymmetric"]) -> np.ndarray:
@@ -109,7 +113,7 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, 
 
 def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: Quantizer,
           k: int) -> tuple[np.ndarray, np.ndarray]:
-    return _running_top_k(q, (_dequantized(quantizer, packed, empty) for packed, empty in batches), k)
+    return _running_top_k((_code_scores(q, quantizer, packed, empty) for packed, empty in batches), q.shape[0], k)
 
 
 def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: Quantizer,
