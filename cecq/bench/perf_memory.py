@@ -22,10 +22,11 @@ STAGES = ("imports", "shard", "fit-lexical", "embed", "train", "compress", "sear
 
 
 def write_corpus(path: Path, source: list[str], docs: int) -> str:
-    """``docs`` documents cycling through ``source`` texts, each with its own id."""
+    """``docs`` documents cycling through ``source`` texts, each with its own id (texts repeat:
+    a per-document token would grow the lexical vocabulary with the corpus, an artefact)."""
     with path.open("w", encoding="utf-8") as f:
         for i in range(docs):
-            f.write(json.dumps({"_id": f"d{i}", "text": f"{source[i % len(source)]} #{i}"}) + "\n")
+            f.write(json.dumps({"_id": f"d{i}", "text": source[i % len(source)]}) + "\n")
     return str(path)
 
 
