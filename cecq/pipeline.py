@@ -185,7 +185,6 @@ def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | Non
             raise ValueError(f"embedding shard {p} does not hold the same ids, in the same order, as {paths[0]}")
         v = vectors_of(t)
         parts.append(v if rows is None else v[rows])
-        del t  # one model's table at a time
     if rows is not None:
         ids, hashes = ids.take(pa.array(rows)), hashes.take(pa.array(rows))
     return ids, hashes, concatenate(parts)
