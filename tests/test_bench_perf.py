@@ -113,17 +113,3 @@ def test_search_published_streams_the_catalog_and_agrees_with_search_codes(tmp_p
     _, i_np = numpy_scan(q, packed, quantizer.centroids, 2, 7)
     assert all(set(a) == set(b) for a, b in zip(i_np, i_ref))
 
-
-def test_length_buckets_grow_for_short_texts_within_the_token_budget(tiny_model_dir: Path):
-    from cecq.config import ModelSpec
-    from cecq.encoders import SentenceTransformerEncoder
-
-    enc = SentenceTransformerEncoder(ModelSpec(str(tiny_model_dir), batch_size=4))
-    limit = enc.model.max_seq_length
-    lengths = np.array([limit + 50] * 6 + [limit // 8] * 100)
-    order = np.argsort(-lengths, kind="stable")
-    batches = list(enc._batches(order, lengths))
-    np.testing.assert_array_equal(np.concatenate(batches), order)  # every text once, in order
-    assert [len(b) for b in batches[:2]] == [4, 4]  # long texts: batch_size
-    assert all(len(b) * min(int(lengths[b].max()), limit) <= 4 * limit for b in batches)  # never over the budget
-    assert max(len(b) for b in batches) == 32  # short texts: 8x as many a batch
