@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from cecq.quantizer import Quantizer
 from cecq.storage import Store
 
 CURRENT = "catalog/current.json"
@@ -95,12 +97,18 @@ def view_statements(store: Store) -> list[str]:
     ]
 
 
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog's views; object stores are read
-    through the store's fsspec filesystem (DuckDB has no httpfs offline here)."""
+def _duckdb(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that reads the store (its fsspec filesystem registered
+    for object stores: DuckDB has no httpfs offline here)."""
     con = duckdb.connect()
     if not store.is_local:
         con.register_filesystem(store.fs)
+    return con
+
+
+def connect(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views."""
+    con = _duckdb(store)
     for stmt in view_statements(store):
         con.execute(stmt)
     return con
@@ -110,23 +118,61 @@ def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
     """Top-k published documents for a text query, scored against the compressed codes."""
     from cecq.decoder import decode
     from cecq.encoders import concatenate
-    from cecq.pipeline import codes_of, load_compressor, load_pipeline_encoder
-    from cecq.search import search_codes
+    from cecq.pipeline import load_compressor, load_pipeline_encoder
 
     m = current_manifest(store)
     encoders = [load_pipeline_encoder(store, name, m["corpus_key"]) for name in m["models"]]
     decoder, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
     q = decode(decoder, concatenate([e.encode([query], "query") for e in encoders]), quantizer.dim)
-    best: list[tuple[float, str]] = []
-    for path in m["codes"]:
-        t = store.read_parquet(path, ["id", "code", "empty"])
-        if not t.num_rows:
-            continue
-        s, i = search_codes(q, codes_of(t), quantizer, min(k, t.num_rows), "asymmetric",
-                            empty=t.column("empty").to_numpy(zero_copy_only=False))
-        ids = t.column("id")
-        best.extend((float(score), ids[int(j)].as_py()) for score, j in zip(s[0], i[0]))
-        best = sorted(best, key=lambda x: -x[0])[:k]
-    con = connect(store)
-    texts = dict(con.execute("SELECT id, text FROM corpus WHERE id IN (SELECT unnest(?::VARCHAR[]))", [[i for _, i in best]]).fetchall())
-    return [{"rank": r + 1, "id": i, "score": round(s, 6), "text": texts.get(i, "")} for r, (s, i) in enumerate(best)]
+    return search_published(store, q, k, m, quantizer)[0]
+
+
+def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: dict[str, Any] | None = None,
+                     quantizer: Quantizer | None = None, batch_rows: int = 65536) -> list[list[dict[str, Any]]]:
+    """Top-k published documents for decoded query vectors (asymmetric scoring), texts included.
+
+    DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,
+    whatever the corpus size), then fetches the hits' ids by row number and their texts
+    from only the corpus shards that hold hits; no catalog views are built.
+    """
+    from cecq.pipeline import load_quantizer
+    from cecq.search import search_code_batches
+
+    m = manifest or current_manifest(store)
+    quantizer = quantizer or load_quantizer(store, m["quantizer"])
+    con = _duckdb(store)
+    codes, corpus = [store.uri(p) for p in m["codes"]], [store.uri(p) for p in m["corpus_shards"]]
+    starts: list[int] = []  # first global row of every codes shard
+
+    def batches():
+        total = 0
+        for path in codes:
+            starts.append(total)
+            reader = con.sql(f"SELECT code, empty FROM read_parquet({sql_string(path)})").to_arrow_reader(batch_rows)
+            for batch in reader:
+                total += batch.num_rows
+                yield _packed(batch.column(0), quantizer.bytes_per_vector), batch.column(1).to_numpy(zero_copy_only=False)
+
+    scores, idx = search_code_batches(queries, batches(), quantizer, k)
+    starts_arr = np.asarray(starts)
+    shard_of = np.searchsorted(starts_arr, idx, side="right") - 1
+    ids: dict[int, str] = {}
+    for shard in np.unique(shard_of):
+        rows = (idx[shard_of == shard] - starts_arr[shard]).tolist()
+        found = con.execute(f"SELECT file_row_number, id FROM read_parquet({sql_string(codes[shard])}, file_row_number = true) "
+                            "WHERE file_row_number IN (SELECT unnest(?::BIGINT[]))", [rows]).fetchall()
+        ids.update((int(r) + int(starts_arr[shard]), i) for r, i in found)
+    texts = dict(con.execute(f"SELECT id, text FROM read_parquet({_list([corpus[s] for s in np.unique(shard_of)])}) "
+                             "WHERE id IN (SELECT unnest(?::VARCHAR[]))", [sorted(set(ids.values()))]).fetchall()) if ids else {}
+    return [[{"rank": r + 1, "id": ids[int(j)], "score": round(float(sc), 6), "text": texts.get(ids[int(j)], "")}
+             for r, (sc, j) in enumerate(zip(s_row, i_row))] for s_row, i_row in zip(scores, idx)]
+
+
+def _packed(column: pa.Array, width: int) -> np.ndarray:
+    """A BLOB column of equal-width codes as ``(n, width)`` uint8, without copying: DuckDB
+    hands fixed-size binary back as variable-length binary over one contiguous buffer."""
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32 if column.type == pa.binary() else np.int64,
+                            count=len(column) + 1, offset=column.offset * (4 if column.type == pa.binary() else 8))
+    if column.null_count or offsets[-1] - offsets[0] != len(column) * width:
+        raise ValueError(f"codes column does not hold {width}-byte codes")
+    return np.frombuffer(column.buffers()[2], dtype=np.uint8, count=len(column) * width, offset=int(offsets[0])).reshape(-1, width)

@@ -93,8 +93,8 @@ class DecoderConfig:
             raise ConfigError(f"batch_size must be >= 4 (in-batch similarities), got {self.batch_size}")
         if self.max_epochs < 1 or self.patience < 1:
             raise ConfigError("max_epochs and patience must be >= 1")
-        if self.max_train_rows < self.batch_size // 4 or self.max_train_rows < 16:
-            raise ConfigError(f"max_train_rows must be >= 16 and >= batch_size/4, got {self.max_train_rows}")
+        if self.max_train_rows < 4:
+            raise ConfigError(f"max_train_rows must be >= 4 (in-batch similarities), got {self.max_train_rows}")
         if self.loss not in ("mse", "neighbours"):
             raise ConfigError(f"decoder loss must be 'mse' or 'neighbours', got {self.loss!r}")
         if self.neighbours < 1 or self.neighbour_weight < 0:

@@ -177,20 +177,23 @@ def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
             "truncated": getattr(encoder, "truncated", 0) - truncated_before, "seconds": time.perf_counter() - started}
 
 
-def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[list[str], list[str], np.ndarray]:
-    """Join one shard's embeddings across models (same ids, same order) and concatenate."""
+def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """Join one shard's embeddings across models (same ids, same order) and concatenate.
+
+    Returns ``(ids, content_hashes, vectors)``; ids and hashes stay Arrow arrays (they are
+    written straight back to Parquet, never needed as Python strings).
+    """
     parts, ids, hashes = [], None, None
     for p in paths:
         t = store.read_parquet(p)
         if ids is None:
-            ids, hashes = t.column("id").to_pylist(), t.column("content_hash").to_pylist()
-        elif t.column("id").to_pylist() != ids:
+            ids, hashes = t.column("id").combine_chunks(), t.column("content_hash").combine_chunks()
+        elif not t.column("id").combine_chunks().equals(ids):
             raise ValueError(f"embedding shard {p} does not hold the same ids, in the same order, as {paths[0]}")
         v = vectors_of(t)
         parts.append(v if rows is None else v[rows])
     if rows is not None:
-        ids = [ids[i] for i in rows]
-        hashes = [hashes[i] for i in rows]
+        ids, hashes = ids.take(pa.array(rows)), hashes.take(pa.array(rows))
     return ids, hashes, concatenate(parts)
 
 
@@ -229,12 +232,15 @@ def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_
     return decoder_rel, quantizer_rel
 
 
+def load_quantizer(store: Store, quantizer_rel: str) -> Quantizer:
+    with store.fs.open(store.path(quantizer_rel), "rb") as f:
+        return Quantizer.load(f)
+
+
 def load_compressor(store: Store, decoder_rel: str, quantizer_rel: str):
     with tempfile.TemporaryDirectory() as tmp:
         decoder, meta = load_decoder(store.local_copy(decoder_rel, tmp))
-    with store.fs.open(store.path(quantizer_rel), "rb") as f:
-        quantizer = Quantizer.load(f)
-    return decoder, meta, quantizer
+    return decoder, meta, load_quantizer(store, quantizer_rel)
 
 
 
@@ -246,22 +252,22 @@ def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str
         return {"path": out_rel, "rows": shard.rows, "skipped": True, "bytes": store.size(out_rel)}
     decoder, _, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
     ids, hashes, x = load_concatenated(store, embedding_paths)
-    packed = quantizer.quantize(decode(decoder, x, quantizer.dim))
-    table = pa.table({
-        "id": pa.array(ids, pa.string()),
-        "shard": pa.array([shard.name] * len(ids), pa.string()),
-        "content_hash": pa.array(hashes, pa.string()),
-        "code": pa.array([bytes(r) for r in packed], pa.binary(quantizer.bytes_per_vector)),
-        "empty": pa.array(~nonempty_rows(x), pa.bool_()),
-    })
-    nbytes = store.write_parquet(out_rel, table)
+    nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer))
     return {"path": out_rel, "rows": len(ids), "skipped": False, "bytes": nbytes}
 
 
-def codes_of(table: pa.Table) -> np.ndarray:
-    col = table.column("code").combine_chunks()
-    width = col.type.byte_width
-    return np.frombuffer(col.buffers()[1], dtype=np.uint8, count=len(col) * width, offset=col.offset * width).reshape(len(col), width)
+def codes_table(shard_name: str, ids: pa.Array, hashes: pa.Array, x: np.ndarray, decoder, quantizer: Quantizer) -> pa.Table:
+    """Decode, take the prefix, quantize and pack concatenated embeddings into a codes table."""
+    packed = np.ascontiguousarray(quantizer.quantize(decode(decoder, x, quantizer.dim)))
+    width = quantizer.bytes_per_vector
+    return pa.table({
+        "id": ids,
+        "shard": pa.array([shard_name] * len(ids), pa.string()),
+        "content_hash": hashes,
+        # The packed rows are already one contiguous buffer: wrap it, no per-row bytes objects.
+        "code": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(ids), [None, pa.py_buffer(packed)]),
+        "empty": pa.array(~nonempty_rows(x), pa.bool_()),
+    })
 
 
 # ---------------------------------------------------------------- fan-out (through cecq.ray_pool)

@@ -21,8 +21,18 @@ def bytes_per_vector(dim: int, bits: int) -> int:
     return (dim * bits + 7) // 8
 
 
+_CHUNK = 8192  # rows per block: keeps temporaries in cache-sized pieces
+
+
+def _per_byte(bits: int) -> int:
+    return 8 // bits  # codes a byte holds (8 bits: one)
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Bit-pack ``(n, dim)`` codes below ``2**bits`` into ``(n, ceil(dim*bits/8))`` uint8."""
+    """Bit-pack ``(n, dim)`` codes below ``2**bits`` into ``(n, ceil(dim*bits/8))`` uint8.
+
+    Codes are laid out in order, each most significant bit first (``np.packbits`` order).
+    """
     if bits not in VALID_BITS:
         raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
     codes = np.asarray(codes)
@@ -32,9 +42,24 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
         return codes.astype(np.uint8, copy=True)
     if codes.size and int(codes.max()) >= (1 << bits):
         raise ValueError(f"a code is >= 2**{bits}")
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
-    planes = (codes.astype(np.uint8)[:, :, None] >> shifts) & 1  # most significant bit first
-    return np.packbits(planes.reshape(codes.shape[0], codes.shape[1] * bits), axis=1)
+    # bits divides 8: a byte holds 8 // bits whole codes, so shift and OR them together
+    # (no per-bit planes: an (n, dim, bits) temporary costs more than the packing itself).
+    n, dim = codes.shape
+    per = _per_byte(bits)
+    width = bytes_per_vector(dim, bits)
+    padded = np.zeros((n, width * per), dtype=np.uint8)
+    padded[:, :dim] = codes
+    out = np.zeros((n, width), dtype=np.uint8)
+    for j in range(per):
+        out |= padded[:, j::per] << np.uint8(8 - bits * (j + 1))
+    return out
+
+
+def _byte_table(bits: int) -> np.ndarray:
+    """``(256, 8 // bits)`` uint8: the codes each byte value holds, in order."""
+    per = _per_byte(bits)
+    shifts = np.array([8 - bits * (j + 1) for j in range(per)], dtype=np.uint8)
+    return ((np.arange(256, dtype=np.uint8)[:, None] >> shifts) & np.uint8((1 << bits) - 1)).astype(np.uint8)
 
 
 def unpack_codes(packed: np.ndarray, dim: int, bits: int) -> np.ndarray:
@@ -44,9 +69,8 @@ def unpack_codes(packed: np.ndarray, dim: int, bits: int) -> np.ndarray:
         raise ValueError(f"packed codes of shape {packed.shape} do not hold {dim} dims at {bits} bits")
     if bits == 8:
         return packed.copy()
-    planes = np.unpackbits(packed, axis=1, count=dim * bits).reshape(packed.shape[0], dim, bits)
-    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
-    return (planes * weights).sum(axis=2, dtype=np.uint8)
+    # One table lookup per byte instead of unpacking bits and summing planes.
+    return _byte_table(bits)[packed].reshape(packed.shape[0], packed.shape[1] * _per_byte(bits))[:, :dim]
 
 
 @dataclass
@@ -92,19 +116,53 @@ class Quantizer:
         return q
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Bin index of every value: ``(n, dim)`` uint8."""
+        """Bin index of every value (the number of thresholds <= it): ``(n, dim)`` uint8."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"quantizer expects {self.dim}-dim rows, got shape {x.shape}")
         codes = np.empty(x.shape, dtype=np.uint8)
-        for j in range(self.dim):
-            codes[:, j] = np.searchsorted(self.thresholds[j], x[:, j], side="right")
+        levels = 1 << self.bits
+        thr_t = np.ascontiguousarray(self.thresholds.T)  # (levels-1, dim): row k is every dim's k-th threshold
+        for a in range(0, x.shape[0], _CHUNK):
+            block, out = x[a:a + _CHUNK], codes[a:a + _CHUNK]
+            if self.bits <= 4:
+                # Few thresholds: count them with whole-row comparisons (vectorised over
+                # dims, unlike a searchsorted per dim, which walks strided columns).
+                out[:] = 0
+                for k in range(levels - 1):
+                    out += block >= thr_t[k]
+            else:
+                # Binary search, one vectorised step a bit: thresholds are ascending, so
+                # "threshold[c - 1] <= x" is monotone in c.
+                out[:] = 0
+                flat, cols = thr_t.ravel(), np.arange(self.dim)
+                for step in (levels >> s for s in range(1, self.bits + 1)):
+                    cand = out.astype(np.intp) + step
+                    np.copyto(out, cand.astype(np.uint8), where=block >= flat[(cand - 1) * self.dim + cols])
         return codes
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         """Replace each code by its bin centroid."""
         codes = np.asarray(codes)
         return np.take_along_axis(self.centroids.T, codes.astype(np.intp), axis=0) if codes.shape[0] else np.zeros((0, self.dim), np.float32)
+
+    def dequantize_packed(self, packed: np.ndarray) -> np.ndarray:
+        """``dequantize(unpack(packed))`` in one gather: a table maps every (byte position,
+        byte value) to the centroids of the codes that byte holds, so no code array is built."""
+        packed = np.asarray(packed, dtype=np.uint8)
+        if packed.ndim != 2 or packed.shape[1] != self.bytes_per_vector:
+            raise ValueError(f"packed codes of shape {packed.shape} do not hold {self.dim} dims at {self.bits} bits")
+        per, width = _per_byte(self.bits), self.bytes_per_vector
+        cents = np.zeros((width * per, 1 << self.bits), dtype=np.float32)  # padded to whole bytes
+        cents[: self.dim] = self.centroids
+        table = cents[np.arange(width * per).reshape(width, 1, per), _byte_table(self.bits)[None]]  # (width, 256, per)
+        # One table entry is a byte's `per` centroids: viewed as one opaque item, np.take
+        # copies it whole, several times faster than NumPy's fancy indexing of the floats.
+        items = np.ascontiguousarray(table).view(np.dtype((np.void, 4 * per))).reshape(width * 256)
+        index = packed.astype(np.intp)
+        index += np.arange(0, width * 256, 256, dtype=np.intp)
+        rows = np.take(items, index).view(np.float32)  # (n, width * per)
+        return rows.reshape(packed.shape[0], width * per)[:, : self.dim]
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Encode and bit-pack: ``(n, bytes_per_vector)`` uint8."""
@@ -246,6 +304,16 @@ class MixedQuantizer:
         x = self._rows(x)
         return np.concatenate([q.quantize(x[:, cols]) for cols, q in self.parts], axis=1)
 
+    def _packed_parts(self, packed: np.ndarray) -> list[np.ndarray]:
+        return self._split(np.asarray(packed, dtype=np.uint8), [q.bytes_per_vector for _, q in self.parts])
+
     def unpack(self, packed: np.ndarray) -> np.ndarray:
-        parts = self._split(np.asarray(packed, dtype=np.uint8), [q.bytes_per_vector for _, q in self.parts])
-        return np.concatenate([q.unpack(p) for (_, q), p in zip(self.parts, parts)], axis=1)
+        return np.concatenate([q.unpack(p) for (_, q), p in zip(self.parts, self._packed_parts(packed))], axis=1)
+
+    def dequantize_packed(self, packed: np.ndarray) -> np.ndarray:
+        """``dequantize(unpack(packed))``, each width through :meth:`Quantizer.dequantize_packed`."""
+        packed = np.asarray(packed, dtype=np.uint8)
+        out = np.zeros((packed.shape[0], self.input_dim), dtype=np.float32)
+        for (cols, q), part in zip(self.parts, self._packed_parts(packed)):
+            out[:, cols] = q.dequantize_packed(part)
+        return out

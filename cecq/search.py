@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import numpy as np
 
-from cecq.encoders import l2_normalize
+from cecq.encoders import EPS, l2_normalize
 from cecq.quantizer import Quantizer
 
 
@@ -34,23 +34,35 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(scores, idx, axis=1), idx
 
 
-def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
-                   load_chunk: Callable[[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Running top-k of ``q @ docs.T`` over document chunks, so memory is bounded by a chunk."""
-    best_scores = np.full((q.shape[0], 0), -np.inf, dtype=np.float32)
-    best_idx = np.zeros((q.shape[0], 0), dtype=np.int64)
-    for start in range(0, n_docs, chunk_rows):
-        s, i = _top_k(q @ load_chunk(start, start + chunk_rows).T, k)
+def _running_top_k(score_chunks: Iterable[np.ndarray], n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-k over a stream of ``(n_queries, chunk)`` score blocks (indices count
+    columns across the whole stream), so memory is bounded by a chunk, not the collection."""
+    best_scores = np.full((n_queries, 0), -np.inf, dtype=np.float32)
+    best_idx = np.zeros((n_queries, 0), dtype=np.int64)
+    start = 0
+    for scores in score_chunks:
+        s, i = _top_k(scores, k)
         best_scores, order = _top_k(np.concatenate([best_scores, s], axis=1), k)
         best_idx = np.take_along_axis(np.concatenate([best_idx, i + start], axis=1), order, axis=1)
+        start += scores.shape[1]
     return best_scores, best_idx
 
 
-def _dequantized(quantizer: Quantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
-    docs = l2_normalize(quantizer.dequantize(quantizer.unpack(packed)))
+def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
+                   load_chunk: Callable[[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-k of ``q @ docs.T`` over ``load_chunk(start, stop)`` slices of ``n_docs`` rows."""
+    return _running_top_k((q @ load_chunk(a, a + chunk_rows).T for a in range(0, n_docs, chunk_rows)), q.shape[0], k)
+
+
+def _code_scores(q: np.ndarray, quantizer: Quantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
+    """Cosine of ``q`` with dequantized codes. The dot products are scaled by the documents'
+    inverse norms afterwards, rather than normalising the (much larger) document block."""
+    docs = quantizer.dequantize_packed(packed)
+    norms = np.sqrt(np.einsum("ij,ij->i", docs, docs))
+    scale = np.where(norms > EPS, 1.0 / np.maximum(norms, EPS), 0.0).astype(np.float32)
     if empty is not None:
-        docs[np.asarray(empty, dtype=bool)] = 0.0
-    return docs
+        scale[np.asarray(empty, dtype=bool)] = 0.0  # codes cannot say "zero vector"
+    return (q @ docs.T) * scale
 
 
 def prepare_queries(queries: np.ndarray, quantizer: Quantizer, scoring: Literal["symmetric", "asymmetric"]) -> np.ndarray:
@@ -84,10 +96,8 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, 
     q = prepare_queries(queries, quantizer, scoring)
     n_docs = packed.shape[0]
     first = max(k, rescore_k) if rescore_vectors is not None else k
-    best_scores, best_idx = _chunked_top_k(
-        q, n_docs, first, chunk_rows,
-        lambda a, b: _dequantized(quantizer, packed[a:b], None if empty is None else empty[a:b]),
-    )
+    batches = ((packed[a:a + chunk_rows], None if empty is None else empty[a:a + chunk_rows]) for a in range(0, n_docs, chunk_rows))
+    best_scores, best_idx = _scan(q, batches, quantizer, first)
     if rescore_vectors is not None and best_idx.size:
         if rescore_vectors.shape[0] != n_docs:
             raise ValueError(f"rescore_vectors has {rescore_vectors.shape[0]} rows for {n_docs} codes")
@@ -99,6 +109,21 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, 
         s, order = _top_k(rescored, k)
         return s, np.take_along_axis(best_idx, order, axis=1)
     return best_scores[:, :k], best_idx[:, :k]
+
+
+def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: Quantizer,
+          k: int) -> tuple[np.ndarray, np.ndarray]:
+    return _running_top_k((_code_scores(q, quantizer, packed, empty) for packed, empty in batches), q.shape[0], k)
+
+
+def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: Quantizer,
+                        k: int = 10, scoring: Literal["symmetric", "asymmetric"] = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_codes` over a stream of ``(packed codes, empty flags or None)`` batches,
+    e.g. record batches read from Parquet: indices count rows across the whole stream, and
+    memory is bounded by one batch."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return _scan(prepare_queries(queries, quantizer, scoring), batches, quantizer, k)
 
 
 def search_float(queries: np.ndarray, docs: np.ndarray, k: int = 10, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
