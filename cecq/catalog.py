@@ -122,8 +122,9 @@ def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
 
     m = current_manifest(store)
     encoders = [load_pipeline_encoder(store, name, m["corpus_key"]) for name in m["models"]]
-    decoder, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
-    q = decode(decoder, concatenate([e.encode([query], "query") for e in encoders]), quantizer.dim)
+    decoder, meta, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    parts = [e.encode([query], "query") for e in encoders]
+    q = decode(decoder, concatenate(parts, meta.get("model_weights")), quantizer.dim)  # stores before weights: equal
     return search_published(store, q, k, m, quantizer)[0]
 
 

@@ -122,6 +122,8 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--out-dim", type=int, default=512, help="decoder output size; --dims is a prefix of it (default 512)")
     p.add_argument("--max-train-rows", type=int, default=200_000, help="documents sampled to train the decoder (default 200000)")
+    p.add_argument("--weights", choices=["spread", "equal"], default="spread",
+                   help="per-model concatenation weights: fitted on the corpus from similarity spreads (default), or equal")
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=_cmd_embed_corpus)
 
@@ -158,7 +160,7 @@ def _cmd_embed_corpus(args: argparse.Namespace) -> int:
     result = embed_corpus(corpus=args.corpus, store=args.store, models=args.models or list(DEFAULT_MODELS),
                           shard_rows=args.shard_rows, dims=args.dims, bits=args.bits, ray_address=args.ray_address,
                           id_column=args.id_column, text_columns=args.text_columns, batch_size=args.batch_size,
-                          max_epochs=args.max_epochs, out_dim=args.out_dim, max_train_rows=args.max_train_rows)
+                          max_epochs=args.max_epochs, out_dim=args.out_dim, max_train_rows=args.max_train_rows, model_weights=args.weights)
     print(json.dumps(result, indent=2))
     return 0
 

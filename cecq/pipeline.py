@@ -20,10 +20,11 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec
+from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec, ModelWeights
 from cecq.corpus import CorpusManifest, ShardInfo, manifest_path
 from cecq.decoder import decode, load_decoder, save_decoder, train_decoder
-from cecq.encoders import LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows, resolve_model
+from cecq.encoders import (LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows, resolve_model,
+                           spread_weights)
 from cecq.quantizer import Quantizer
 from cecq.storage import Store, digest, slug
 
@@ -49,6 +50,7 @@ class PipelineConfig:
     decoder_policy: DecoderPolicy = "auto"
     retrain_fraction: float = 0.25  # with policy 'auto': retrain when this share of documents is new or changed
     batch_size: int = 64
+    model_weights: ModelWeights = "spread"  # per-model concatenation weights, fitted on the corpus (or "equal")
 
     def __post_init__(self) -> None:
         if not self.corpus:
@@ -65,6 +67,8 @@ class PipelineConfig:
             raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits}")
         if not 1 <= self.dims <= self.decoder.out_dim:
             raise ConfigError(f"dims must be in 1..{self.decoder.out_dim} (the decoder's output), got {self.dims}")
+        if self.model_weights not in ("equal", "spread"):
+            raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
         if self.decoder_policy not in ("reuse", "retrain", "auto"):
             raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
 
@@ -177,12 +181,10 @@ def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
             "truncated": getattr(encoder, "truncated", 0) - truncated_before, "seconds": time.perf_counter() - started}
 
 
-def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """Join one shard's embeddings across models (same ids, same order) and concatenate.
-
-    Returns ``(ids, content_hashes, vectors)``; ids and hashes stay Arrow arrays (they are
-    written straight back to Parquet, never needed as Python strings).
-    """
+def load_parts(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[pa.Array, pa.Array, list[np.ndarray]]:
+    """One shard's embeddings from each model (same ids, same order), as ``(ids,
+    content_hashes, per-model vectors)``; ids and hashes stay Arrow arrays (they are written
+    straight back to Parquet, never needed as Python strings)."""
     parts, ids, hashes = [], None, None
     for p in paths:
         t = store.read_parquet(p)
@@ -194,22 +196,36 @@ def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | Non
         parts.append(v if rows is None else v[rows])
     if rows is not None:
         ids, hashes = ids.take(pa.array(rows)), hashes.take(pa.array(rows))
-    return ids, hashes, concatenate(parts)
+    return ids, hashes, parts
+
+
+def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None,
+                      weights: Sequence[float] | None = None) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """:func:`load_parts`, concatenated with the per-model ``weights``."""
+    ids, hashes, parts = load_parts(store, paths, rows)
+    return ids, hashes, concatenate(parts, weights)
 
 
 # ---------------------------------------------------------------- training
 
-def sample_concatenated(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int) -> np.ndarray:
-    """A seeded sample of at most ``max_rows`` concatenated embeddings, spread over shards."""
+def sample_parts(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int) -> list[np.ndarray]:
+    """A seeded sample of at most ``max_rows`` documents' embeddings, per model, spread over
+    shards; documents empty for every model are left out (they carry no similarity signal)."""
     rng = np.random.default_rng(seed)
     share = min(1.0, max_rows / max(1, manifest.rows))
-    out = []
+    out: list[list[np.ndarray]] = [[] for _ in model_keys]
     for shard in manifest.shards:
         take = np.sort(rng.choice(shard.rows, max(1, int(round(shard.rows * share))), replace=False))
-        _, _, x = load_concatenated(store, [embedding_path(k, shard) for k in model_keys], take)
-        out.append(x)
-    x = np.concatenate(out)
-    return x[nonempty_rows(x)]  # empty documents carry no similarity signal
+        for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
+            acc.append(part)
+    parts = [np.concatenate(p) for p in out]
+    keep = np.any([nonempty_rows(p) for p in parts], axis=0)
+    return [p[keep] for p in parts]
+
+
+def fit_model_weights(parts: Sequence[np.ndarray], how: ModelWeights, seed: int = 0) -> list[float]:
+    """Per-model concatenation weights: fitted on corpus embeddings (``spread``) or all 1."""
+    return spread_weights(parts, seed=seed) if how == "spread" else [1.0] * len(parts)
 
 
 def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str],
@@ -218,10 +234,13 @@ def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_
     decoder_rel, quantizer_rel = f"runs/{run_id}/decoder", f"runs/{run_id}/quantizer.parquet"
     if store.exists(f"{decoder_rel}/decoder.json") and store.exists(quantizer_rel):
         return decoder_rel, quantizer_rel
-    x = sample_concatenated(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
+    parts = sample_parts(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
+    weights = fit_model_weights(parts, config.model_weights, config.decoder.seed)
+    x = concatenate(parts, weights)
+    del parts
     decoder, stats = train_decoder(x, config.decoder)
     with tempfile.TemporaryDirectory() as tmp:
-        save_decoder(decoder, tmp, {"models": list(config.models), "model_keys": list(model_keys),
+        save_decoder(decoder, tmp, {"models": list(config.models), "model_keys": list(model_keys), "model_weights": weights,
                                     "prefix_sizes": list(config.decoder.effective_prefix_sizes()), "training": asdict(stats)})
         store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
     calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
@@ -250,8 +269,8 @@ def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str
     """Concatenate, decode, take the prefix, quantize and pack one shard; commit the codes shard."""
     if store.exists(out_rel):
         return {"path": out_rel, "rows": shard.rows, "skipped": True, "bytes": store.size(out_rel)}
-    decoder, _, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
-    ids, hashes, x = load_concatenated(store, embedding_paths)
+    decoder, meta, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
+    ids, hashes, x = load_concatenated(store, embedding_paths, weights=meta.get("model_weights"))
     nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer))
     return {"path": out_rel, "rows": len(ids), "skipped": False, "bytes": nbytes}
 
@@ -372,7 +391,7 @@ def describe_run(store: Store, config: PipelineConfig, run_id: str, manifest: Co
         "models": list(config.models), "model_keys": [e["model_key"] for e in embedding],
         "embedding": embedding, "corpus_manifest": manifest_path(manifest),
         "decoder": decoder_rel, "quantizer": quantizer_rel, "compressor_id": compressor_id,
-        "decoder_training": decoder_meta.get("training", {}),
+        "decoder_training": decoder_meta.get("training", {}), "model_weights": decoder_meta.get("model_weights"),
         "dims": config.dims, "bits": config.bits, "bytes_per_doc": bytes_per_doc,
         "compression": 4 * decoder_meta["in_dim"] / bytes_per_doc, "config": config.to_dict(),
     }

@@ -50,6 +50,7 @@ def embed_corpus(
     out_dim: int = 512,
     max_epochs: int = 20,
     max_train_rows: int = 200_000,
+    model_weights: str = "spread",
     seed: int = 0,
 ) -> dict:
     """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
@@ -57,6 +58,7 @@ def embed_corpus(
     config = PipelineConfig(
         corpus=corpus, store=store, models=tuple(models), shard_rows=shard_rows, dims=dims, bits=bits,
         id_column=id_column, text_columns=tuple(text_columns) if text_columns else None, batch_size=batch_size,
-        decoder=DecoderConfig(out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed), decoder_policy="retrain",
+        decoder=DecoderConfig(out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed),
+        decoder_policy="retrain", model_weights=model_weights,
     )
     return run_steps(config, ray_address, load_previous_task(store))

@@ -25,6 +25,6 @@ def reindex(corpus: str, store: str, decoder_policy: DecoderPolicy = "auto", ret
         corpus=corpus, store=store, models=tuple(previous["models"]), shard_rows=prev["shard_rows"], dims=previous["dims"],
         bits=previous["bits"], id_column=prev["id_column"], text_columns=tuple(prev["text_columns"]) if prev["text_columns"] else None,
         batch_size=prev["batch_size"], decoder=DecoderConfig(**{**prev["decoder"], "prefix_sizes": tuple(prev["decoder"]["prefix_sizes"])}),
-        decoder_policy=decoder_policy, retrain_fraction=retrain_fraction,
+        decoder_policy=decoder_policy, retrain_fraction=retrain_fraction, model_weights=prev.get("model_weights", "equal"),
     )
     return run_steps(config, ray_address, previous)

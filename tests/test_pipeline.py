@@ -73,8 +73,10 @@ def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefec
     order = [d["_id"] for d in docs]
     np.testing.assert_allclose(np.stack([stored[m["model_keys"][0]][i] for i in order]), tiny, atol=1e-5)
     np.testing.assert_allclose(np.stack([stored[m["model_keys"][1]][i] for i in order]), lexical, atol=1e-5)
-    decoder, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
-    x = concatenate([np.stack([stored[k][i] for i in order]) for k in m["model_keys"]])
+    decoder, meta, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    weights = meta["model_weights"]  # fitted on the corpus: the two models' similarity spreads differ
+    assert len(weights) == 2 and max(weights) == 1.0 and min(weights) < 1.0
+    x = concatenate([np.stack([stored[k][i] for i in order]) for k in m["model_keys"]], weights)
     expected = quantizer.quantize(decode(decoder, x, quantizer.dim))
     assert [codes[i] for i in order] == [bytes(r) for r in expected]
 
