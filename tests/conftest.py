@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -188,6 +189,17 @@ def s3_endpoint():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_running(request):
+    """Fail the module that leaves a Ray instance up in the test process, not the next
+    module whose ``ray.init`` would trip over it."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail(f"{request.module.__name__} left Ray running in the test process")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,9 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
                "--search-queries", "2", "--only", "embed,compress,search,scaleout", "--json", str(out),
                "--workdir", str(tmp_path / "work")])
     assert rc == 0
+    import ray
+
+    assert not ray.is_initialized(), "bench perf left the Ray it started running"
     result = json.loads(out.read_text())
     assert {"environment", "config", "figures", "ratios", "details", "scale_out", "gpu"} <= set(result)
     variants = {(f["measurement"], f["variant"]) for f in result["figures"]}

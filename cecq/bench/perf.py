@@ -148,12 +148,20 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
+        import ray
+
+        ray_was_running = ray.is_initialized()
         texts = perf_embed.corpus_texts(args.corpus, args.docs)
-        for label, variant in (("natural", texts), ("long-tail", perf_embed.long_tailed(texts))):
-            f, r, d = perf_embed.measure(variant, label, args.model, args.batch_size, args.repeats, args.shard_rows, workdir)
-            figures += f
-            ratios += r
-            details[f"embed:{label}"] = d
+        try:
+            for label, variant in (("natural", texts), ("long-tail", perf_embed.long_tailed(texts))):
+                f, r, d = perf_embed.measure(variant, label, args.model, args.batch_size, args.repeats,
+                                             args.shard_rows, workdir)
+                figures += f
+                ratios += r
+                details[f"embed:{label}"] = d
+        finally:
+            if not ray_was_running:  # leave the caller's process as we found it
+                ray.shutdown()
     if "compress" in args.only:
         dims = tuple(int(d) for d in args.model_dims.split(","))
         f, r, d = perf_compute.measure_compress(args.compress_rows, dims, args.out_dim, args.dims, args.bits, args.repeats)
