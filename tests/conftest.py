@@ -68,7 +68,9 @@ def build_tiny_model(folder: Path, hidden_size: int, seed: int, prompts: dict[st
     raw = folder / "hf"
     raw.mkdir(parents=True, exist_ok=True)
     vocab = write_vocab(raw / "vocab.txt")
-    tokenizer = BertTokenizerFast(vocab_file=str(raw / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    # transformers 5 names the argument `vocab`; `vocab_file` is silently ignored (every word an [UNK]).
+    tokenizer = BertTokenizerFast(vocab=str(raw / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    assert len(tokenizer) == len(vocab), "the tiny tokenizer lost its vocabulary"
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
