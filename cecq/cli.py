@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import duckdb
 
@@ -207,6 +208,26 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill-static", help="distil a static base model from a sentence-transformers model",
+                       description="Embed every vocabulary token of MODEL, reduce by PCA and weight by Zipf rank "
+                                   "(the model2vec recipe); write a sentence-transformers folder that --model accepts.")
+    p.add_argument("model", help="Hugging Face id, local path or built-in name (e.g. all-MiniLM-L6-v2)")
+    p.add_argument("--out", required=True, help="folder to write the static model to")
+    p.add_argument("--pca-dims", type=int, default=256, help="vector size of the static model (default 256)")
+    p.add_argument("--device", default="cpu", help="torch device for the teacher's forward passes (default cpu)")
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from cecq.static import distill_static
+
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise FileExistsError(f"--out {args.out} exists and is not empty")
+    print(distill_static(args.model, args.out, pca_dims=args.pca_dims, device=args.device))
+    return 0
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     from cecq.bench import perf, quality
 
@@ -222,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_pipeline(sub)
+    _add_distill(sub)
     _add_bench(sub)
     return parser
 
@@ -231,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, StorageError, duckdb.Error) as e:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, StorageError, duckdb.Error) as e:
         print(f"cecq: error: {e}", file=sys.stderr)
         return 2
 

@@ -209,7 +209,9 @@ class SentenceTransformerEncoder(Encoder):
         tokenizer. Chunked: the tokenizer returns every id list, which for a whole shard at
         once would cost far more memory than the shard's vectors."""
         tokenizer = getattr(self.model, "tokenizer", None)
-        if tokenizer is None:
+        # A static model's tokenizer is a bare `tokenizers.Tokenizer`; it has no padding to
+        # save and no length limit, so it needs no lengths.
+        if tokenizer is None or not callable(tokenizer):
             return None
         out = np.empty(len(texts), dtype=np.int64)
         for start in range(0, len(texts), chunk):
