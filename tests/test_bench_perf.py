@@ -27,7 +27,8 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
     out = tmp_path / "perf.json"
     rc = main(["bench", "perf", "--corpus", str(tiny_beir), "--model", str(tiny_model_dir), "--docs", "24",
                "--repeats", "1", "--compress-rows", "500", "--search-rows", "3000", "--search-shard-rows", "1000",
-               "--search-queries", "2", "--only", "embed,compress,search,scaleout", "--json", str(out),
+               "--search-queries", "2", "--only", "embed,compress,search,scaleout", "--scaleout-node-cpus", "4096",
+               "--json", str(out),
                "--workdir", str(tmp_path / "work")])
     assert rc == 0
     import ray
@@ -48,7 +49,8 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
     assert targets[("search", "cecq-duckdb", "numpy-scan")] == 0.5
     # every search variant found the same documents as the NumPy scan
     assert result["details"]["search"]["topk_overlap_with_numpy"] == {"cecq-search-codes": 1.0, "cecq-duckdb": 1.0}
-    assert result["scale_out"]["measured"] in (True, False) and result["scale_out"].get("reason")
+    # nodes larger than half the machine: refused with the reason, never measured as contention
+    assert result["scale_out"]["measured"] is False and "would share them" in result["scale_out"]["reason"]
     table = capsys.readouterr().out
     assert table.startswith("| measurement |") and "cecq-pipeline" in table
 
@@ -116,3 +118,22 @@ def test_search_published_streams_the_catalog_and_agrees_with_search_codes(tmp_p
     _, i_np = numpy_scan(q, packed, quantizer.centroids, 2, 7)
     assert all(set(a) == set(b) for a, b in zip(i_np, i_ref))
 
+
+
+@pytest.mark.slow
+def test_bench_perf_scale_out_runs_one_node_then_two(tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path):
+    out = tmp_path / "perf.json"
+    rc = main(["bench", "perf", "--corpus", str(tiny_beir), "--model", str(tiny_model_dir), "--only", "scaleout",
+               "--scaleout-docs", "40", "--scaleout-shards", "4", "--scaleout-node-cpus", "1", "--repeats", "1",
+               "--json", str(out), "--workdir", str(tmp_path / "work")])
+    assert rc == 0
+    import ray
+
+    assert not ray.is_initialized()
+    result = json.loads(out.read_text())
+    assert result["scale_out"]["measured"] is True
+    # the two-node run really spread over both nodes, the one-node run did not
+    assert result["scale_out"]["nodes_used"] == {"one-node": [1], "two-nodes": [2]}
+    (r,) = result["ratios"]
+    assert (r["measurement"], r["numerator"], r["denominator"], r["target"]) == ("scaleout", "two-nodes", "one-node", 1.7)
+    assert _finite(r["ratio"])

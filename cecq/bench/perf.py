@@ -48,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--docs", type=int, default=200, help="documents to embed (default 200)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--shard-rows", type=int, default=50_000, help="pipeline shard size for the embed comparison")
+    g = p.add_argument_group("scaleout", "two Ray nodes started on this machine against one (same model and corpus)")
+    g.add_argument("--scaleout-docs", type=int, default=400, help="documents to embed (default 400)")
+    g.add_argument("--scaleout-shards", type=int, default=8, help="shards the documents are split into (default 8)")
+    g.add_argument("--scaleout-node-cpus", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="CPUs of each node (default half this machine's cores)")
     g = p.add_argument_group("compress")
     g.add_argument("--compress-rows", type=int, default=200_000)
     g.add_argument("--model-dims", default="384,256", help="per-model embedding widths concatenated (default 384,256)")
@@ -76,15 +81,14 @@ def environment() -> dict[str, Any]:
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
-def _scale_out() -> dict[str, Any]:
+def _scale_out_unmeasurable(node_cpus: int) -> str | None:
     cpus = os.cpu_count() or 1
-    if cpus < 4:
-        return {"measured": False,
-                "reason": f"this machine has {cpus} CPU cores: two simulated Ray nodes would share them, so the "
-                          "figure would measure contention, not scale-out; run on two real nodes or a machine with "
-                          ">= 4 spare cores"}
-    return {"measured": False, "reason": "not implemented: time 'cecq embed-corpus --ray-address' against a cluster "
-                                         "of one and of two nodes"}
+    if node_cpus < 1:
+        return f"--scaleout-node-cpus must be >= 1, got {node_cpus}"
+    if cpus < 2 * node_cpus:
+        return (f"this machine has {cpus} CPU cores: two simulated nodes of {node_cpus} would share them, so the "
+                "figure would measure contention, not scale-out; run on two real nodes or give smaller nodes")
+    return None
 
 
 def _gpu() -> dict[str, Any]:
@@ -144,7 +148,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     details: dict[str, Any] = {}
     result: dict[str, Any] = {"command": sys.argv, "environment": environment(),
                               "config": {k: v for k, v in vars(args).items() if k != "func"}}
-    needs_corpus = {"embed", "memory"} & set(args.only)
+    needs_corpus = {"embed", "memory", "scaleout"} & set(args.only)
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
@@ -179,7 +183,18 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["memory"] = perf_memory.measure(source, args.memory_docs, args.memory_factor, args.memory_model,
                                                args.memory_shard_rows, args.memory_sample_rows, workdir)
     if "scaleout" in args.only:
-        result["scale_out"] = _scale_out()
+        from cecq.bench import perf_scaleout
+
+        reason = _scale_out_unmeasurable(args.scaleout_node_cpus)
+        if reason:
+            result["scale_out"] = {"measured": False, "reason": reason}
+        else:
+            texts = perf_embed.corpus_texts(args.corpus, args.scaleout_docs)
+            f, r, d = perf_scaleout.measure(texts, args.model, args.batch_size, args.repeats, args.scaleout_shards,
+                                            args.scaleout_node_cpus, workdir)
+            figures += f
+            ratios += r
+            result["scale_out"] = {"measured": True, **d}
     if "embed" in args.only:
         result["gpu"] = _gpu()
     result.update(figures=[f.to_dict() for f in figures], ratios=[r.to_dict() for r in ratios], details=details,

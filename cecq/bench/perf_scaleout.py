@@ -1,0 +1,123 @@
+"""Scale-out: the embed stage on a Ray cluster of one node against the same job on two.
+
+Both nodes are started here with ``ray start`` (a head and a worker of ``node_cpus`` CPUs
+each), on this machine: the comparison is fair only where the machine has the worker's
+cores to spare, which :func:`measure` checks. The worker node joins before each two-node
+run and leaves after it; starting and stopping it is not timed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cecq.bench.perf_embed import _write_jsonl
+from cecq.bench.timing import Figure, Ratio, ratio
+from cecq.corpus import shard_corpus
+from cecq.storage import Store
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """One ``ray start --block`` process group, so that stopping it stops exactly its processes."""
+
+    def __init__(self, args: list[str], cpus: int, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", *args],
+                                     env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=15)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
+
+
+def _wait_for(nodes: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive_nodes() != nodes:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scale-out cluster did not reach {nodes} node(s) in {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards: int, node_cpus: int,
+            workdir: Path) -> tuple[list[Figure], list[Ratio], dict]:
+    """Time :func:`cecq.pipeline.embed_model` over ``texts`` in ``shards`` shards on one node and on two."""
+    import ray
+
+    from cecq.pipeline import embed_model
+
+    if ray.is_initialized():
+        raise RuntimeError("scale-out starts its own Ray cluster: shut down the running Ray first")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    # Ray's Unix sockets live in the temp dir, and deep paths overflow their length limit.
+    ray_tmp = tempfile.mkdtemp(prefix="cecq-ray-", dir="/tmp")
+    url = _write_jsonl(workdir / "scaleout.jsonl", texts)
+    shard_rows = -(-len(texts) // shards)
+    stores = {(v, r): Store(str(workdir / f"store-scaleout-{v}-{r}")) for v in ("one-node", "two-nodes") for r in range(repeats)}
+    manifests = {key: shard_corpus(url, store, shard_rows) for key, store in stores.items()}
+    times: dict[str, list[float]] = {"one-node": [], "two-nodes": []}
+    used: dict[str, list[int]] = {"one-node": [], "two-nodes": []}
+    head = Node(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={ray_tmp}"], node_cpus, env)
+    worker: Node | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the head takes a few seconds to accept drivers
+            try:
+                ray.init(address=address, log_to_driver=False)
+                break
+            except ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        _wait_for(1)
+        for r in range(repeats):
+            for variant in (("one-node", "two-nodes") if r % 2 == 0 else ("two-nodes", "one-node")):
+                wanted = 2 if variant == "two-nodes" else 1
+                if wanted == 2 and worker is None:
+                    worker = Node([f"--address={address}"], node_cpus, env)
+                elif wanted == 1 and worker is not None:
+                    worker.stop()
+                    worker = None
+                _wait_for(wanted)
+                started = time.perf_counter()
+                summary = embed_model(stores[variant, r], manifests[variant, r], model, batch_size)
+                times[variant].append(time.perf_counter() - started)
+                used[variant].append(len(summary["nodes"]))
+    finally:
+        ray.shutdown()
+        if worker is not None:
+            worker.stop()
+        head.stop()
+    what = {"one-node": f"embed stage on a Ray cluster of one node ({node_cpus} CPU)",
+            "two-nodes": f"the same job on two nodes of {node_cpus} CPU each (one actor a node)"}
+    figs = {v: Figure("scaleout", v, len(texts), "docs", secs, what[v]) for v, secs in times.items()}
+    details = {"docs": len(texts), "shards": shards, "node_cpus": node_cpus, "nodes_used": used}
+    return list(figs.values()), [ratio(figs, "two-nodes", "one-node", 1.7)], details
