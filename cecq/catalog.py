@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from cecq.quantizer import Quantizer
+from cecq.quantizer import AnyQuantizer
 from cecq.storage import Store
 
 CURRENT = "catalog/current.json"
@@ -66,6 +66,7 @@ def publish(store: Store, run: dict[str, Any], shards: Sequence[dict[str, Any]])
         "codes": [s["path"] for s in shards], "corpus_shards": [s["corpus_path"] for s in shards],
         **{k: run[k] for k in ("models", "model_keys", "corpus_key", "corpus_manifest", "decoder", "quantizer", "dims", "bits",
                                   "compressor_id", "config")},
+        "budget_bytes": run.get("budget_bytes"),
     }
     store.write_json(f"{vdir}/manifest.json", manifest)
     store.write_json(f"runs/{run['run_id']}/run.json", {**run, "status": "published", "catalog_version": version, "finished": now})
@@ -129,7 +130,7 @@ def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
 
 
 def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: dict[str, Any] | None = None,
-                     quantizer: Quantizer | None = None, batch_rows: int = 65536) -> list[list[dict[str, Any]]]:
+                     quantizer: AnyQuantizer | None = None, batch_rows: int = 65536) -> list[list[dict[str, Any]]]:
     """Top-k published documents for decoded query vectors (asymmetric scoring), texts included.
 
     DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,

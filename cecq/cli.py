@@ -117,6 +117,9 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-rows", type=int, default=50_000, help="documents per shard (default 50000)")
     p.add_argument("--dims", type=int, default=256, help="decoder prefix size to publish (default 256)")
     p.add_argument("--bits", type=int, default=2, choices=[1, 2, 4, 8], help="bits per dimension (default 2)")
+    p.add_argument("--budget-bytes", type=int, metavar="B",
+                   help="instead of --bits: B bytes a document, bits of each of the --dims dims fitted on the corpus "
+                        "(0, 1, 2 or 4; at most --dims / 2)")
     p.add_argument("--id-column", help="id column (default: _id, id or doc_id)")
     p.add_argument("--text-column", action="append", dest="text_columns", help="text column (repeatable; default: title and text)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -159,7 +162,8 @@ def _cmd_embed_corpus(args: argparse.Namespace) -> int:
     from flows.embed_corpus import embed_corpus
 
     result = embed_corpus(corpus=args.corpus, store=args.store, models=args.models or list(DEFAULT_MODELS),
-                          shard_rows=args.shard_rows, dims=args.dims, bits=args.bits, ray_address=args.ray_address,
+                          shard_rows=args.shard_rows, dims=args.dims, bits=args.bits,
+                          budget_bytes=args.budget_bytes, ray_address=args.ray_address,
                           id_column=args.id_column, text_columns=args.text_columns, batch_size=args.batch_size,
                           max_epochs=args.max_epochs, out_dim=args.out_dim, max_train_rows=args.max_train_rows, model_weights=args.weights)
     print(json.dumps(result, indent=2))

@@ -25,7 +25,8 @@ from cecq.corpus import CorpusManifest, ShardInfo, manifest_path
 from cecq.decoder import decode, load_decoder, save_decoder, train_decoder
 from cecq.encoders import (LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows, resolve_model,
                            spread_weights)
-from cecq.quantizer import Quantizer
+from cecq.quantizer import AnyQuantizer, MixedQuantizer, Quantizer
+from cecq.quantizer import load_quantizer as read_quantizer
 from cecq.storage import Store, digest, slug
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class PipelineConfig:
     shard_rows: int = 50_000
     dims: int = 256
     bits: int = 2
+    budget_bytes: int | None = None  # bits fitted per dimension within this many bytes a document (bits unused)
     id_column: str | None = None
     text_columns: tuple[str, ...] | None = None
     decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(out_dim=512, max_epochs=20))
@@ -67,6 +69,9 @@ class PipelineConfig:
             raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits}")
         if not 1 <= self.dims <= self.decoder.out_dim:
             raise ConfigError(f"dims must be in 1..{self.decoder.out_dim} (the decoder's output), got {self.dims}")
+        if self.budget_bytes is not None and not 1 <= self.budget_bytes <= self.dims // 2:
+            raise ConfigError(f"budget_bytes must be in 1..{self.dims // 2} (4 bits for each of the {self.dims} dims), "
+                              f"got {self.budget_bytes}")
         if self.model_weights not in ("equal", "spread"):
             raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
         if self.decoder_policy not in ("reuse", "retrain", "auto"):
@@ -104,7 +109,8 @@ def run_id_for(config: PipelineConfig, corpus_manifest_path: str) -> str:
     committed under ``runs/<id>/`` and ``codes/<id>/`` and writes byte-identical shards.
     The store's own URL is left out: the same inputs give the same run in any store.
     """
-    settings = {k: v for k, v in config.to_dict().items() if k != "store"}
+    # budget_bytes is left out when unset, so runs configured before it existed keep their ids.
+    settings = {k: v for k, v in config.to_dict().items() if k != "store" and not (k == "budget_bytes" and v is None)}
     return "run-" + digest(json.dumps(settings, sort_keys=True), corpus_manifest_path)[:16]
 
 
@@ -244,16 +250,18 @@ def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_
                                     "prefix_sizes": list(config.decoder.effective_prefix_sizes()), "training": asdict(stats)})
         store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
     calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
-    quantizer = Quantizer.fit(decode(decoder, calib, config.dims), config.bits)
+    prefix = decode(decoder, calib, config.dims)
+    quantizer = (Quantizer.fit(prefix, config.bits) if config.budget_bytes is None
+                 else MixedQuantizer.fit(prefix, config.budget_bytes))
     buf = io.BytesIO()
     quantizer.save(buf)
     store.write_bytes(quantizer_rel, buf.getvalue())
     return decoder_rel, quantizer_rel
 
 
-def load_quantizer(store: Store, quantizer_rel: str) -> Quantizer:
+def load_quantizer(store: Store, quantizer_rel: str) -> AnyQuantizer:
     with store.fs.open(store.path(quantizer_rel), "rb") as f:
-        return Quantizer.load(f)
+        return read_quantizer(f)
 
 
 def load_compressor(store: Store, decoder_rel: str, quantizer_rel: str):
@@ -275,7 +283,7 @@ def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str
     return {"path": out_rel, "rows": len(ids), "skipped": False, "bytes": nbytes}
 
 
-def codes_table(shard_name: str, ids: pa.Array, hashes: pa.Array, x: np.ndarray, decoder, quantizer: Quantizer) -> pa.Table:
+def codes_table(shard_name: str, ids: pa.Array, hashes: pa.Array, x: np.ndarray, decoder, quantizer: AnyQuantizer) -> pa.Table:
     """Decode, take the prefix, quantize and pack concatenated embeddings into a codes table."""
     packed = np.ascontiguousarray(quantizer.quantize(decode(decoder, x, quantizer.dim)))
     width = quantizer.bytes_per_vector
@@ -361,30 +369,37 @@ def compress_corpus(store: Store, manifest: CorpusManifest, model_keys: Sequence
 # ---------------------------------------------------------------- run records
 
 def choose_compressor(policy: DecoderPolicy, previous: dict | None, models: Sequence[str], dims: int, bits: int,
-                      changed_fraction: float, retrain_fraction: float) -> tuple[str, str, str] | None:
+                      changed_fraction: float, retrain_fraction: float, budget_bytes: int | None = None,
+                      ) -> tuple[str, str, str] | None:
     """The previous run's (compressor_id, decoder, quantizer) to reuse, or None to train anew.
 
-    Reuse needs the same base models, dims and bits; 'auto' also needs the share of new or
-    changed documents to be at most ``retrain_fraction``.
+    Reuse needs the same base models, dims and bits (or byte budget); 'auto' also needs the
+    share of new or changed documents to be at most ``retrain_fraction``.
     """
     if previous is None or policy == "retrain":
         return None
-    compatible = list(previous["models"]) == list(models) and previous["dims"] == dims and previous["bits"] == bits
+    same_codes = (previous.get("budget_bytes") == budget_bytes
+                  and (budget_bytes is not None or previous["bits"] == bits))
+    compatible = list(previous["models"]) == list(models) and previous["dims"] == dims and same_codes
     if not compatible:
         if policy == "reuse":
             raise ConfigError(f"cannot reuse the decoder: the store was built with models {previous['models']}, "
-                              f"{previous['dims']} dims, {previous['bits']} bits")
+                              f"{previous['dims']} dims, {_code_layout(previous['bits'], previous.get('budget_bytes'))}")
         return None
     if policy == "auto" and changed_fraction > retrain_fraction:
         return None
     return previous["compressor_id"], previous["decoder"], previous["quantizer"]
 
 
+def _code_layout(bits: int | None, budget_bytes: int | None) -> str:
+    return f"bits fitted within {budget_bytes} bytes" if budget_bytes else f"{bits} bits"
+
+
 def describe_run(store: Store, config: PipelineConfig, run_id: str, manifest: CorpusManifest, embedding: list[dict],
                  decoder_rel: str, quantizer_rel: str, compressor_id: str, started: str) -> dict:
     """The run record stored in ``runs/<id>/run.json`` and shown by the ``runs`` view."""
     decoder_meta = store.read_json(f"{decoder_rel}/decoder.json")
-    bytes_per_doc = (config.dims * config.bits + 7) // 8
+    bytes_per_doc = load_quantizer(store, quantizer_rel).bytes_per_vector
     return {
         "run_id": run_id, "started": started, "corpus": config.corpus, "corpus_key": manifest.corpus_key,
         "documents": manifest.rows, "empty_texts": manifest.empty_texts, "shards": len(manifest.shards),
@@ -392,6 +407,8 @@ def describe_run(store: Store, config: PipelineConfig, run_id: str, manifest: Co
         "embedding": embedding, "corpus_manifest": manifest_path(manifest),
         "decoder": decoder_rel, "quantizer": quantizer_rel, "compressor_id": compressor_id,
         "decoder_training": decoder_meta.get("training", {}), "model_weights": decoder_meta.get("model_weights"),
-        "dims": config.dims, "bits": config.bits, "bytes_per_doc": bytes_per_doc,
+        # bits is null where a byte budget fitted the bits of each dimension
+        "dims": config.dims, "bits": None if config.budget_bytes else config.bits, "budget_bytes": config.budget_bytes,
+        "bytes_per_doc": bytes_per_doc,
         "compression": 4 * decoder_meta["in_dim"] / bytes_per_doc, "config": config.to_dict(),
     }

@@ -317,3 +317,44 @@ class MixedQuantizer:
         for (cols, q), part in zip(self.parts, self._packed_parts(packed)):
             out[:, cols] = q.dequantize_packed(part)
         return out
+
+    def save(self, path: str | Path | BinaryIO, filesystem=None) -> None:
+        """One Parquet file: a row per kept dimension in code order (its input column, bits,
+        thresholds and centroids as lists); dropped columns have no row."""
+        cols = np.concatenate([c for c, _ in self.parts]).astype(np.int32)
+        bits = np.concatenate([np.full(len(c), q.bits, np.int8) for c, q in self.parts])
+        table = pa.table({
+            "dim": pa.array(cols),
+            "bits": pa.array(bits),
+            "thresholds": pa.array([row.tolist() for _, q in self.parts for row in q.thresholds], pa.list_(pa.float32())),
+            "centroids": pa.array([row.tolist() for _, q in self.parts for row in q.centroids], pa.list_(pa.float32())),
+        }).replace_schema_metadata({"cecq.quantizer": json.dumps({"kind": "mixed", "input_dim": self.input_dim})})
+        pq.write_table(table, path if hasattr(path, "write") else str(path), filesystem=filesystem)
+
+    @classmethod
+    def load(cls, path: str | Path | BinaryIO, filesystem=None) -> MixedQuantizer:
+        table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
+        meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
+        cols, bits = table.column("dim").to_numpy(), table.column("bits").to_numpy()
+        thresholds, centroids = table.column("thresholds").to_pylist(), table.column("centroids").to_pylist()
+        parts = []
+        for b in dict.fromkeys(bits.tolist()):  # widths in code order
+            rows = np.flatnonzero(bits == b)
+            parts.append((cols[rows].astype(np.int64), Quantizer(
+                int(b), np.array([thresholds[i] for i in rows], np.float32).reshape(len(rows), (1 << b) - 1),
+                np.array([centroids[i] for i in rows], np.float32).reshape(len(rows), 1 << b))))
+        return cls(int(meta["input_dim"]), parts)
+
+
+AnyQuantizer = Quantizer | MixedQuantizer
+
+
+def load_quantizer(path: str | Path | BinaryIO, filesystem=None) -> AnyQuantizer:
+    """A quantizer file written by :meth:`Quantizer.save` or :meth:`MixedQuantizer.save`."""
+    schema = pq.read_schema(path if hasattr(path, "read") else str(path), filesystem=filesystem)
+    if hasattr(path, "seek"):
+        path.seek(0)
+    meta = json.loads((schema.metadata or {}).get(b"cecq.quantizer", b"{}"))
+    if not meta:
+        raise ValueError(f"{path}: not a cecq quantizer file (no cecq.quantizer metadata)")
+    return (MixedQuantizer if meta.get("kind") == "mixed" else Quantizer).load(path, filesystem=filesystem)

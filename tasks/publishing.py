@@ -25,7 +25,8 @@ def publish_task(config: PipelineConfig, run_id: str, manifest_path: str, embedd
         markdown=(
             f"# cecq catalog v{version}\n\n"
             f"run `{run['run_id']}` · corpus `{run['corpus']}` · store `{config.store}`\n\n"
-            f"documents: {run['documents']} · shards: {len(shards)} · {run['dims']} dims x {run['bits']} bits "
+            f"documents: {run['documents']} · shards: {len(shards)} · {run['dims']} dims x "
+            f"{run['bits'] or 'fitted'} bits "
             f"= {run['bytes_per_doc']} bytes/doc ({run['compression']:.1f}x)\n\n"
             "| model | embedded documents | shards skipped | actor seconds |\n|---|---|---|---|\n" + rows
         ),

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cecq.config import ConfigError
+from cecq.config import ConfigError, DecoderConfig
 from cecq.data import DataError
 from cecq.encoders import ModelNotFoundError
 from cecq.ray_pool import ModelLoadError
@@ -149,3 +149,17 @@ def test_reusing_a_decoder_built_for_other_models_is_refused():
     with pytest.raises(ConfigError, match=r"cannot reuse the decoder: the store was built with models \['lexical'\]"):
         choose_compressor("reuse", previous, ["other-model", "lexical"], 16, 2, 0.0, 0.25)
     assert choose_compressor("auto", previous, ["other-model", "lexical"], 16, 2, 0.0, 0.25) is None  # retrains
+
+
+def test_reuse_needs_the_same_code_layout_and_budgets_are_validated():
+    from cecq.pipeline import PipelineConfig, choose_compressor
+
+    fixed = {"models": ["lexical"], "dims": 16, "bits": 2, "compressor_id": "c", "decoder": "d", "quantizer": "q"}
+    fitted = {**fixed, "bits": None, "budget_bytes": 5}
+    assert choose_compressor("reuse", fitted, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5) == ("c", "d", "q")
+    assert choose_compressor("reuse", fixed, ["lexical"], 16, 2, 0.0, 0.25) == ("c", "d", "q")
+    with pytest.raises(ConfigError, match="16 dims, bits fitted within 5 bytes"):
+        choose_compressor("reuse", fitted, ["lexical"], 16, 2, 0.0, 0.25)
+    assert choose_compressor("auto", fixed, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=4) is None  # retrains
+    with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.8 \(4 bits for each of the 16 dims\), got 9"):
+        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=9, decoder=DecoderConfig(out_dim=32))

@@ -197,3 +197,22 @@ def test_mixed_quantizer_round_trip_and_search_interface():
     assert idx.shape == (5, 3) and np.all(idx[:, 0] == np.arange(5))  # each row finds itself
     with pytest.raises(ValueError):
         mq.encode(x[:, :10])
+
+
+@pytest.mark.parametrize("budget", [3, 9])
+def test_mixed_quantizer_file_round_trip_and_load_quantizer_dispatch(tmp_path, budget):
+    from cecq.quantizer import MixedQuantizer, load_quantizer
+
+    x = decaying_sample(seed=2)
+    mq = MixedQuantizer.fit(x, budget)
+    mq.save(tmp_path / "mixed.parquet")
+    loaded = load_quantizer(tmp_path / "mixed.parquet")
+    assert isinstance(loaded, MixedQuantizer) and loaded.input_dim == 32
+    np.testing.assert_array_equal(loaded.bits_per_dim, mq.bits_per_dim)
+    np.testing.assert_array_equal(loaded.quantize(x), mq.quantize(x))  # same code layout, byte for byte
+    np.testing.assert_array_equal(loaded.dequantize_packed(mq.quantize(x)), mq.dequantize_packed(mq.quantize(x)))
+    Quantizer.fit(x, 2).save(tmp_path / "fixed.parquet")
+    assert type(load_quantizer(tmp_path / "fixed.parquet")) is Quantizer
+    pq.write_table(pq.read_table(tmp_path / "fixed.parquet").replace_schema_metadata({}), tmp_path / "plain.parquet")
+    with pytest.raises(ValueError, match="not a cecq quantizer file"):
+        load_quantizer(tmp_path / "plain.parquet")

@@ -112,3 +112,35 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
     with pytest.raises(DataError, match="duplicate document id 'd001'"):
         embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16, bits=2, out_dim=32, max_epochs=2)
     assert published(store_dir) == before
+
+
+def test_fitted_bits_within_a_byte_budget_are_published_searched_and_kept_by_reindex(tmp_path, ray_cluster, prefect_api):
+    from cecq.catalog import connect, current_manifest, search_store
+    from cecq.pipeline import load_compressor
+    from cecq.quantizer import MixedQuantizer
+    from cecq.storage import Store
+    from flows.embed_corpus import embed_corpus
+    from flows.reindex import reindex
+
+    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    docs = write_corpus(corpus, n=40)
+    result = embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16,
+                          budget_bytes=5, out_dim=32, max_epochs=2)
+    store = Store(str(store_dir))
+    run = store.read_json(f"runs/{result['run_id']}/run.json")
+    assert run["bits"] is None and run["budget_bytes"] == 5 and 1 <= run["bytes_per_doc"] <= 5
+    m = current_manifest(store)
+    _, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    assert isinstance(quantizer, MixedQuantizer) and quantizer.bytes_per_vector == run["bytes_per_doc"]
+    assert len(set(quantizer.bits_per_dim.tolist())) >= 2  # fitted per dim, not one width for all
+    widths = connect(store).execute("SELECT DISTINCT octet_length(code) FROM documents").fetchall()
+    assert widths == [(run["bytes_per_doc"],)]
+    hits = search_store(store, docs[5]["title"] + " " + docs[5]["text"], k=3)
+    n_topics = len(TOPICS)  # the corpus cycles through the topics: document i is on topic i % n_topics
+    assert len(hits) == 3 and all(int(h["id"][1:]) % n_topics == 5 % n_topics for h in hits), hits
+
+    write_corpus(corpus, n=40, extra=1)
+    result2 = reindex(corpus=str(corpus), store=str(store_dir))
+    run2 = store.read_json(f"runs/{result2['run_id']}/run.json")
+    assert run2["budget_bytes"] == 5 and result2["compressor_id"] == result["compressor_id"]
+    assert len(published(store_dir)) == 41
