@@ -117,6 +117,12 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
 
 def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
     """Top-k published documents for a text query, scored against the compressed codes."""
+    return search_store_batch(store, [query], k)[0]
+
+
+def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_progress: bool = False,
+                       ) -> list[list[dict[str, Any]]]:
+    """:func:`search_store` for many queries in one scan of the codes."""
     from cecq.decoder import decode
     from cecq.encoders import concatenate
     from cecq.pipeline import load_compressor, load_pipeline_encoder
@@ -124,9 +130,9 @@ def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
     m = current_manifest(store)
     encoders = [load_pipeline_encoder(store, name, m["corpus_key"]) for name in m["models"]]
     decoder, meta, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
-    parts = [e.encode([query], "query") for e in encoders]
+    parts = [e.encode(list(queries), "query", show_progress=show_progress) for e in encoders]
     q = decode(decoder, concatenate(parts, meta.get("model_weights")), quantizer.dim)  # stores before weights: equal
-    return search_published(store, q, k, m, quantizer)[0]
+    return search_published(store, q, k, m, quantizer)
 
 
 def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: dict[str, Any] | None = None,

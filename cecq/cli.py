@@ -202,6 +202,39 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_store(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval-store", help="score a store's published index on a BEIR task's queries and judgements",
+                       description="Encode the task's queries with the store's models and decoder, search the published "
+                                   "codes (the `cecq search` path) and report nDCG@10 and recall@100. The store must "
+                                   "have been built from the same BEIR folder.")
+    p.add_argument("beir_dir", help="folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    p.add_argument("--store", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the result here")
+    p.set_defaults(func=_cmd_eval_store)
+
+
+def _cmd_eval_store(args: argparse.Namespace) -> int:
+    from cecq.catalog import current_manifest, search_store_batch
+    from cecq.data import load_beir
+    from cecq.evaluate import RETRIEVE_K, ranking_scores
+    from cecq.storage import Store
+
+    store, task = Store(args.store), load_beir(args.beir_dir, split=args.split)
+    m = current_manifest(store)
+    run = store.read_json(f"runs/{m['run_id']}/run.json")
+    hits = search_store_batch(store, task.query_texts, RETRIEVE_K, show_progress=args.verbose)
+    scores = ranking_scores(task, {qid: {h["id"]: h["score"] for h in hs} for qid, hs in zip(task.query_ids, hits)})
+    result = {"task": task.name, "store": store.url, "catalog_version": m["version"], "run_id": m["run_id"],
+              "models": m["models"], "dims": run["dims"], "bits": run["bits"], "budget_bytes": run.get("budget_bytes"),
+              "bytes_per_doc": run["bytes_per_doc"], "compression": run["compression"], "queries": len(task.query_ids),
+              "scoring": "asymmetric", **scores}
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from cecq.catalog import search_store
     from cecq.storage import Store
@@ -247,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_pipeline(sub)
+    _add_eval_store(sub)
     _add_distill(sub)
     _add_bench(sub)
     return parser

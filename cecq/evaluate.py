@@ -44,13 +44,17 @@ class EvalRecord:
 
 
 def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) -> dict[str, float]:
-    """nDCG@k and recall@k of a ranked result, through mteb's retrieval evaluator."""
-    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
-
-    results = {
+    """nDCG@k and recall@k of a ranked result (rows of document indices), through mteb's evaluator."""
+    return ranking_scores(task, {
         qid: {task.doc_ids[int(j)]: float(s) for s, j in zip(srow, irow)}
         for qid, srow, irow in zip(task.query_ids, scores, indices)
-    }
+    })
+
+
+def ranking_scores(task: RetrievalTask, results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """nDCG@10 and recall@100 of ``{query id: {document id: score}}`` against the task's qrels."""
+    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
+
     r = calculate_retrieval_scores(results, task.qrels, list(K_VALUES))
     return {"ndcg_at_10": float(r.ndcg["NDCG@10"]), "recall_at_100": float(r.recall["Recall@100"])}
 

@@ -50,6 +50,26 @@ def init_ray(address: str | None = None) -> None:
     logger.info("ray: %s", ray.cluster_resources())
 
 
+def ray_running() -> bool:
+    """Whether this process is connected to a Ray cluster."""
+    import ray
+
+    return ray.is_initialized()
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def alive_cpu_nodes() -> int:
+    """Nodes of the connected cluster that are alive and have CPUs."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
+
+
 @dataclass(frozen=True)
 class ActorShape:
     count: int

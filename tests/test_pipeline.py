@@ -116,15 +116,18 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
 
 def test_fitted_bits_within_a_byte_budget_are_published_searched_and_kept_by_reindex(tmp_path, ray_cluster, prefect_api):
     from cecq.catalog import connect, current_manifest, search_store
+    from cecq.cli import main
     from cecq.pipeline import load_compressor
     from cecq.quantizer import MixedQuantizer
     from cecq.storage import Store
     from flows.embed_corpus import embed_corpus
     from flows.reindex import reindex
 
-    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    beir, store_dir = tmp_path / "beir", tmp_path / "store"
+    beir.mkdir()
+    corpus = beir / "corpus.jsonl"
     docs = write_corpus(corpus, n=40)
-    result = embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16,
+    result = embed_corpus(corpus=str(beir), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16,
                           budget_bytes=5, out_dim=32, max_epochs=2)
     store = Store(str(store_dir))
     run = store.read_json(f"runs/{result['run_id']}/run.json")
@@ -139,8 +142,21 @@ def test_fitted_bits_within_a_byte_budget_are_published_searched_and_kept_by_rei
     n_topics = len(TOPICS)  # the corpus cycles through the topics: document i is on topic i % n_topics
     assert len(hits) == 3 and all(int(h["id"][1:]) % n_topics == 5 % n_topics for h in hits), hits
 
+    # cecq eval-store scores the published index on the task's queries: one query a topic,
+    # every document of that topic relevant
+    topics = list(TOPICS.values())
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{t}", "text": " ".join(words[:4])}) + "\n"
+                                                for t, words in enumerate(topics)))
+    (beir / "qrels").mkdir()
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{int(d['_id'][1:]) % n_topics}\t{d['_id']}\t1\n" for d in docs if d["text"]))
+    assert main(["eval-store", str(beir), "--store", str(store_dir), "--json", str(tmp_path / "eval.json")]) == 0
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert scores["queries"] == n_topics and scores["budget_bytes"] == 5 and scores["bits"] is None
+    assert scores["ndcg_at_10"] > 0.8 and scores["recall_at_100"] > 0.9, scores
+
     write_corpus(corpus, n=40, extra=1)
-    result2 = reindex(corpus=str(corpus), store=str(store_dir))
+    result2 = reindex(corpus=str(beir), store=str(store_dir))
     run2 = store.read_json(f"runs/{result2['run_id']}/run.json")
     assert run2["budget_bytes"] == 5 and result2["compressor_id"] == result["compressor_id"]
     assert len(published(store_dir)) == 41

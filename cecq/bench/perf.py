@@ -152,9 +152,9 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
-        import ray
+        from cecq.ray_pool import ray_running, shutdown_ray
 
-        ray_was_running = ray.is_initialized()
+        ray_was_running = ray_running()
         texts = perf_embed.corpus_texts(args.corpus, args.docs)
         try:
             for label, variant in (("natural", texts), ("long-tail", perf_embed.long_tailed(texts))):
@@ -165,7 +165,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 details[f"embed:{label}"] = d
         finally:
             if not ray_was_running:  # leave the caller's process as we found it
-                ray.shutdown()
+                shutdown_ray()
     if "compress" in args.only:
         dims = tuple(int(d) for d in args.model_dims.split(","))
         f, r, d = perf_compute.measure_compress(args.compress_rows, dims, args.out_dim, args.dims, args.bits, args.repeats)

@@ -9,6 +9,7 @@ run and leaves after it; starting and stopping it is not timed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from cecq.bench.perf_embed import _write_jsonl
 from cecq.bench.timing import Figure, Ratio, ratio
 from cecq.corpus import shard_corpus
+from cecq.ray_pool import alive_cpu_nodes, init_ray, ray_running, shutdown_ray
 from cecq.storage import Store
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -50,15 +52,9 @@ class Node:
                 continue
 
 
-def _alive_nodes() -> int:
-    import ray
-
-    return sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
-
-
 def _wait_for(nodes: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while _alive_nodes() != nodes:
+    while alive_cpu_nodes() != nodes:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the scale-out cluster did not reach {nodes} node(s) in {timeout:.0f} s")
         time.sleep(0.5)
@@ -67,11 +63,9 @@ def _wait_for(nodes: int, timeout: float = 120) -> None:
 def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards: int, node_cpus: int,
             workdir: Path) -> tuple[list[Figure], list[Ratio], dict]:
     """Time :func:`cecq.pipeline.embed_model` over ``texts`` in ``shards`` shards on one node and on two."""
-    import ray
-
     from cecq.pipeline import embed_model
 
-    if ray.is_initialized():
+    if ray_running():
         raise RuntimeError("scale-out starts its own Ray cluster: shut down the running Ray first")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
@@ -91,7 +85,7 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
         deadline = time.monotonic() + 120
         while True:  # the head takes a few seconds to accept drivers
             try:
-                ray.init(address=address, log_to_driver=False)
+                init_ray(address)
                 break
             except ConnectionError:
                 if time.monotonic() > deadline:
@@ -112,10 +106,11 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
                 times[variant].append(time.perf_counter() - started)
                 used[variant].append(len(summary["nodes"]))
     finally:
-        ray.shutdown()
+        shutdown_ray()
         if worker is not None:
             worker.stop()
         head.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     what = {"one-node": f"embed stage on a Ray cluster of one node ({node_cpus} CPU)",
             "two-nodes": f"the same job on two nodes of {node_cpus} CPU each (one actor a node)"}
     figs = {v: Figure("scaleout", v, len(texts), "docs", secs, what[v]) for v, secs in times.items()}
