@@ -121,13 +121,14 @@ def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
 
 
 def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_progress: bool = False,
-                       ) -> list[list[dict[str, Any]]]:
-    """:func:`search_store` for many queries in one scan of the codes."""
+                       manifest: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+    """:func:`search_store` for many queries in one scan of the codes (of ``manifest``'s
+    catalog version; default the current one)."""
     from cecq.decoder import decode
     from cecq.encoders import concatenate
     from cecq.pipeline import load_compressor, load_pipeline_encoder
 
-    m = current_manifest(store)
+    m = manifest or current_manifest(store)
     encoders = [load_pipeline_encoder(store, name, m["corpus_key"]) for name in m["models"]]
     decoder, meta, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
     parts = [e.encode(list(queries), "query", show_progress=show_progress) for e in encoders]

@@ -223,7 +223,8 @@ def _cmd_eval_store(args: argparse.Namespace) -> int:
     store, task = Store(args.store), load_beir(args.beir_dir, split=args.split)
     m = current_manifest(store)
     run = store.read_json(f"runs/{m['run_id']}/run.json")
-    hits = search_store_batch(store, task.query_texts, RETRIEVE_K, show_progress=args.verbose)
+    # the version read above is the one searched, even if another is published meanwhile
+    hits = search_store_batch(store, task.query_texts, RETRIEVE_K, show_progress=args.verbose, manifest=m)
     scores = ranking_scores(task, {qid: {h["id"]: h["score"] for h in hs} for qid, hs in zip(task.query_ids, hits)})
     result = {"task": task.name, "store": store.url, "catalog_version": m["version"], "run_id": m["run_id"],
               "models": m["models"], "dims": run["dims"], "bits": run["bits"], "budget_bytes": run.get("budget_bytes"),

@@ -183,8 +183,10 @@ class Quantizer:
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, filesystem=None) -> Quantizer:
-        table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
-        meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
+        return cls.from_table(*_read_quantizer_table(path, filesystem))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, meta: dict) -> Quantizer:
         bits, dim = int(meta["bits"]), int(meta["dim"])
         levels = 1 << bits
         thresholds = table.column("thresholds").combine_chunks().flatten().to_numpy().reshape(dim, levels - 1)
@@ -333,8 +335,10 @@ class MixedQuantizer:
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, filesystem=None) -> MixedQuantizer:
-        table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
-        meta = json.loads(table.schema.metadata[b"cecq.quantizer"])
+        return cls.from_table(*_read_quantizer_table(path, filesystem))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, meta: dict) -> MixedQuantizer:
         cols, bits = table.column("dim").to_numpy(), table.column("bits").to_numpy()
         thresholds, centroids = table.column("thresholds").to_pylist(), table.column("centroids").to_pylist()
         parts = []
@@ -349,12 +353,15 @@ class MixedQuantizer:
 AnyQuantizer = Quantizer | MixedQuantizer
 
 
-def load_quantizer(path: str | Path | BinaryIO, filesystem=None) -> AnyQuantizer:
-    """A quantizer file written by :meth:`Quantizer.save` or :meth:`MixedQuantizer.save`."""
-    schema = pq.read_schema(path if hasattr(path, "read") else str(path), filesystem=filesystem)
-    if hasattr(path, "seek"):
-        path.seek(0)
-    meta = json.loads((schema.metadata or {}).get(b"cecq.quantizer", b"{}"))
+def _read_quantizer_table(path: str | Path | BinaryIO, filesystem=None) -> tuple[pa.Table, dict]:
+    table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
+    meta = json.loads((table.schema.metadata or {}).get(b"cecq.quantizer", b"{}"))
     if not meta:
         raise ValueError(f"{path}: not a cecq quantizer file (no cecq.quantizer metadata)")
-    return (MixedQuantizer if meta.get("kind") == "mixed" else Quantizer).load(path, filesystem=filesystem)
+    return table, meta
+
+
+def load_quantizer(path: str | Path | BinaryIO, filesystem=None) -> AnyQuantizer:
+    """A quantizer file written by :meth:`Quantizer.save` or :meth:`MixedQuantizer.save`, read once."""
+    table, meta = _read_quantizer_table(path, filesystem)
+    return (MixedQuantizer if meta.get("kind") == "mixed" else Quantizer).from_table(table, meta)

@@ -35,7 +35,8 @@ def long_tailed(texts: list[str], seed: int = 0) -> list[str]:
     return out
 
 
-def _write_jsonl(path: Path, texts: list[str]) -> str:
+def write_jsonl(path: Path, texts: list[str]) -> str:
+    """Write ``texts`` as a JSONL corpus (ids d0, d1, ...); return its path as a URL string."""
     with path.open("w", encoding="utf-8") as f:
         for i, t in enumerate(texts):
             f.write(json.dumps({"_id": f"d{i}", "text": t}) + "\n")
@@ -57,7 +58,7 @@ def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: 
     torch.set_num_threads(shape.threads)  # the bare loop gets the actor's threads
     encoder = SentenceTransformerEncoder(ModelSpec(model, batch_size=batch_size, device="cpu"))
     st = encoder.model
-    url = _write_jsonl(workdir / f"{label}.jsonl", texts)
+    url = write_jsonl(workdir / f"{label}.jsonl", texts)
     # One fresh store per repeat, sharded before timing: the embed stage never skips work.
     manifests = []
     for r in range(repeats):

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cecq.bench.perf_embed import _write_jsonl
+from cecq.bench.perf_embed import write_jsonl
 from cecq.bench.timing import Figure, Ratio, ratio
 from cecq.corpus import shard_corpus
 from cecq.ray_pool import alive_cpu_nodes, init_ray, ray_running, shutdown_ray
@@ -73,7 +73,7 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
     address = f"127.0.0.1:{port}"
     # Ray's Unix sockets live in the temp dir, and deep paths overflow their length limit.
     ray_tmp = tempfile.mkdtemp(prefix="cecq-ray-", dir="/tmp")
-    url = _write_jsonl(workdir / "scaleout.jsonl", texts)
+    url = write_jsonl(workdir / "scaleout.jsonl", texts)
     shard_rows = -(-len(texts) // shards)
     stores = {(v, r): Store(str(workdir / f"store-scaleout-{v}-{r}")) for v in ("one-node", "two-nodes") for r in range(repeats)}
     manifests = {key: shard_corpus(url, store, shard_rows) for key, store in stores.items()}
