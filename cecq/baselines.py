@@ -14,7 +14,8 @@ import numpy as np
 from cecq.config import DecoderConfig, EvalConfig
 from cecq.decoder import Decoder, decode, train_decoder
 from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize, nonempty_rows
-from cecq.quantizer import MixedQuantizer, Quantizer
+from cecq.product_quantizer import DEFAULT_SUB_DIM, ProductQuantizer
+from cecq.quantizer import AnyQuantizer, MixedQuantizer, Quantizer
 from cecq.search import rescore_signs, search_codes, search_hamming
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class BaselineResult:
 def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int | None, k: int,
                      scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0,
                      empty: np.ndarray | None = None,
-                     quantizer: Quantizer | MixedQuantizer | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
+                     quantizer: AnyQuantizer | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
     """Percentile-quantize float document vectors (thresholds fitted on the non-zero rows) and
     search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc)``.
     ``empty`` (default: the zero rows) flags documents that score 0.
@@ -56,6 +57,18 @@ def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int | N
     for scoring in scorings:
         s, i = search_codes(query_vecs, packed, quantizer, k, scoring, empty=empty, **kwargs)
         yield scoring, s, i, quantizer.bytes_per_vector
+
+
+def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> Iterator[tuple[str, AnyQuantizer]]:
+    """The quantizers that spend exactly ``budget`` bytes a vector, fitted on ``calibration``:
+    ``("alloc", MixedQuantizer)`` (fitted bits per dimension) and ``("product", ProductQuantizer)``
+    (one byte per 4-dim subspace), the latter only where the vectors have the dims it codes."""
+    yield "alloc", MixedQuantizer.fit(calibration, budget)
+    if budget * DEFAULT_SUB_DIM <= calibration.shape[1]:
+        yield "product", ProductQuantizer.fit(calibration, budget, seed=seed)
+    else:
+        logger.warning("product quantization at %d B codes %d dims; the vectors have %d: skipped",
+                       budget, budget * DEFAULT_SUB_DIM, calibration.shape[1])
 
 
 def pq_baseline(model_name: str, doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int, k: int,
@@ -184,14 +197,14 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
             yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore)
 
     if config.budgets and max_pca >= 1:
-        # PCA with the same fitted per-dimension bits as cecq's budget variants.
+        # PCA with the same budget quantizers as cecq's budget variants.
         pca = PCAProjection.fit(docs, max_pca)
         p_docs, p_queries = pca.project(docs), pca.project(queries)
         calibration = p_docs[nonempty_rows(docs)][:ALLOCATION_ROWS]
         for budget in sorted(config.budgets):
-            mixed = MixedQuantizer.fit(calibration, budget)
-            for scoring, s, i, nbytes in quantized_search(p_docs, p_queries, None, k, scorings, config.rescore, quantizer=mixed):
-                yield BaselineResult(f"pca-{budget}B-alloc", scoring, s, i, nbytes, dims=mixed.kept_dims)
+            for kind, quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
+                for scoring, s, i, nbytes in quantized_search(p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer):
+                    yield BaselineResult(f"pca-{budget}B-{kind}", scoring, s, i, nbytes, dims=quantizer.kept_dims)
 
     # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
     decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress)

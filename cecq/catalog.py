@@ -66,7 +66,7 @@ def publish(store: Store, run: dict[str, Any], shards: Sequence[dict[str, Any]])
         "codes": [s["path"] for s in shards], "corpus_shards": [s["corpus_path"] for s in shards],
         **{k: run[k] for k in ("models", "model_keys", "corpus_key", "corpus_manifest", "decoder", "quantizer", "dims", "bits",
                                   "compressor_id", "config")},
-        "budget_bytes": run.get("budget_bytes"),
+        "budget_bytes": run.get("budget_bytes"), "quantization": run.get("quantization", "scalar"),
     }
     store.write_json(f"{vdir}/manifest.json", manifest)
     store.write_json(f"runs/{run['run_id']}/run.json", {**run, "status": "published", "catalog_version": version, "finished": now})

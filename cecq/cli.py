@@ -56,7 +56,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ablate", type=_name_list, default=(), metavar="S[,S...]",
                    help=f"also train one decoder per listed strategy, scored as cecq[<strategy>]-* ({', '.join(STRATEGIES)})")
     p.add_argument("--budget", type=_int_list, default=(), metavar="B[,B...]",
-                   help="also score cecq-<B>B-alloc: B bytes a document with bits per dimension fitted on the corpus")
+                   help="also score B bytes a document: cecq-<B>B-alloc (bits per dimension fitted on the corpus) "
+                        "and cecq-<B>B-product (product codes, one byte per 4 dims)")
     p.add_argument("--weights", choices=["equal", "spread"], default=EvalConfig.model_weights,
                    help="per-model concatenation weights: equal, or fitted to each model's similarity spread "
                         f"(default {EvalConfig.model_weights})")
@@ -120,6 +121,10 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-bytes", type=int, metavar="B",
                    help="instead of --bits: B bytes a document, bits of each of the --dims dims fitted on the corpus "
                         "(0, 1, 2 or 4; at most --dims / 2)")
+    p.add_argument("--quantization", choices=["scalar", "product"], default="scalar",
+                   help="with --budget-bytes: scalar codes with fitted bits per dim (default), or product codes, "
+                        "one byte per 4-dim subspace of a rotated prefix (keeps symmetric scoring better; "
+                        "needs --dims >= 4 x B)")
     p.add_argument("--id-column", help="id column (default: _id, id or doc_id)")
     p.add_argument("--text-column", action="append", dest="text_columns", help="text column (repeatable; default: title and text)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -163,7 +168,7 @@ def _cmd_embed_corpus(args: argparse.Namespace) -> int:
 
     result = embed_corpus(corpus=args.corpus, store=args.store, models=args.models or list(DEFAULT_MODELS),
                           shard_rows=args.shard_rows, dims=args.dims, bits=args.bits,
-                          budget_bytes=args.budget_bytes, ray_address=args.ray_address,
+                          budget_bytes=args.budget_bytes, quantization=args.quantization, ray_address=args.ray_address,
                           id_column=args.id_column, text_columns=args.text_columns, batch_size=args.batch_size,
                           max_epochs=args.max_epochs, out_dim=args.out_dim, max_train_rows=args.max_train_rows, model_weights=args.weights)
     print(json.dumps(result, indent=2))
@@ -228,7 +233,7 @@ def _cmd_eval_store(args: argparse.Namespace) -> int:
     scores = ranking_scores(task, {qid: {h["id"]: h["score"] for h in hs} for qid, hs in zip(task.query_ids, hits)})
     result = {"task": task.name, "store": store.url, "catalog_version": m["version"], "run_id": m["run_id"],
               "models": m["models"], "dims": run["dims"], "bits": run["bits"], "budget_bytes": run.get("budget_bytes"),
-              "bytes_per_doc": run["bytes_per_doc"], "compression": run["compression"], "queries": len(task.query_ids),
+              "quantization": run.get("quantization", "scalar"), "bytes_per_doc": run["bytes_per_doc"], "compression": run["compression"], "queries": len(task.query_ids),
               "scoring": "asymmetric", **scores}
     print(json.dumps(result, indent=2))
     if args.json_out:

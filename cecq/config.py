@@ -12,6 +12,7 @@ DecoderInit = Literal["pca", "random"]
 DecoderLoss = Literal["mse", "neighbours"]
 Selection = Literal["prefix", "ads"]
 ModelWeights = Literal["equal", "spread"]
+Quantization = Literal["scalar", "product"]
 
 VALID_BITS: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cecq.baselines import ALLOCATION_ROWS, quantized_search, run_baselines
+from cecq.baselines import ALLOCATION_ROWS, budget_quantizers, quantized_search, run_baselines
 from cecq.config import EvalConfig
 from cecq.data import RetrievalTask
 from cecq.decoder import decode, train_decoder
 from cecq.encoders import Encoder, concatenate, is_fitted_encoder, load_encoder, nonempty_rows, spread_weights
-from cecq.quantizer import MixedQuantizer
 from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
@@ -140,10 +139,10 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
             # Fitted bits per dimension over the whole output: the budget picks dims and bits.
             f_docs, f_queries = decode(decoder, docs), decode(decoder, queries)
             for budget in sorted(config.budgets):
-                mixed = MixedQuantizer.fit(f_docs[~empty][:ALLOCATION_ROWS], budget)
-                for scoring, s, i, nbytes in quantized_search(f_docs, f_queries, None, RETRIEVE_K, config.scorings,
-                                                              config.rescore, empty, quantizer=mixed):
-                    record(f"cecq{tag}-{budget}B-alloc", scoring, s, i, nbytes, dims=mixed.kept_dims)
+                for kind, quantizer in budget_quantizers(f_docs[~empty][:ALLOCATION_ROWS], budget, config.decoder.seed):
+                    for scoring, s, i, nbytes in quantized_search(f_docs, f_queries, None, RETRIEVE_K, config.scorings,
+                                                                  config.rescore, empty, quantizer=quantizer):
+                        record(f"cecq{tag}-{budget}B-{kind}", scoring, s, i, nbytes, dims=quantizer.kept_dims)
 
     if config.baselines:
         for b in run_baselines(encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress):

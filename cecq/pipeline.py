@@ -20,11 +20,12 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec, ModelWeights
+from cecq.config import DEFAULT_MODELS, VALID_BITS, ConfigError, DecoderConfig, ModelSpec, ModelWeights, Quantization
 from cecq.corpus import CorpusManifest, ShardInfo, manifest_path
 from cecq.decoder import decode, load_decoder, save_decoder, train_decoder
 from cecq.encoders import (LEXICAL, Encoder, LexicalEncoder, concatenate, load_encoder, nonempty_rows, resolve_model,
                            spread_weights)
+from cecq.product_quantizer import DEFAULT_SUB_DIM, ProductQuantizer
 from cecq.quantizer import AnyQuantizer, MixedQuantizer, Quantizer
 from cecq.quantizer import load_quantizer as read_quantizer
 from cecq.storage import Store, digest, slug
@@ -45,6 +46,7 @@ class PipelineConfig:
     dims: int = 256
     bits: int = 2
     budget_bytes: int | None = None  # bits fitted per dimension within this many bytes a document (bits unused)
+    quantization: Quantization = "scalar"  # "product": budget_bytes subspaces of 4 dims, a byte each
     id_column: str | None = None
     text_columns: tuple[str, ...] | None = None
     decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(out_dim=512, max_epochs=20))
@@ -69,7 +71,15 @@ class PipelineConfig:
             raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits}")
         if not 1 <= self.dims <= self.decoder.out_dim:
             raise ConfigError(f"dims must be in 1..{self.decoder.out_dim} (the decoder's output), got {self.dims}")
-        if self.budget_bytes is not None and not 1 <= self.budget_bytes <= self.dims // 2:
+        if self.quantization not in ("scalar", "product"):
+            raise ConfigError(f"quantization must be 'scalar' or 'product', got {self.quantization!r}")
+        if self.quantization == "product":
+            if self.budget_bytes is None:
+                raise ConfigError("product quantization spends a byte budget: set budget_bytes")
+            if not 1 <= self.budget_bytes <= self.dims // DEFAULT_SUB_DIM:
+                raise ConfigError(f"budget_bytes must be in 1..{self.dims // DEFAULT_SUB_DIM} for product quantization "
+                                  f"(a byte codes {DEFAULT_SUB_DIM} of the {self.dims} dims), got {self.budget_bytes}")
+        elif self.budget_bytes is not None and not 1 <= self.budget_bytes <= self.dims // 2:
             raise ConfigError(f"budget_bytes must be in 1..{self.dims // 2} (4 bits for each of the {self.dims} dims), "
                               f"got {self.budget_bytes}")
         if self.model_weights not in ("equal", "spread"):
@@ -109,8 +119,9 @@ def run_id_for(config: PipelineConfig, corpus_manifest_path: str) -> str:
     committed under ``runs/<id>/`` and ``codes/<id>/`` and writes byte-identical shards.
     The store's own URL is left out: the same inputs give the same run in any store.
     """
-    # budget_bytes is left out when unset, so runs configured before it existed keep their ids.
-    settings = {k: v for k, v in config.to_dict().items() if k != "store" and not (k == "budget_bytes" and v is None)}
+    # Settings added later are left out at their defaults, so runs configured before they existed keep their ids.
+    added = {"budget_bytes": None, "quantization": "scalar"}
+    settings = {k: v for k, v in config.to_dict().items() if k != "store" and not (k in added and v == added[k])}
     return "run-" + digest(json.dumps(settings, sort_keys=True), corpus_manifest_path)[:16]
 
 
@@ -251,8 +262,13 @@ def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_
         store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
     calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
     prefix = decode(decoder, calib, config.dims)
-    quantizer = (Quantizer.fit(prefix, config.bits) if config.budget_bytes is None
-                 else MixedQuantizer.fit(prefix, config.budget_bytes))
+    quantizer: AnyQuantizer
+    if config.budget_bytes is None:
+        quantizer = Quantizer.fit(prefix, config.bits)
+    elif config.quantization == "product":
+        quantizer = ProductQuantizer.fit(prefix, config.budget_bytes, seed=config.decoder.seed)
+    else:
+        quantizer = MixedQuantizer.fit(prefix, config.budget_bytes)
     buf = io.BytesIO()
     quantizer.save(buf)
     store.write_bytes(quantizer_rel, buf.getvalue())
@@ -370,28 +386,31 @@ def compress_corpus(store: Store, manifest: CorpusManifest, model_keys: Sequence
 
 def choose_compressor(policy: DecoderPolicy, previous: dict | None, models: Sequence[str], dims: int, bits: int,
                       changed_fraction: float, retrain_fraction: float, budget_bytes: int | None = None,
-                      ) -> tuple[str, str, str] | None:
+                      quantization: Quantization = "scalar") -> tuple[str, str, str] | None:
     """The previous run's (compressor_id, decoder, quantizer) to reuse, or None to train anew.
 
-    Reuse needs the same base models, dims and bits (or byte budget); 'auto' also needs the
+    Reuse needs the same base models, dims and bits (or byte budget and quantization); 'auto' also needs the
     share of new or changed documents to be at most ``retrain_fraction``.
     """
     if previous is None or policy == "retrain":
         return None
     same_codes = (previous.get("budget_bytes") == budget_bytes
+                  and previous.get("quantization", "scalar") == quantization
                   and (budget_bytes is not None or previous["bits"] == bits))
     compatible = list(previous["models"]) == list(models) and previous["dims"] == dims and same_codes
     if not compatible:
         if policy == "reuse":
             raise ConfigError(f"cannot reuse the decoder: the store was built with models {previous['models']}, "
-                              f"{previous['dims']} dims, {_code_layout(previous['bits'], previous.get('budget_bytes'))}")
+                              f"{previous['dims']} dims, {_code_layout(previous['bits'], previous.get('budget_bytes'), previous.get('quantization', 'scalar'))}")
         return None
     if policy == "auto" and changed_fraction > retrain_fraction:
         return None
     return previous["compressor_id"], previous["decoder"], previous["quantizer"]
 
 
-def _code_layout(bits: int | None, budget_bytes: int | None) -> str:
+def _code_layout(bits: int | None, budget_bytes: int | None, quantization: str = "scalar") -> str:
+    if quantization == "product":
+        return f"product codes of {budget_bytes} bytes"
     return f"bits fitted within {budget_bytes} bytes" if budget_bytes else f"{bits} bits"
 
 
@@ -409,6 +428,7 @@ def describe_run(store: Store, config: PipelineConfig, run_id: str, manifest: Co
         "decoder_training": decoder_meta.get("training", {}), "model_weights": decoder_meta.get("model_weights"),
         # bits is null where a byte budget fitted the bits of each dimension
         "dims": config.dims, "bits": None if config.budget_bytes else config.bits, "budget_bytes": config.budget_bytes,
+        "quantization": config.quantization,
         "bytes_per_doc": bytes_per_doc,
         "compression": 4 * decoder_meta["in_dim"] / bytes_per_doc, "config": config.to_dict(),
     }

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cecq.config import VALID_BITS
+from cecq.product_quantizer import ProductQuantizer
 
 QUANTIZER_FILE = "quantizer.parquet"
 
@@ -140,6 +141,13 @@ class Quantizer:
                     cand = out.astype(np.intp) + step
                     np.copyto(out, cand.astype(np.uint8), where=block >= flat[(cand - 1) * self.dim + cols])
         return codes
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """Float rows in the space dequantized codes live in: here the input space itself."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"quantizer expects {self.dim}-dim rows, got shape {x.shape}")
+        return x
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         """Replace each code by its bin centroid."""
@@ -288,6 +296,10 @@ class MixedQuantizer:
             raise ValueError(f"quantizer expects {self.input_dim}-dim rows, got shape {x.shape}")
         return x
 
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """Float rows in the space dequantized codes live in: the input space (dropped dims are zero there)."""
+        return self._rows(x)
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         x = self._rows(x)
         return np.concatenate([q.encode(x[:, cols]) for cols, q in self.parts], axis=1)
@@ -350,7 +362,7 @@ class MixedQuantizer:
         return cls(int(meta["input_dim"]), parts)
 
 
-AnyQuantizer = Quantizer | MixedQuantizer
+AnyQuantizer = Quantizer | MixedQuantizer | ProductQuantizer
 
 
 def _read_quantizer_table(path: str | Path | BinaryIO, filesystem=None) -> tuple[pa.Table, dict]:
@@ -361,7 +373,13 @@ def _read_quantizer_table(path: str | Path | BinaryIO, filesystem=None) -> tuple
     return table, meta
 
 
+_KINDS: dict[str, type[AnyQuantizer]] = {"scalar": Quantizer, "mixed": MixedQuantizer, "product": ProductQuantizer}
+
+
 def load_quantizer(path: str | Path | BinaryIO, filesystem=None) -> AnyQuantizer:
-    """A quantizer file written by :meth:`Quantizer.save` or :meth:`MixedQuantizer.save`, read once."""
+    """A quantizer file written by the ``save`` of any quantizer kind, read once."""
     table, meta = _read_quantizer_table(path, filesystem)
-    return (MixedQuantizer if meta.get("kind") == "mixed" else Quantizer).from_table(table, meta)
+    kind = meta.get("kind", "scalar")  # files of plain Quantizers carry no kind
+    if kind not in _KINDS:
+        raise ValueError(f"{path}: unknown quantizer kind {kind!r} (this cecq reads {sorted(_KINDS)})")
+    return _KINDS[kind].from_table(table, meta)

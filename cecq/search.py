@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from cecq.encoders import EPS, l2_normalize
-from cecq.quantizer import Quantizer
+from cecq.quantizer import AnyQuantizer
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +54,7 @@ def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
     return _running_top_k((q @ load_chunk(a, a + chunk_rows).T for a in range(0, n_docs, chunk_rows)), q.shape[0], k)
 
 
-def _code_scores(q: np.ndarray, quantizer: Quantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
+def _code_scores(q: np.ndarray, quantizer: AnyQuantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
     """Cosine of ``q`` with dequantized codes. The dot products are scaled by the documents'
     inverse norms afterwards, rather than normalising the (much larger) document block."""
     docs = quantizer.dequantize_packed(packed)
@@ -65,19 +65,22 @@ def _code_scores(q: np.ndarray, quantizer: Quantizer, packed: np.ndarray, empty:
     return (q @ docs.T) * scale
 
 
-def prepare_queries(queries: np.ndarray, quantizer: Quantizer, scoring: Literal["symmetric", "asymmetric"]) -> np.ndarray:
-    """The query side: float (asymmetric) or quantized and dequantized (symmetric), normalised."""
+def prepare_queries(queries: np.ndarray, quantizer: AnyQuantizer, scoring: Literal["symmetric", "asymmetric"]) -> np.ndarray:
+    """The query side in the quantizer's code space: float (asymmetric) or quantized and
+    dequantized (symmetric), normalised."""
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim != 2 or q.shape[1] != quantizer.dim:
         raise ValueError(f"queries must be (n, {quantizer.dim}), got shape {q.shape}")
     if scoring == "symmetric":
         q = quantizer.dequantize(quantizer.encode(q))
-    elif scoring != "asymmetric":
+    elif scoring == "asymmetric":
+        q = quantizer.project(q)
+    else:
         raise ValueError(f"scoring must be 'symmetric' or 'asymmetric', got {scoring!r}")
     return l2_normalize(q)
 
 
-def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, k: int = 10,
+def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: AnyQuantizer, k: int = 10,
                  scoring: Literal["symmetric", "asymmetric"] = "asymmetric", chunk_rows: int = 65536,
                  rescore_vectors: np.ndarray | None = None, rescore_k: int = 0,
                  rescore_queries: np.ndarray | None = None, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -111,12 +114,12 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: Quantizer, 
     return best_scores[:, :k], best_idx[:, :k]
 
 
-def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: Quantizer,
+def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: AnyQuantizer,
           k: int) -> tuple[np.ndarray, np.ndarray]:
     return _running_top_k((_code_scores(q, quantizer, packed, empty) for packed, empty in batches), q.shape[0], k)
 
 
-def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: Quantizer,
+def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: AnyQuantizer,
                         k: int = 10, scoring: Literal["symmetric", "asymmetric"] = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
     """:func:`search_codes` over a stream of ``(packed codes, empty flags or None)`` batches,
     e.g. record batches read from Parquet: indices count rows across the whole stream, and

@@ -44,6 +44,7 @@ def embed_corpus(
     dims: int = 256,
     bits: int = 2,
     budget_bytes: int | None = None,
+    quantization: str = "scalar",
     ray_address: str | None = None,
     id_column: str | None = None,
     text_columns: list[str] | None = None,
@@ -58,7 +59,7 @@ def embed_corpus(
     quantized embeddings under ``store`` (any fsspec URL)."""
     config = PipelineConfig(
         corpus=corpus, store=store, models=tuple(models), shard_rows=shard_rows, dims=dims, bits=bits,
-        budget_bytes=budget_bytes, id_column=id_column, text_columns=tuple(text_columns) if text_columns else None, batch_size=batch_size,
+        budget_bytes=budget_bytes, quantization=quantization, id_column=id_column, text_columns=tuple(text_columns) if text_columns else None, batch_size=batch_size,
         decoder=DecoderConfig(out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed),
         decoder_policy="retrain", model_weights=model_weights,
     )

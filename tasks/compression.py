@@ -39,7 +39,7 @@ def plan_compressor_task(config: PipelineConfig, manifest_path: str, previous: d
     rows = CorpusManifest.from_dict(store.read_json(manifest_path)).rows
     changed = max((e["embedded_documents"] for e in embedding), default=0) / max(1, rows)
     reused = choose_compressor(config.decoder_policy, previous, config.models, config.dims, config.bits,
-                               changed, config.retrain_fraction, budget_bytes=config.budget_bytes)
+                               changed, config.retrain_fraction, budget_bytes=config.budget_bytes, quantization=config.quantization)
     get_run_logger().info("%.1f%% of documents new or changed; %s", 100 * changed,
                           f"reusing compressor {reused[0]}" if reused else "training a new compressor")
     return reused

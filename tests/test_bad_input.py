@@ -163,3 +163,16 @@ def test_reuse_needs_the_same_code_layout_and_budgets_are_validated():
     assert choose_compressor("auto", fixed, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=4) is None  # retrains
     with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.8 \(4 bits for each of the 16 dims\), got 9"):
         PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=9, decoder=DecoderConfig(out_dim=32))
+    # product codes: a different layout from fitted bits at the same budget, and their own limits
+    product = {**fitted, "quantization": "product"}
+    assert choose_compressor("reuse", product, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5,
+                             quantization="product") == ("c", "d", "q")
+    with pytest.raises(ConfigError, match="16 dims, product codes of 5 bytes"):
+        choose_compressor("reuse", product, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5)
+    assert choose_compressor("auto", fitted, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5, quantization="product") is None
+    with pytest.raises(ConfigError, match="product quantization spends a byte budget: set budget_bytes"):
+        PipelineConfig(corpus="c", store="s", dims=16, quantization="product", decoder=DecoderConfig(out_dim=32))
+    with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.4 for product quantization \(a byte codes 4 of the 16 dims\), got 5"):
+        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=5, quantization="product", decoder=DecoderConfig(out_dim=32))
+    with pytest.raises(ConfigError, match="quantization must be 'scalar' or 'product', got 'vector'"):
+        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=4, quantization="vector", decoder=DecoderConfig(out_dim=32))

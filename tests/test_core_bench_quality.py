@@ -34,6 +34,8 @@ def test_summary_needs_every_task_and_sorts_by_retention():
     assert [(r["name"], r["budget"]) for r in rows] == [("concat", None), ("cecq-8d-2b", 2), ("pca-8d-2b", 2)]
     assert rows[1]["mean_retention"] == pytest.approx(0.95) and rows[1]["min_retention"] == pytest.approx(0.9)
     assert series_of(records[2]) == "cecq 2b asymmetric" and series_of(records[0]) is None
+    assert series_of(rec("a", "cecq[ads]-48B-product", "symmetric", 0.5, 48, 1.0)) == "cecq[ads] product symmetric"
+    assert series_of(rec("a", "pca-48B-alloc", "asymmetric", 0.5, 48, 1.0)) == "pca alloc asymmetric"
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +57,13 @@ def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, ti
     assert report["pairs"] == [[8, 2], [16, 1], [16, 2]]
     names = {(r["name"], r["task"]) for r in report["records"]}
     for task in ("tinybeir", "tinybeir2"):
-        for name in ("concat", "concat[equal]", "cecq-16d-1b", "cecq-4B-alloc", "cecq[ads]-2B-alloc", "pca-4B-alloc", "cecq[sequential]-16d-2b", "cecq[ads]-16d-1b",
+        for name in ("concat", "concat[equal]", "cecq-16d-1b", "cecq-4B-alloc", "cecq[ads]-2B-alloc", "pca-4B-alloc",
+                     "cecq-4B-product", "cecq[xbm]-2B-product", "pca-4B-product", "cecq[sequential]-16d-2b", "cecq[ads]-16d-1b",
                      "cecq[xbm]-8d-2b", "pca-16d-2b", "mrl-8d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"):
             assert (name, task) in names, name
     # The summary compares methods at equal bytes, over both tasks.
     at4 = [r for r in report["summary"] if r["budget"] == 4]
-    assert {r["name"] for r in at4} >= {"cecq-16d-2b", "cecq-4B-alloc", "pca-16d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"}
+    assert {r["name"] for r in at4} >= {"cecq-16d-2b", "cecq-4B-alloc", "cecq-4B-product", "pca-16d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"}
     assert all(set(r["retention"]) == {"tinybeir", "tinybeir2"} for r in at4)
     markdown = (out / "quality.md").read_text()
     assert "| cecq[sequential]-16d-2b | asymmetric | 4 |" in markdown

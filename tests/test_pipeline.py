@@ -114,10 +114,12 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
     assert published(store_dir) == before
 
 
-def test_fitted_bits_within_a_byte_budget_are_published_searched_and_kept_by_reindex(tmp_path, ray_cluster, prefect_api):
+@pytest.mark.parametrize("quantization,budget", [("scalar", 5), ("product", 4)])
+def test_a_byte_budget_is_published_searched_and_kept_by_reindex(tmp_path, ray_cluster, prefect_api, quantization, budget):
     from cecq.catalog import connect, current_manifest, search_store
     from cecq.cli import main
     from cecq.pipeline import load_compressor
+    from cecq.product_quantizer import ProductQuantizer
     from cecq.quantizer import MixedQuantizer
     from cecq.storage import Store
     from flows.embed_corpus import embed_corpus
@@ -128,14 +130,19 @@ def test_fitted_bits_within_a_byte_budget_are_published_searched_and_kept_by_rei
     corpus = beir / "corpus.jsonl"
     docs = write_corpus(corpus, n=40)
     result = embed_corpus(corpus=str(beir), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16,
-                          budget_bytes=5, out_dim=32, max_epochs=2)
+                          budget_bytes=budget, quantization=quantization, out_dim=32, max_epochs=2)
     store = Store(str(store_dir))
     run = store.read_json(f"runs/{result['run_id']}/run.json")
-    assert run["bits"] is None and run["budget_bytes"] == 5 and 1 <= run["bytes_per_doc"] <= 5
+    assert run["bits"] is None and run["budget_bytes"] == budget and 1 <= run["bytes_per_doc"] <= budget
+    assert run["quantization"] == quantization
     m = current_manifest(store)
     _, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
-    assert isinstance(quantizer, MixedQuantizer) and quantizer.bytes_per_vector == run["bytes_per_doc"]
-    assert len(set(quantizer.bits_per_dim.tolist())) >= 2  # fitted per dim, not one width for all
+    assert quantizer.bytes_per_vector == run["bytes_per_doc"]
+    if quantization == "scalar":
+        assert isinstance(quantizer, MixedQuantizer)
+        assert len(set(quantizer.bits_per_dim.tolist())) >= 2  # fitted per dim, not one width for all
+    else:
+        assert isinstance(quantizer, ProductQuantizer) and quantizer.kept_dims == 16 and run["bytes_per_doc"] == budget
     widths = connect(store).execute("SELECT DISTINCT octet_length(code) FROM documents").fetchall()
     assert widths == [(run["bytes_per_doc"],)]
     hits = search_store(store, docs[5]["title"] + " " + docs[5]["text"], k=3)
@@ -152,11 +159,13 @@ def test_fitted_bits_within_a_byte_budget_are_published_searched_and_kept_by_rei
         f"q{int(d['_id'][1:]) % n_topics}\t{d['_id']}\t1\n" for d in docs if d["text"]))
     assert main(["eval-store", str(beir), "--store", str(store_dir), "--json", str(tmp_path / "eval.json")]) == 0
     scores = json.loads((tmp_path / "eval.json").read_text())
-    assert scores["queries"] == n_topics and scores["budget_bytes"] == 5 and scores["bits"] is None
+    assert scores["queries"] == n_topics and scores["budget_bytes"] == budget and scores["bits"] is None
+    assert scores["quantization"] == quantization
     assert scores["ndcg_at_10"] > 0.8 and scores["recall_at_100"] > 0.9, scores
 
     write_corpus(corpus, n=40, extra=1)
     result2 = reindex(corpus=str(beir), store=str(store_dir))
     run2 = store.read_json(f"runs/{result2['run_id']}/run.json")
-    assert run2["budget_bytes"] == 5 and result2["compressor_id"] == result["compressor_id"]
+    assert run2["budget_bytes"] == budget and run2["quantization"] == quantization
+    assert result2["compressor_id"] == result["compressor_id"]
     assert len(published(store_dir)) == 41

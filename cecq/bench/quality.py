@@ -97,14 +97,14 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 _SIZE = re.compile(r"-(?:(\d+)d-)?(\d+)b$")
-_ALLOC = re.compile(r"-\d+B-alloc$")
+_BUDGET = re.compile(r"-\d+B-(alloc|product)$")
 
 
 def series_of(record: EvalRecord) -> str | None:
     """The plot series a record belongs to: its method and bit width (all sizes on one line),
     or None for records that are not compressed codes."""
-    if (alloc := _ALLOC.search(record.name)) is not None:
-        return f"{record.name[:alloc.start()]} alloc {record.scoring}"
+    if (fitted := _BUDGET.search(record.name)) is not None:
+        return f"{record.name[:fitted.start()]} {fitted.group(1)} {record.scoring}"
     m = _SIZE.search(record.name)
     if m is None or is_reference(record.name):
         return "st-binary+rescore" if record.name.startswith("st-binary") and record.name.endswith("+rescore") else None
@@ -114,8 +114,9 @@ def series_of(record: EvalRecord) -> str | None:
 
 def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_bits: int = 2) -> None:
     """Retention against compression for one task, asymmetric scoring: cecq at every bit width
-    and with fitted bits (alloc, symmetric too), every other method (strategies, PCA, plain
-    MRL) at ``plot_bits`` and alloc, per-model quantization and binary + rescoring."""
+    and with budget quantizers (alloc, product; symmetric too), every other method (strategies,
+    PCA, plain MRL) at ``plot_bits`` and the budget quantizers, per-model quantization and
+    binary + rescoring."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,9 +128,9 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
             continue
         family, _, rest = s.partition(" ")
         if family == "cecq":
-            keep = rest.endswith("asymmetric") or rest.startswith("alloc ")
+            keep = rest.endswith("asymmetric") or rest.startswith(("alloc ", "product "))
         else:
-            keep = rest.endswith("asymmetric") and (family.startswith(("pq-", "st-binary")) or rest.split()[0] in (f"{plot_bits}b", "alloc"))
+            keep = rest.endswith("asymmetric") and (family.startswith(("pq-", "st-binary")) or rest.split()[0] in (f"{plot_bits}b", "alloc", "product"))
         if keep:
             series.setdefault(s, []).append(r)
     fig, ax = plt.subplots(figsize=(9, 4.8))
