@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import numpy as np
@@ -115,13 +115,17 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def search_store(store: Store, query: str, k: int = 10) -> list[dict[str, Any]]:
-    """Top-k published documents for a text query, scored against the compressed codes."""
-    return search_store_batch(store, [query], k)[0]
+Scoring = Literal["symmetric", "asymmetric"]
+
+
+def search_store(store: Store, query: str, k: int = 10, scoring: Scoring = "asymmetric") -> list[dict[str, Any]]:
+    """Top-k published documents for a text query, scored against the compressed codes
+    (the float query, or with ``scoring="symmetric"`` the query's own codes)."""
+    return search_store_batch(store, [query], k, scoring=scoring)[0]
 
 
 def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_progress: bool = False,
-                       manifest: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+                       manifest: dict[str, Any] | None = None, scoring: Scoring = "asymmetric") -> list[list[dict[str, Any]]]:
     """:func:`search_store` for many queries in one scan of the codes (of ``manifest``'s
     catalog version; default the current one)."""
     from cecq.decoder import decode
@@ -133,12 +137,13 @@ def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_p
     decoder, meta, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
     parts = [e.encode(list(queries), "query", show_progress=show_progress) for e in encoders]
     q = decode(decoder, concatenate(parts, meta.get("model_weights")), quantizer.dim)  # stores before weights: equal
-    return search_published(store, q, k, m, quantizer)
+    return search_published(store, q, k, m, quantizer, scoring=scoring)
 
 
 def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: dict[str, Any] | None = None,
-                     quantizer: AnyQuantizer | None = None, batch_rows: int = 65536) -> list[list[dict[str, Any]]]:
-    """Top-k published documents for decoded query vectors (asymmetric scoring), texts included.
+                     quantizer: AnyQuantizer | None = None, batch_rows: int = 65536,
+                     scoring: Scoring = "asymmetric") -> list[list[dict[str, Any]]]:
+    """Top-k published documents for decoded query vectors, texts included.
 
     DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,
     whatever the corpus size), then fetches the hits' ids by row number and their texts
@@ -162,7 +167,7 @@ def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: d
                 total += batch.num_rows
                 yield _packed(batch.column(0), quantizer.bytes_per_vector), batch.column(1).to_numpy(zero_copy_only=False)
 
-    scores, idx = search_code_batches(queries, batches(), quantizer, k)
+    scores, idx = search_code_batches(queries, batches(), quantizer, k, scoring)
     starts_arr = np.asarray(starts)
     shard_of = np.searchsorted(starts_arr, idx, side="right") - 1
     ids: dict[int, str] = {}

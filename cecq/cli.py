@@ -159,6 +159,8 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
+                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
     p.set_defaults(func=_cmd_search)
 
 
@@ -216,6 +218,8 @@ def _add_eval_store(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the result here")
+    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
+                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
     p.set_defaults(func=_cmd_eval_store)
 
 
@@ -229,12 +233,12 @@ def _cmd_eval_store(args: argparse.Namespace) -> int:
     m = current_manifest(store)
     run = store.read_json(f"runs/{m['run_id']}/run.json")
     # the version read above is the one searched, even if another is published meanwhile
-    hits = search_store_batch(store, task.query_texts, RETRIEVE_K, show_progress=args.verbose, manifest=m)
+    hits = search_store_batch(store, task.query_texts, RETRIEVE_K, show_progress=args.verbose, manifest=m, scoring=args.scoring)
     scores = ranking_scores(task, {qid: {h["id"]: h["score"] for h in hs} for qid, hs in zip(task.query_ids, hits)})
     result = {"task": task.name, "store": store.url, "catalog_version": m["version"], "run_id": m["run_id"],
               "models": m["models"], "dims": run["dims"], "bits": run["bits"], "budget_bytes": run.get("budget_bytes"),
               "quantization": run.get("quantization", "scalar"), "bytes_per_doc": run["bytes_per_doc"], "compression": run["compression"], "queries": len(task.query_ids),
-              "scoring": "asymmetric", **scores}
+              "scoring": args.scoring, **scores}
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
@@ -245,7 +249,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from cecq.catalog import search_store
     from cecq.storage import Store
 
-    hits = search_store(Store(args.store), args.query, args.k)
+    hits = search_store(Store(args.store), args.query, args.k, args.scoring)
     for h in hits:
         print(json.dumps(h) if args.json else f"{h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['text'][:100]!r}")
     return 0

@@ -73,8 +73,10 @@ def embed_task(task: RetrievalTask, config: EvalConfig, show_progress: bool = Fa
     by model, seed and the texts, so repeated benchmarks embed once."""
     encoders = [load_encoder(s, fit_texts=task.doc_texts if is_fitted_encoder(s) else None, seed=config.decoder.seed) for s in config.models]
     doc_parts, query_parts = [], []
-    for enc in encoders:
-        cached = Path(cache_dir) / embedding_key(task, enc.name, config.decoder.seed) if cache_dir else None
+    for spec, enc in zip(config.models, encoders):
+        # Only a fitted encoder's vectors depend on the seed: a pretrained model's cache serves every seed.
+        seed = config.decoder.seed if is_fitted_encoder(spec) else 0
+        cached = Path(cache_dir) / embedding_key(task, enc.name, seed) if cache_dir else None
         if cached is not None and cached.with_suffix(".docs.npy").is_file() and cached.with_suffix(".queries.npy").is_file():
             doc_parts.append(np.load(cached.with_suffix(".docs.npy")))
             query_parts.append(np.load(cached.with_suffix(".queries.npy")))

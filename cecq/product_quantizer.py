@@ -15,6 +15,7 @@ vectors. The rotation is orthogonal, so cosines are those of the unrotated prefi
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,7 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+logger = logging.getLogger(__name__)
+
 CODEBOOK_SIZE = 256  # one byte a subspace
+MIN_ROWS_PER_CENTROID = 4  # below this, warn: k-means has little to average (measured on ADI's 82 documents)
 DEFAULT_SUB_DIM = 4
 KMEANS_ITERATIONS = 25
 _CHUNK = 4096  # rows a distance block: (subspaces, rows, 256) floats stay ~200 MB at 53 subspaces
@@ -115,6 +119,10 @@ class ProductQuantizer:
         if kept > x.shape[1]:
             raise ValueError(f"{budget_bytes} bytes of {sub_dim}-dim subspaces code {kept} dims, but the vectors have "
                              f"{x.shape[1]}: keep more dims or use fewer dims a byte")
+        if len(x) < MIN_ROWS_PER_CENTROID * CODEBOOK_SIZE:
+            logger.warning("product quantization fitted on %d rows, fewer than %d a centroid: the codebooks memorise "
+                           "the sample and symmetric scoring suffers (82 ADI documents: 91%% retention against 94%% "
+                           "with scalar codes); scalar codes suit corpora this small", len(x), MIN_ROWS_PER_CENTROID)
         rotation = random_rotation(kept, seed)
         y = (x[:, :kept] @ rotation).reshape(len(x), budget_bytes, sub_dim).transpose(1, 0, 2)
         codebooks = _kmeans(np.ascontiguousarray(y), CODEBOOK_SIZE, iterations, seed)

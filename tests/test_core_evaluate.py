@@ -109,3 +109,17 @@ def test_single_model_with_rescoring(tiny_beir):
     assert records[0].retention == 1.0 and records[0].dims == 24
     assert records[2].bytes_per_doc == 2 and records[2].compression == 24 * 4 / 2
     assert all(0.0 <= r.ndcg_at_10 <= 1.0 for r in records)
+
+
+def test_embedding_cache_serves_a_pretrained_model_for_every_seed(tiny_beir, tiny_model_dir, tmp_path):
+    from cecq.evaluate import embed_task
+
+    task = load_beir(tiny_beir)
+    models = (ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical"))
+    for seed in (0, 1):
+        _, docs, _ = embed_task(task, EvalConfig(models=models, decoder=DecoderConfig(seed=seed)), cache_dir=tmp_path)
+    names = sorted(p.name.split(".")[0] for p in tmp_path.glob("*.docs.npy"))
+    assert len(names) == 3  # one file for the pretrained model, one per seed for the fitted lexical encoder
+    # a cached file is what the encoder gives: the second seed read the model's vectors back unchanged
+    _, again, _ = embed_task(task, EvalConfig(models=models, decoder=DecoderConfig(seed=1)), cache_dir=tmp_path)
+    np.testing.assert_array_equal(again[0], docs[0])

@@ -78,9 +78,11 @@ def test_fit_is_deterministic_and_the_seed_matters():
     np.testing.assert_allclose(random_rotation(8, 3).T @ random_rotation(8, 3), np.eye(8), atol=1e-5)
 
 
-def test_fewer_rows_than_centroids_still_fit_and_reconstruct_the_sample_exactly():
+def test_fewer_rows_than_centroids_still_fit_and_reconstruct_the_sample_exactly(caplog):
     x = correlated(40, 8, seed=5).astype(np.float32)
-    pq = ProductQuantizer.fit(x, 2, sub_dim=4)
+    with caplog.at_level("WARNING", logger="cecq.product_quantizer"):
+        pq = ProductQuantizer.fit(x, 2, sub_dim=4)
+    assert "fitted on 40 rows" in caplog.text
     np.testing.assert_allclose(pq.dequantize(pq.encode(x)), pq.project(x), atol=1e-5)
 
 

@@ -162,6 +162,9 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(tmp_path, ray_c
     assert scores["queries"] == n_topics and scores["budget_bytes"] == budget and scores["bits"] is None
     assert scores["quantization"] == quantization
     assert scores["ndcg_at_10"] > 0.8 and scores["recall_at_100"] > 0.9, scores
+    assert main(["eval-store", str(beir), "--store", str(store_dir), "--scoring", "symmetric", "--json", str(tmp_path / "sym.json")]) == 0
+    symmetric = json.loads((tmp_path / "sym.json").read_text())
+    assert symmetric["scoring"] == "symmetric" and symmetric["ndcg_at_10"] > 0.8, symmetric
 
     write_corpus(corpus, n=40, extra=1)
     result2 = reindex(corpus=str(beir), store=str(store_dir))
