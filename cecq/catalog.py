@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from cecq.quantizer import AnyQuantizer
+from cecq.search import CodeScoring
 from cecq.storage import Store
 
 CURRENT = "catalog/current.json"
@@ -115,17 +116,14 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     return con
 
 
-Scoring = Literal["symmetric", "asymmetric"]
-
-
-def search_store(store: Store, query: str, k: int = 10, scoring: Scoring = "asymmetric") -> list[dict[str, Any]]:
+def search_store(store: Store, query: str, k: int = 10, scoring: CodeScoring = "asymmetric") -> list[dict[str, Any]]:
     """Top-k published documents for a text query, scored against the compressed codes
     (the float query, or with ``scoring="symmetric"`` the query's own codes)."""
     return search_store_batch(store, [query], k, scoring=scoring)[0]
 
 
 def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_progress: bool = False,
-                       manifest: dict[str, Any] | None = None, scoring: Scoring = "asymmetric") -> list[list[dict[str, Any]]]:
+                       manifest: dict[str, Any] | None = None, scoring: CodeScoring = "asymmetric") -> list[list[dict[str, Any]]]:
     """:func:`search_store` for many queries in one scan of the codes (of ``manifest``'s
     catalog version; default the current one)."""
     from cecq.decoder import decode
@@ -142,7 +140,7 @@ def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_p
 
 def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: dict[str, Any] | None = None,
                      quantizer: AnyQuantizer | None = None, batch_rows: int = 65536,
-                     scoring: Scoring = "asymmetric") -> list[list[dict[str, Any]]]:
+                     scoring: CodeScoring = "asymmetric") -> list[list[dict[str, Any]]]:
     """Top-k published documents for decoded query vectors, texts included.
 
     DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,

@@ -108,6 +108,11 @@ def _prefect_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def _add_scoring(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
+                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
+
+
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed-corpus", help="run the embed-corpus flow: embed, train, compress and publish a corpus",
                        description="Run the embed-corpus Prefect flow (Prefect's local API unless PREFECT_API_URL is set; "
@@ -159,8 +164,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
-                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
+    _add_scoring(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -218,8 +222,7 @@ def _add_eval_store(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the result here")
-    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
-                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
+    _add_scoring(p)
     p.set_defaults(func=_cmd_eval_store)
 
 

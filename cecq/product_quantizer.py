@@ -14,7 +14,6 @@ vectors. The rotation is orthogonal, so cosines are those of the unrotated prefi
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from cecq.quantizer_file import write_quantizer_table
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +174,9 @@ class ProductQuantizer:
             "subspace": pa.array(np.arange(m, dtype=np.int32)),
             "rotation": pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), s * kept),
             "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.codebooks.ravel()), CODEBOOK_SIZE * s),
-        }).replace_schema_metadata({"cecq.quantizer": json.dumps(
-            {"kind": "product", "input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s})})
-        pq.write_table(table, path if hasattr(path, "write") else str(path), filesystem=filesystem)
+        })
+        write_quantizer_table(table, {"kind": "product", "input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s},
+                              path, filesystem)
 
     @classmethod
     def from_table(cls, table: pa.Table, meta: dict) -> ProductQuantizer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +9,10 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cecq.config import VALID_BITS
 from cecq.product_quantizer import ProductQuantizer
+from cecq.quantizer_file import read_quantizer_table, write_quantizer_table
 
 QUANTIZER_FILE = "quantizer.parquet"
 
@@ -118,9 +117,7 @@ class Quantizer:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Bin index of every value (the number of thresholds <= it): ``(n, dim)`` uint8."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"quantizer expects {self.dim}-dim rows, got shape {x.shape}")
+        x = self.project(x)
         codes = np.empty(x.shape, dtype=np.uint8)
         levels = 1 << self.bits
         thr_t = np.ascontiguousarray(self.thresholds.T)  # (levels-1, dim): row k is every dim's k-th threshold
@@ -186,12 +183,12 @@ class Quantizer:
             "dim": pa.array(np.arange(self.dim, dtype=np.int32)),
             "thresholds": pa.FixedSizeListArray.from_arrays(pa.array(self.thresholds.ravel()), levels - 1),
             "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.centroids.ravel()), levels),
-        }).replace_schema_metadata({"cecq.quantizer": json.dumps({"bits": self.bits, "dim": self.dim})})
-        pq.write_table(table, path if hasattr(path, "write") else str(path), filesystem=filesystem)
+        })
+        write_quantizer_table(table, {"bits": self.bits, "dim": self.dim}, path, filesystem)
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, filesystem=None) -> Quantizer:
-        return cls.from_table(*_read_quantizer_table(path, filesystem))
+        return cls.from_table(*read_quantizer_table(path, filesystem))
 
     @classmethod
     def from_table(cls, table: pa.Table, meta: dict) -> Quantizer:
@@ -342,12 +339,12 @@ class MixedQuantizer:
             "bits": pa.array(bits),
             "thresholds": pa.array([row.tolist() for _, q in self.parts for row in q.thresholds], pa.list_(pa.float32())),
             "centroids": pa.array([row.tolist() for _, q in self.parts for row in q.centroids], pa.list_(pa.float32())),
-        }).replace_schema_metadata({"cecq.quantizer": json.dumps({"kind": "mixed", "input_dim": self.input_dim})})
-        pq.write_table(table, path if hasattr(path, "write") else str(path), filesystem=filesystem)
+        })
+        write_quantizer_table(table, {"kind": "mixed", "input_dim": self.input_dim}, path, filesystem)
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, filesystem=None) -> MixedQuantizer:
-        return cls.from_table(*_read_quantizer_table(path, filesystem))
+        return cls.from_table(*read_quantizer_table(path, filesystem))
 
     @classmethod
     def from_table(cls, table: pa.Table, meta: dict) -> MixedQuantizer:
@@ -365,20 +362,12 @@ class MixedQuantizer:
 AnyQuantizer = Quantizer | MixedQuantizer | ProductQuantizer
 
 
-def _read_quantizer_table(path: str | Path | BinaryIO, filesystem=None) -> tuple[pa.Table, dict]:
-    table = pq.read_table(path if hasattr(path, "read") else str(path), filesystem=filesystem)
-    meta = json.loads((table.schema.metadata or {}).get(b"cecq.quantizer", b"{}"))
-    if not meta:
-        raise ValueError(f"{path}: not a cecq quantizer file (no cecq.quantizer metadata)")
-    return table, meta
-
-
 _KINDS: dict[str, type[AnyQuantizer]] = {"scalar": Quantizer, "mixed": MixedQuantizer, "product": ProductQuantizer}
 
 
 def load_quantizer(path: str | Path | BinaryIO, filesystem=None) -> AnyQuantizer:
     """A quantizer file written by the ``save`` of any quantizer kind, read once."""
-    table, meta = _read_quantizer_table(path, filesystem)
+    table, meta = read_quantizer_table(path, filesystem)
     kind = meta.get("kind", "scalar")  # files of plain Quantizers carry no kind
     if kind not in _KINDS:
         raise ValueError(f"{path}: unknown quantizer kind {kind!r} (this cecq reads {sorted(_KINDS)})")

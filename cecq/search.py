@@ -10,6 +10,8 @@ import numpy as np
 from cecq.encoders import EPS, l2_normalize
 from cecq.quantizer import AnyQuantizer
 
+CodeScoring = Literal["symmetric", "asymmetric"]  # how a query meets the codes
+
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-row top-k of a score matrix, best first (ties broken by lower column index)."""
@@ -65,7 +67,7 @@ def _code_scores(q: np.ndarray, quantizer: AnyQuantizer, packed: np.ndarray, emp
     return (q @ docs.T) * scale
 
 
-def prepare_queries(queries: np.ndarray, quantizer: AnyQuantizer, scoring: Literal["symmetric", "asymmetric"]) -> np.ndarray:
+def prepare_queries(queries: np.ndarray, quantizer: AnyQuantizer, scoring: CodeScoring) -> np.ndarray:
     """The query side in the quantizer's code space: float (asymmetric) or quantized and
     dequantized (symmetric), normalised."""
     q = np.asarray(queries, dtype=np.float32)
@@ -81,7 +83,7 @@ def prepare_queries(queries: np.ndarray, quantizer: AnyQuantizer, scoring: Liter
 
 
 def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: AnyQuantizer, k: int = 10,
-                 scoring: Literal["symmetric", "asymmetric"] = "asymmetric", chunk_rows: int = 65536,
+                 scoring: CodeScoring = "asymmetric", chunk_rows: int = 65536,
                  rescore_vectors: np.ndarray | None = None, rescore_k: int = 0,
                  rescore_queries: np.ndarray | None = None, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k of ``queries`` against packed document codes.
@@ -120,7 +122,7 @@ def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]
 
 
 def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: AnyQuantizer,
-                        k: int = 10, scoring: Literal["symmetric", "asymmetric"] = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
+                        k: int = 10, scoring: CodeScoring = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
     """:func:`search_codes` over a stream of ``(packed codes, empty flags or None)`` batches,
     e.g. record batches read from Parquet: indices count rows across the whole stream, and
     memory is bounded by one batch."""
