@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-Bits = Literal[1, 2, 4, 8]
+from cecq.errors import ConfigError
+from cecq.quantization.packing import VALID_BITS
+from cecq.quantization.registry import quantizer_class, resolve_kind
+
 Scoring = Literal["float", "symmetric", "asymmetric"]
 DecoderKind = Literal["linear", "mlp"]
 DecoderInit = Literal["pca", "random"]
 DecoderLoss = Literal["mse", "neighbours"]
 Selection = Literal["prefix", "ads"]
 ModelWeights = Literal["equal", "spread"]
-Quantization = Literal["scalar", "product"]
+DecoderPolicy = Literal["reuse", "retrain", "auto"]
 
-VALID_BITS: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
 DEFAULT_PREFIX_SIZES: tuple[int, ...] = (32, 64, 128, 256, 384, 512, 768, 1024)
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the value."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +121,18 @@ class DecoderConfig:
         d["prefix_sizes"] = list(self.prefix_sizes)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
+        """Inverse of :meth:`to_dict`; fields a stored config lacks take their defaults
+        (every field added since the first release defaults to the old behaviour)."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"decoder config has unknown fields {sorted(unknown)} (written by a newer cecq?)")
+        d = dict(d)
+        if "prefix_sizes" in d:
+            d["prefix_sizes"] = tuple(int(p) for p in d["prefix_sizes"])
+        return cls(**d)
+
     def with_strategy(self, name: str) -> DecoderConfig:
         """This config with the training strategy ``name`` of :data:`STRATEGIES` applied."""
         if name not in STRATEGIES:
@@ -139,21 +149,6 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "xbm": {"loss": "mse", "sequential": False, "selection": "prefix", "memory_size": 4096},
     "smec": {"loss": "mse", "sequential": True, "selection": "ads", "memory_size": 4096},
 }
-
-
-@dataclass(frozen=True)
-class QuantizerConfig:
-    """Percentile quantization: ``bits`` per dimension fitted on a calibration sample."""
-
-    bits: int = 2
-    calibration_rows: int = 100_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.bits not in VALID_BITS:
-            raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits!r}")
-        if self.calibration_rows < 2:
-            raise ConfigError(f"calibration_rows must be >= 2, got {self.calibration_rows}")
 
 
 @dataclass(frozen=True)
@@ -205,3 +200,92 @@ class EvalConfig:
         if self.pairs:
             return sorted(set(self.pairs))
         return [(d, b) for d in sorted(self.dims) for b in sorted(self.bits)] if self.dims else []
+
+
+# The decoder an embed-corpus run trains unless told otherwise: 512 outputs, 20 epochs
+# (the pipeline trains on up to 200,000 rows, where 20 epochs reach the early stop).
+PIPELINE_DECODER = DecoderConfig(out_dim=512, max_epochs=20)
+
+# Values of fields that a stored pipeline config lacks because it was written before the
+# field existed: the behaviour of that time. (Not the defaults of new runs.)
+LEGACY_PIPELINE_VALUES: dict[str, Any] = {"budget_bytes": None, "quantization": None, "model_weights": "equal"}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Parameters of one embed-corpus (or reindex) run, validated at construction. The
+    flows' parameters and the CLI's options take their defaults from here.
+
+    ``quantization`` names a kind of :mod:`cecq.quantization` (``None``: ``scalar`` for
+    ``bits``, ``mixed`` for a ``budget_bytes``); it is resolved at construction.
+    """
+
+    corpus: str
+    store: str
+    models: tuple[str, ...] = DEFAULT_MODELS
+    shard_rows: int = 50_000
+    dims: int = 256
+    bits: int = 2
+    budget_bytes: int | None = None  # bytes a document, spent by a budget kind (bits then unused)
+    quantization: str | None = None
+    id_column: str | None = None
+    text_columns: tuple[str, ...] | None = None
+    decoder: DecoderConfig = PIPELINE_DECODER
+    calibration_rows: int = 100_000
+    decoder_policy: DecoderPolicy = "auto"
+    retrain_fraction: float = 0.25  # with policy 'auto': retrain when this share of documents is new or changed
+    batch_size: int = 64
+    model_weights: ModelWeights = "spread"  # per-model concatenation weights, fitted on the corpus (or "equal")
+
+    def __post_init__(self) -> None:
+        if not self.corpus:
+            raise ConfigError("corpus URL is required")
+        if not self.store:
+            raise ConfigError("store URL is required")
+        if not self.models:
+            raise ConfigError("at least one model is required")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"a model is listed twice: {list(self.models)}")
+        if self.shard_rows < 1:
+            raise ConfigError(f"shard_rows must be >= 1, got {self.shard_rows}")
+        if self.bits not in VALID_BITS:
+            raise ConfigError(f"bits must be one of {VALID_BITS}, got {self.bits}")
+        if not 1 <= self.dims <= self.decoder.out_dim:
+            raise ConfigError(f"dims must be in 1..{self.decoder.out_dim} (the decoder's output), got {self.dims}")
+        kind = resolve_kind(self.quantization, self.budget_bytes)
+        object.__setattr__(self, "quantization", kind)
+        self.quantizer.check(self.dims, self.bits, self.budget_bytes)
+        if self.model_weights not in ("equal", "spread"):
+            raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
+        if self.decoder_policy not in ("reuse", "retrain", "auto"):
+            raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
+
+    @property
+    def quantizer(self) -> type:
+        """The quantizer class of this run's kind."""
+        return quantizer_class(str(self.quantization))
+
+    @property
+    def code_bits(self) -> int | None:
+        """Bits a dimension where the kind is sized by bits; ``None`` where a budget sets them."""
+        return self.bits if self.quantizer.sized_by == "bits" else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["decoder"] = self.decoder.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> PipelineConfig:
+        """A config from :meth:`to_dict`'s output (as stored in runs and catalog manifests),
+        stored by any cecq version, with ``overrides`` applied."""
+        d = {**{k: v for k, v in LEGACY_PIPELINE_VALUES.items() if k not in d}, **d, **overrides}
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"pipeline config has unknown fields {sorted(unknown)} (written by a newer cecq?)")
+        if isinstance(d.get("decoder"), dict):
+            d["decoder"] = DecoderConfig.from_dict(d["decoder"])
+        for key in ("models", "text_columns"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from cecq.encoders import EPS, l2_normalize
-from cecq.quantizer import AnyQuantizer
+from cecq.quantization import CodeQuantizer
 
 CodeScoring = Literal["symmetric", "asymmetric"]  # how a query meets the codes
 
@@ -56,7 +56,7 @@ def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
     return _running_top_k((q @ load_chunk(a, a + chunk_rows).T for a in range(0, n_docs, chunk_rows)), q.shape[0], k)
 
 
-def _code_scores(q: np.ndarray, quantizer: AnyQuantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
+def _code_scores(q: np.ndarray, quantizer: CodeQuantizer, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
     """Cosine of ``q`` with dequantized codes. The dot products are scaled by the documents'
     inverse norms afterwards, rather than normalising the (much larger) document block."""
     docs = quantizer.dequantize_packed(packed)
@@ -67,7 +67,7 @@ def _code_scores(q: np.ndarray, quantizer: AnyQuantizer, packed: np.ndarray, emp
     return (q @ docs.T) * scale
 
 
-def prepare_queries(queries: np.ndarray, quantizer: AnyQuantizer, scoring: CodeScoring) -> np.ndarray:
+def prepare_queries(queries: np.ndarray, quantizer: CodeQuantizer, scoring: CodeScoring) -> np.ndarray:
     """The query side in the quantizer's code space: float (asymmetric) or quantized and
     dequantized (symmetric), normalised."""
     q = np.asarray(queries, dtype=np.float32)
@@ -82,7 +82,7 @@ def prepare_queries(queries: np.ndarray, quantizer: AnyQuantizer, scoring: CodeS
     return l2_normalize(q)
 
 
-def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: AnyQuantizer, k: int = 10,
+def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: CodeQuantizer, k: int = 10,
                  scoring: CodeScoring = "asymmetric", chunk_rows: int = 65536,
                  rescore_vectors: np.ndarray | None = None, rescore_k: int = 0,
                  rescore_queries: np.ndarray | None = None, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -116,12 +116,12 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: AnyQuantize
     return best_scores[:, :k], best_idx[:, :k]
 
 
-def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: AnyQuantizer,
+def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: CodeQuantizer,
           k: int) -> tuple[np.ndarray, np.ndarray]:
     return _running_top_k((_code_scores(q, quantizer, packed, empty) for packed, empty in batches), q.shape[0], k)
 
 
-def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: AnyQuantizer,
+def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: CodeQuantizer,
                         k: int = 10, scoring: CodeScoring = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
     """:func:`search_codes` over a stream of ``(packed codes, empty flags or None)`` batches,
     e.g. record batches read from Parquet: indices count rows across the whole stream, and

@@ -22,12 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from cecq.errors import StorageError
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class StorageError(RuntimeError):
-    """The storage root is unreachable or full, or a path would leave it. Work committed
-    before the error is kept; a rerun resumes from it."""
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cecq.config import ConfigError
-from cecq.data import DataError
-from cecq.decoder import DimensionMismatchError
-from cecq.encoders import ModelNotFoundError
-from cecq.ray_pool import ModelLoadError
-
-PERMANENT_ERRORS = (DataError, ConfigError, ModelNotFoundError, ModelLoadError, DimensionMismatchError)
+from cecq.errors import PERMANENT_ERRORS
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Benchmarks behind ``cecq bench``: retrieval quality under compression and pipeline performance.
+"""Benchmarks behind ``cecq bench``: retrieval quality under compression (``quality``) and
+pipeline performance (``perf`` and its ``perf_*`` measurements)."""
 
-Each submodule exposes ``add_parser(subparsers)``, registering one ``cecq bench <name>`` command.
-"""
+DEFAULT_BUDGETS: tuple[int, ...] = (32, 48, 64, 128)  # bytes a document `cecq bench quality` compares at

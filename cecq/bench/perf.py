@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cecq.bench import perf_compute, perf_embed, perf_memory, perf_scaleout
 from cecq.bench.timing import Figure, Ratio
+from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
 MEASUREMENTS = ("embed", "compress", "search", "memory", "scaleout")
 DEFAULT_CORPUS = "../shared/data/scifact"
@@ -140,8 +142,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from cecq.bench import perf_compute, perf_embed, perf_memory
-
     started = time.perf_counter()
     figures: list[Figure] = []
     ratios: list[Ratio] = []
@@ -152,8 +152,6 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
-        from cecq.ray_pool import ray_running, shutdown_ray
-
         ray_was_running = ray_running()
         texts = perf_embed.corpus_texts(args.corpus, args.docs)
         try:
@@ -183,8 +181,6 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["memory"] = perf_memory.measure(source, args.memory_docs, args.memory_factor, args.memory_model,
                                                args.memory_shard_rows, args.memory_sample_rows, workdir)
     if "scaleout" in args.only:
-        from cecq.bench import perf_scaleout
-
         reason = _scale_out_unmeasurable(args.scaleout_node_cpus)
         if reason:
             result["scale_out"] = {"measured": False, "reason": reason}

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from cecq.bench.timing import Figure, Ratio, interleaved, ratio
-from cecq.decoder import Decoder
-from cecq.encoders import l2_normalize
-from cecq.quantizer import Quantizer
+from cecq.catalog import RunRecord, search_published
+from cecq.catalog.records import CodesShard
+from cecq.decoder import Decoder, decode
+from cecq.encoders import concatenate, l2_normalize
+from cecq.pipeline.publish import publish
+from cecq.pipeline.steps import codes_table
+from cecq.quantization import CodeQuantizer, Quantizer
+from cecq.search import search_codes
 from cecq.storage import Store
 
 
@@ -24,12 +31,6 @@ def measure_compress(rows: int, model_dims: Sequence[int], out_dim: int, dims: i
                      repeats: int) -> tuple[list[Figure], list[Ratio], dict]:
     """Concatenate + decode + quantize + pack (into the Arrow codes table) against one torch
     matmul of the decoder's full shape, ``(rows, sum(model_dims)) @ (sum(model_dims), out_dim)``."""
-    import torch
-
-    from cecq.decoder import decode
-    from cecq.encoders import concatenate
-    from cecq.pipeline import codes_table
-
     parts = random_embeddings(rows, model_dims)
     in_dim = sum(model_dims)
     torch.manual_seed(0)
@@ -52,7 +53,7 @@ def measure_compress(rows: int, model_dims: Sequence[int], out_dim: int, dims: i
                               f"torch ({rows}, {in_dim}) @ ({in_dim}, {out_dim}), float32, {torch.get_num_threads()} threads"),
         "cecq-compress": Figure("compress", "cecq-compress", rows, "rows", times["cecq-compress"],
                                 f"concatenate {list(model_dims)} + decode (prefix {dims}) + quantize {bits} bits + pack "
-                                "into the Arrow codes table (cecq.pipeline.codes_table)"),
+                                "into the Arrow codes table (cecq.pipeline.steps.codes_table)"),
     }
     stats = {"rows": rows, "in_dim": in_dim, "out_dim": out_dim, "dims": dims, "bits": bits,
              "threads": torch.get_num_threads()}
@@ -95,10 +96,6 @@ def numpy_scan(q: np.ndarray, packed: np.ndarray, centroids: np.ndarray, bits: i
 def build_store(root: Path, packed: np.ndarray, quantizer: Quantizer, shard_rows: int) -> Store:
     """A store whose published catalog holds ``packed`` as codes shards (and a tiny text per
     document in matching corpus shards), as embed-corpus would publish them."""
-    import io
-
-    from cecq.catalog import publish
-
     store = Store(str(root))
     buf = io.BytesIO()
     quantizer.save(buf)
@@ -117,13 +114,18 @@ def build_store(root: Path, packed: np.ndarray, quantizer: Quantizer, shard_rows
             "code": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(block), [None, pa.py_buffer(block)]),
             "empty": pa.array(np.zeros(len(block), bool)),
         }))
-        shards.append({"name": name, "path": codes_path, "rows": len(block), "bytes": nbytes, "fingerprint": name,
-                       "corpus_path": corpus_path})
-    run = {"run_id": "bench", "models": ["bench"], "model_keys": ["bench"], "corpus_key": "bench",
-           "corpus_manifest": "", "decoder": "", "quantizer": "runs/bench/quantizer.parquet", "dims": quantizer.dim,
-           "bits": quantizer.bits, "compressor_id": "bench", "config": {}}
-    publish(store, run, shards)
+        shards.append(CodesShard(name, codes_path, len(block), nbytes, name, corpus_path))
+    publish(store, bench_run("bench", "bench", "bench", "", "runs/bench/quantizer.parquet", quantizer), shards)
     return store
+
+
+def bench_run(run_id: str, model: str, mkey: str, decoder_rel: str, quantizer_rel: str, quantizer: CodeQuantizer,
+              corpus_key: str = "bench") -> RunRecord:
+    """A run record for a store a benchmark publishes by hand (no flow ran)."""
+    return RunRecord(run_id=run_id, started="", corpus="", corpus_key=corpus_key, documents=0, shards=0, models=[model],
+                     model_keys=[mkey], embedding=[], corpus_manifest="", decoder=decoder_rel, quantizer=quantizer_rel,
+                     compressor_id=run_id, dims=quantizer.dim, bits=getattr(quantizer, "bits", None),
+                     bytes_per_doc=quantizer.bytes_per_vector, compression=0.0, config={}, quantization=quantizer.kind)
 
 
 def measure_search(rows: int, dims: int, bits: int, queries: int, k: int, repeats: int, shard_rows: int,
@@ -131,9 +133,6 @@ def measure_search(rows: int, dims: int, bits: int, queries: int, k: int, repeat
     """Top-k over ``rows`` packed codes: a NumPy scan against cecq's Python API (in-memory
     codes) and against the DuckDB path (codes streamed from the published Parquet shards,
     hit ids and texts fetched with DuckDB), each for ``queries`` queries at once."""
-    from cecq.catalog import search_published
-    from cecq.search import search_codes
-
     packed, quantizer = random_codes(rows, dims, bits)
     store = build_store(workdir / "search-store", packed, quantizer, shard_rows)
     q = l2_normalize(np.random.default_rng(1).standard_normal((queries, dims), dtype=np.float32))

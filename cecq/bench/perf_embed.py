@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cecq.bench.timing import Figure, Ratio, interleaved, ratio
 from cecq.config import ModelSpec
-from cecq.corpus import shard_corpus
-from cecq.data import read_beir_corpus
 from cecq.encoders import SentenceTransformerEncoder
+from cecq.eval.beir import read_beir_corpus
+from cecq.pipeline.corpus import shard_corpus
+from cecq.pipeline.fanout import embed_model
+from cecq.pipeline.ray_pool import actor_shape, init_ray
 from cecq.storage import Store
 
 
@@ -46,11 +49,6 @@ def write_jsonl(path: Path, texts: list[str]) -> str:
 def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: int, shard_rows: int,
             workdir: Path) -> tuple[list[Figure], list[Ratio], dict]:
     """Time every embedding variant on ``texts``; ``label`` names the corpus variant."""
-    import torch
-
-    from cecq.pipeline import embed_model
-    from cecq.ray_pool import actor_shape, init_ray
-
     started = time.perf_counter()
     init_ray(None)
     ray_start_s = time.perf_counter() - started
@@ -84,7 +82,7 @@ def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: 
         "bare-encode-loop": f"SentenceTransformer.encode on consecutive batches of {bs}, corpus order, model loaded",
         "bare-encode-call": "one SentenceTransformer.encode call over all texts (it sorts by characters)",
         "cecq-encode": "cecq encoder in process: token-length buckets over all texts, zeroing, normalising",
-        "cecq-pipeline": "embed stage of embed-corpus (cecq.pipeline.embed_model): Ray actor start and model load, "
+        "cecq-pipeline": "embed stage of embed-corpus (cecq.pipeline.fanout.embed_model): Ray actor start and model load, "
                          "shard read, encode, Parquet write; Ray already running",
     }
     figs = {name: Figure(measurement, name, n, "docs", secs, what[name]) for name, secs in times.items()}
@@ -96,7 +94,7 @@ def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: 
     # The same runs seen from inside the actor (shard read, encode, Parquet write): the
     # pipeline's steady state, without actor start and model load.
     figs["cecq-pipeline-in-actor"] = Figure(measurement, "cecq-pipeline-in-actor", n, "docs",
-                                            [results[r]["seconds"] for r in range(repeats)],
+                                            [results[r].seconds for r in range(repeats)],
                                             "cecq-pipeline's time inside embed_shard (read, encode, write), per repeat")
     ratios = [
         ratio(figs, "cecq-pipeline", "bare-encode-loop", 0.95),

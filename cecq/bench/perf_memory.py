@@ -18,6 +18,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from cecq.bench.perf_compute import bench_run
+from cecq.catalog import load_compressor, load_store_encoder, search_published
+from cecq.catalog.layout import codes_path, decoder_path, embedding_path, model_key, quantizer_path
+from cecq.catalog.records import CorpusManifest
+from cecq.config import DecoderConfig, PipelineConfig
+from cecq.pipeline.corpus import shard_corpus
+from cecq.pipeline.publish import publish
+from cecq.pipeline.steps import compress_shard, embed_shard, fit_encoder, train_compressor
+from cecq.storage import Store
+
 STAGES = ("imports", "shard", "fit-lexical", "embed", "train", "compress", "search")
 
 
@@ -32,15 +44,6 @@ def write_corpus(path: Path, source: list[str], docs: int) -> str:
 
 def _stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: int) -> None:
     """Run one stage over the store at ``root/store`` (corpus at ``root/corpus.jsonl``)."""
-    import numpy as np
-
-    from cecq.catalog import publish, search_published
-    from cecq.config import DecoderConfig
-    from cecq.corpus import CorpusManifest, shard_corpus
-    from cecq.pipeline import (PipelineConfig, codes_path, compress_shard, embed_shard, embedding_path, fit_lexical,
-                               load_compressor, load_pipeline_encoder, model_key, train_compressor)
-    from cecq.storage import Store
-
     store = Store(str(root / "store"))
     url = str(root / "corpus.jsonl")
     if stage in ("imports", "shard"):
@@ -52,24 +55,22 @@ def _stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: int
     config = PipelineConfig(corpus=url, store=store.url, models=(model,), dims=128, bits=2, calibration_rows=sample_rows,
                             decoder=DecoderConfig(out_dim=256, max_epochs=2, max_train_rows=sample_rows))
     if stage == "fit-lexical":
-        fit_lexical(store, manifest, max_rows=sample_rows)
+        fit_encoder(store, manifest, model, max_rows=sample_rows)
     elif stage == "embed":
-        encoder = load_pipeline_encoder(store, model, manifest.corpus_key)
+        encoder = load_store_encoder(store, model, manifest.corpus_key)
         for shard in manifest.shards:  # as one actor works: shard after shard
             embed_shard(store, encoder, shard, embedding_path(mkey, shard))
     elif stage == "train":
         train_compressor(store, "mem", manifest, [mkey], config)
     elif stage == "compress":
-        decoder_rel, quantizer_rel = "runs/mem/decoder", "runs/mem/quantizer.parquet"
+        decoder_rel, quantizer_rel = decoder_path("mem"), quantizer_path("mem")
         compressor = load_compressor(store, decoder_rel, quantizer_rel)
         shards = []
         for shard in manifest.shards:
             r = compress_shard(store, shard, [embedding_path(mkey, shard)], decoder_rel, quantizer_rel,
                                codes_path("mem", shard), compressor)
-            shards.append({**r, "name": shard.name, "fingerprint": shard.fingerprint, "corpus_path": shard.path})
-        publish(store, {"run_id": "mem", "models": [model], "model_keys": [mkey], "corpus_key": manifest.corpus_key,
-                        "corpus_manifest": "", "decoder": decoder_rel, "quantizer": quantizer_rel, "dims": config.dims,
-                        "bits": config.bits, "compressor_id": "mem", "config": {}}, shards)
+            shards.append(r)
+        publish(store, bench_run("mem", model, mkey, decoder_rel, quantizer_rel, compressor[2], manifest.corpus_key), shards)
     elif stage == "search":
         q = np.random.default_rng(0).standard_normal((1, config.dims)).astype(np.float32)
         search_published(store, q, 10)

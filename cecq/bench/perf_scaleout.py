@@ -20,8 +20,9 @@ from pathlib import Path
 
 from cecq.bench.perf_embed import write_jsonl
 from cecq.bench.timing import Figure, Ratio, ratio
-from cecq.corpus import shard_corpus
-from cecq.ray_pool import alive_cpu_nodes, init_ray, ray_running, shutdown_ray
+from cecq.pipeline.corpus import shard_corpus
+from cecq.pipeline.fanout import embed_model
+from cecq.pipeline.ray_pool import alive_cpu_nodes, init_ray, ray_running, shutdown_ray
 from cecq.storage import Store
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -62,9 +63,7 @@ def _wait_for(nodes: int, timeout: float = 120) -> None:
 
 def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards: int, node_cpus: int,
             workdir: Path) -> tuple[list[Figure], list[Ratio], dict]:
-    """Time :func:`cecq.pipeline.embed_model` over ``texts`` in ``shards`` shards on one node and on two."""
-    from cecq.pipeline import embed_model
-
+    """Time :func:`cecq.pipeline.fanout.embed_model` over ``texts`` in ``shards`` shards on one node and on two."""
     if ray_running():
         raise RuntimeError("scale-out starts its own Ray cluster: shut down the running Ray first")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
@@ -104,7 +103,7 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
                 started = time.perf_counter()
                 summary = embed_model(stores[variant, r], manifests[variant, r], model, batch_size)
                 times[variant].append(time.perf_counter() - started)
-                used[variant].append(len(summary["nodes"]))
+                used[variant].append(len(summary.nodes))
     finally:
         shutdown_ray()
         if worker is not None:

@@ -9,13 +9,8 @@ retention-vs-compression plot per task.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
-import os
-import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -24,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from cecq.config import DEFAULT_MODELS, STRATEGIES, VALID_BITS, DecoderConfig, EvalConfig, ModelSpec
-from cecq.evaluate import EvalRecord, evaluate_task
+from cecq.bench import DEFAULT_BUDGETS
+from cecq.config import EvalConfig
+from cecq.eval.beir import load_beir
+from cecq.eval.evaluate import EvalRecord, evaluate_task
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUDGETS: tuple[int, ...] = (32, 48, 64, 128)
 JSON_FILE = "quality.json"
 MARKDOWN_FILE = "quality.md"
 
@@ -96,25 +92,20 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out).lstrip("\n") + "\n"
 
 
-_SIZE = re.compile(r"-(?:(\d+)d-)?(\d+)b$")
-_BUDGET = re.compile(r"-\d+B-(alloc|product)$")
-
-
 def series_of(record: EvalRecord) -> str | None:
-    """The plot series a record belongs to: its method and bit width (all sizes on one line),
-    or None for records that are not compressed codes."""
-    if (fitted := _BUDGET.search(record.name)) is not None:
-        return f"{record.name[:fitted.start()]} {fitted.group(1)} {record.scoring}"
-    m = _SIZE.search(record.name)
-    if m is None or is_reference(record.name):
-        return "st-binary+rescore" if record.name.startswith("st-binary") and record.name.endswith("+rescore") else None
-    family = record.name[:m.start()]
-    return f"{family} {m.group(2)}b {record.scoring}"
+    """The plot series a record belongs to: its method and code size (bit width, or budget
+    kind; all sizes on one line) and scoring; None for records that are not compressed codes."""
+    if record.method is None or is_reference(record.name):
+        return None
+    if record.method.startswith("st-binary"):
+        return "st-binary+rescore" if record.method.endswith("+rescore") else None
+    size = record.quantization if record.budget_bytes is not None else f"{record.bits}b"
+    return f"{record.method} {size} {record.scoring}"
 
 
 def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_bits: int = 2) -> None:
     """Retention against compression for one task, asymmetric scoring: cecq at every bit width
-    and with budget quantizers (alloc, product; symmetric too), every other method (strategies,
+    and with every budget kind (symmetric too), every other method (strategies,
     PCA, plain MRL) at ``plot_bits`` and the budget quantizers, per-model quantization and
     binary + rescoring."""
     import matplotlib
@@ -127,10 +118,12 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
         if r.task != task or (s := series_of(r)) is None:
             continue
         family, _, rest = s.partition(" ")
+        budget_kind = r.budget_bytes is not None
         if family == "cecq":
-            keep = rest.endswith("asymmetric") or rest.startswith(("alloc ", "product "))
+            keep = rest.endswith("asymmetric") or budget_kind
         else:
-            keep = rest.endswith("asymmetric") and (family.startswith(("pq-", "st-binary")) or rest.split()[0] in (f"{plot_bits}b", "alloc", "product"))
+            keep = rest.endswith("asymmetric") and (family.startswith(("pq-", "st-binary")) or budget_kind
+                                                    or rest.split()[0] == f"{plot_bits}b")
         if keep:
             series.setdefault(s, []).append(r)
     fig, ax = plt.subplots(figsize=(9, 4.8))
@@ -155,8 +148,6 @@ def run_quality(beir_dirs: Sequence[str | Path], config: EvalConfig, budgets: Se
                 cache_dir: str | Path | None = None, show_progress: bool = False) -> dict[str, Any]:
     """Evaluate every task, write ``quality.json``, ``quality.md`` and ``retention-<task>.png``
     to ``out_dir``, and return the JSON's content."""
-    from cecq.data import load_beir
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records: list[EvalRecord] = []
@@ -185,62 +176,3 @@ def run_quality(beir_dirs: Sequence[str | Path], config: EvalConfig, budgets: Se
     (out / JSON_FILE).write_text(json.dumps(report, indent=2))
     (out / MARKDOWN_FILE).write_text(format_markdown(summary))
     return report
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    from cecq.cli import _int_list, _name_list
-
-    p = sub.add_parser("quality", help="compare cecq, its training strategies and the baselines at equal bytes per document",
-                       description="Run cecq eval's comparison on several BEIR folders at byte budgets; write quality.json, "
-                                   "quality.md (one table per budget) and retention-<task>.png to --out.")
-    p.add_argument("beir_dirs", nargs="+", metavar="BEIR_DIR", help="BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
-    p.add_argument("--out", required=True, help="folder for the JSON, the Markdown table and the plots")
-    p.add_argument("--model", action="append", dest="models", metavar="M", help=f"base model (repeatable; default: {', '.join(DEFAULT_MODELS)})")
-    p.add_argument("--bytes", type=_int_list, default=DEFAULT_BUDGETS, help="bytes per document to compare at (default 32,48,64,128)")
-    p.add_argument("--bits", type=_int_list, default=(1, 2, 4), help="bit widths that may fill a budget (default 1,2,4)")
-    p.add_argument("--strategies", type=_name_list, default=tuple(STRATEGIES), metavar="S[,S...]",
-                   help=f"training strategies to ablate, one decoder each (default: all of {', '.join(STRATEGIES)})")
-    p.add_argument("--strategy", choices=list(STRATEGIES), help="the default decoder's strategy (default: the DecoderConfig defaults)")
-    p.add_argument("--decoder", choices=["linear", "mlp"], default="linear")
-    p.add_argument("--init", choices=["pca", "random"], default="pca")
-    p.add_argument("--weights", choices=["equal", "spread"], default=EvalConfig.model_weights,
-                   help=f"per-model concatenation weights (default {EvalConfig.model_weights})")
-    p.add_argument("--out-dim", type=int, default=DecoderConfig.out_dim, help="decoder output size: the largest dims compared")
-    p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs)
-    p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
-    p.add_argument("--rescore", type=int, default=0, metavar="N")
-    p.add_argument("--scoring", choices=["symmetric", "asymmetric", "both"], default="both")
-    p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", help="folder caching base-model embeddings between runs (default: OUT/embeddings)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from cecq.cli import decoder_config
-
-    for b in args.bits:
-        if b not in VALID_BITS:
-            raise ValueError(f"bits must be among {VALID_BITS}, got {b}")
-    pairs = budget_pairs(args.bytes, args.bits, args.out_dim)
-    if not pairs:
-        raise ValueError(f"no (dims, bits) with dims <= {args.out_dim} fills any of {args.bytes} bytes")
-    config = EvalConfig(
-        models=tuple(ModelSpec(m) for m in (args.models or DEFAULT_MODELS)),
-        pairs=tuple(pairs),
-        scorings=("symmetric", "asymmetric") if args.scoring == "both" else (args.scoring,),
-        decoder=replace(decoder_config(args), out_dim=args.out_dim),
-        split=args.split,
-        rescore=args.rescore,
-        baselines=not args.no_baselines,
-        strategies=args.strategies,
-        budgets=tuple(args.bytes),
-        model_weights=args.weights,
-    )
-    started = time.perf_counter()
-    report = run_quality(args.beir_dirs, config, args.bytes, args.out, args.cache or Path(args.out) / "embeddings",
-                         show_progress=sys.stderr.isatty() or bool(os.environ.get("CECQ_PROGRESS")))
-    print(format_markdown(report["summary"]))
-    print(f"wrote {JSON_FILE}, {MARKDOWN_FILE} and {len(report['tasks'])} plot(s) to {args.out} "
-          f"in {math.ceil(time.perf_counter() - started)}s", file=sys.stderr)
-    return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cecq.encoders import resolve_model
+from cecq.encoders.sentence_transformer import resolve_model
 
 logger = logging.getLogger(__name__)
 

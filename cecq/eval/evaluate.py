@@ -13,17 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cecq.baselines import ALLOCATION_ROWS, budget_quantizers, quantized_search, run_baselines
 from cecq.config import EvalConfig
-from cecq.data import RetrievalTask
 from cecq.decoder import decode, train_decoder
-from cecq.encoders import Encoder, concatenate, is_fitted_encoder, load_encoder, nonempty_rows, spread_weights
+from cecq.encoders import Encoder, concatenate, is_fitted, load_encoder, nonempty_rows, spread_weights
+from cecq.eval.baselines import ALLOCATION_ROWS, budget_quantizers, quantized_search, run_baselines
+from cecq.eval.beir import RetrievalTask
+from cecq.eval.metrics import RETRIEVE_K, ranking_scores
+from cecq.quantization import quantizer_class
 from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
-
-RETRIEVE_K = 100
-K_VALUES = (1, 3, 5, 10, 100)
 
 
 @dataclass
@@ -40,6 +39,9 @@ class EvalRecord:
     retention: float = float("nan")
     dims: int | None = None
     bits: int | None = None
+    method: str | None = None  # what made the vectors: cecq, cecq[<strategy>], pca, mrl, pq-<model>, ...
+    quantization: str | None = None  # the quantizer kind of compressed records
+    budget_bytes: int | None = None  # the byte budget of records of a budget kind
 
 
 def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) -> dict[str, float]:
@@ -48,14 +50,6 @@ def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) ->
         qid: {task.doc_ids[int(j)]: float(s) for s, j in zip(srow, irow)}
         for qid, srow, irow in zip(task.query_ids, scores, indices)
     })
-
-
-def ranking_scores(task: RetrievalTask, results: dict[str, dict[str, float]]) -> dict[str, float]:
-    """nDCG@10 and recall@100 of ``{query id: {document id: score}}`` against the task's qrels."""
-    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
-
-    r = calculate_retrieval_scores(results, task.qrels, list(K_VALUES))
-    return {"ndcg_at_10": float(r.ndcg["NDCG@10"]), "recall_at_100": float(r.recall["Recall@100"])}
 
 
 def embedding_key(task: RetrievalTask, model: str, seed: int) -> str:
@@ -71,11 +65,11 @@ def embed_task(task: RetrievalTask, config: EvalConfig, show_progress: bool = Fa
     """Every base model's document and query embeddings of ``task`` (and the encoders).
     With ``cache_dir``, embeddings are read from / written to ``.npy`` files there, keyed
     by model, seed and the texts, so repeated benchmarks embed once."""
-    encoders = [load_encoder(s, fit_texts=task.doc_texts if is_fitted_encoder(s) else None, seed=config.decoder.seed) for s in config.models]
+    encoders = [load_encoder(s, fit_texts=task.doc_texts if is_fitted(s) else None, seed=config.decoder.seed) for s in config.models]
     doc_parts, query_parts = [], []
     for spec, enc in zip(config.models, encoders):
         # Only a fitted encoder's vectors depend on the seed: a pretrained model's cache serves every seed.
-        seed = config.decoder.seed if is_fitted_encoder(spec) else 0
+        seed = config.decoder.seed if is_fitted(spec) else 0
         cached = Path(cache_dir) / embedding_key(task, enc.name, seed) if cache_dir else None
         if cached is not None and cached.with_suffix(".docs.npy").is_file() and cached.with_suffix(".queries.npy").is_file():
             doc_parts.append(np.load(cached.with_suffix(".docs.npy")))
@@ -104,9 +98,12 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
     concat_dim = sum(p.shape[1] for p in doc_parts)
     float_bytes = 4 * concat_dim
 
-    def record(name: str, scoring: str, scores: np.ndarray, indices: np.ndarray, nbytes: int, dims=None, bits=None) -> None:
+    def record(name: str, scoring: str, scores: np.ndarray, indices: np.ndarray, nbytes: int, dims: int | None = None,
+               bits: int | None = None, method: str | None = None, quantization: str | None = None,
+               budget_bytes: int | None = None) -> None:
         m = mteb_scores(task, scores, indices)
-        records.append(EvalRecord(task.name, name, scoring, m["ndcg_at_10"], m["recall_at_100"], nbytes, float_bytes / nbytes, dims=dims, bits=bits))
+        records.append(EvalRecord(task.name, name, scoring, m["ndcg_at_10"], m["recall_at_100"], nbytes, float_bytes / nbytes,
+                                  dims=dims, bits=bits, method=method, quantization=quantization, budget_bytes=budget_bytes))
         logger.info("%s %-28s %-10s nDCG@10 %.4f", task.name, name, scoring, m["ndcg_at_10"])
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
@@ -127,6 +124,7 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
     if pairs and dcfg.out_dim < max(d for d, _ in pairs):
         dcfg = replace(dcfg, out_dim=max(d for d, _ in pairs))
     empty = ~nonempty_rows(docs)
+    scalar = quantizer_class("scalar")  # the fixed-bits kind the (dims, bits) pairs use
     variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
     for tag, cfg in variants:
         decoder, stats = train_decoder(docs[~empty], cfg, show_progress=show_progress)
@@ -136,19 +134,22 @@ def evaluate_task(task: RetrievalTask, config: EvalConfig = EvalConfig(), show_p
             record(f"decoder{tag}-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
             for bits in sorted(b for d, b in pairs if d == dim):
                 for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty):
-                    record(f"cecq{tag}-{dim}d-{bits}b", scoring, s, i, nbytes, dims=dim, bits=bits)
+                    record(f"cecq{tag}-{scalar.label(dim, bits, None)}", scoring, s, i, nbytes, dims=dim, bits=bits,
+                           method=f"cecq{tag}", quantization=scalar.kind)
         if config.budgets:
             # Fitted bits per dimension over the whole output: the budget picks dims and bits.
             f_docs, f_queries = decode(decoder, docs), decode(decoder, queries)
             for budget in sorted(config.budgets):
-                for kind, quantizer in budget_quantizers(f_docs[~empty][:ALLOCATION_ROWS], budget, config.decoder.seed):
+                for quantizer in budget_quantizers(f_docs[~empty][:ALLOCATION_ROWS], budget, config.decoder.seed):
                     for scoring, s, i, nbytes in quantized_search(f_docs, f_queries, None, RETRIEVE_K, config.scorings,
                                                                   config.rescore, empty, quantizer=quantizer):
-                        record(f"cecq{tag}-{budget}B-{kind}", scoring, s, i, nbytes, dims=quantizer.kept_dims)
+                        record(f"cecq{tag}-{quantizer.label(quantizer.dim, None, budget)}", scoring, s, i, nbytes,
+                               dims=quantizer.kept_dims, method=f"cecq{tag}", quantization=quantizer.kind, budget_bytes=budget)
 
     if config.baselines:
         for b in run_baselines(encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress):
-            record(b.name, b.scoring, b.scores, b.indices, b.bytes_per_doc, dims=b.dims, bits=b.bits)
+            record(b.name, b.scoring, b.scores, b.indices, b.bytes_per_doc, dims=b.dims, bits=b.bits, method=b.method,
+                   quantization=b.quantization, budget_bytes=b.budget_bytes)
 
     reference = next((r.ndcg_at_10 for r in records if r.name == ("concat" if len(encoders) > 1 else f"model:{encoders[0].name}")), None)
     for r in records:

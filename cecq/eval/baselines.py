@@ -14,8 +14,8 @@ import numpy as np
 from cecq.config import DecoderConfig, EvalConfig
 from cecq.decoder import Decoder, decode, train_decoder
 from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize, nonempty_rows
-from cecq.product_quantizer import DEFAULT_SUB_DIM, ProductQuantizer
-from cecq.quantizer import AnyQuantizer, MixedQuantizer, Quantizer
+from cecq.errors import ConfigError
+from cecq.quantization import CodeQuantizer, Quantizer, fit_quantizer, quantizer_class, quantizer_kinds
 from cecq.search import rescore_signs, search_codes, search_hamming
 
 logger = logging.getLogger(__name__)
@@ -37,12 +37,15 @@ class BaselineResult:
     bytes_per_doc: int
     dims: int | None = None
     bits: int | None = None
+    method: str | None = None  # the name's family: pq-<model>, pca, mrl, st-binary-<model>
+    quantization: str | None = None
+    budget_bytes: int | None = None
 
 
 def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int | None, k: int,
                      scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0,
                      empty: np.ndarray | None = None,
-                     quantizer: AnyQuantizer | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
+                     quantizer: CodeQuantizer | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
     """Percentile-quantize float document vectors (thresholds fitted on the non-zero rows) and
     search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc)``.
     ``empty`` (default: the zero rows) flags documents that score 0.
@@ -59,23 +62,25 @@ def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int | N
         yield scoring, s, i, quantizer.bytes_per_vector
 
 
-def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> Iterator[tuple[str, AnyQuantizer]]:
-    """The quantizers that spend exactly ``budget`` bytes a vector, fitted on ``calibration``:
-    ``("alloc", MixedQuantizer)`` (fitted bits per dimension) and ``("product", ProductQuantizer)``
-    (one byte per 4-dim subspace), the latter only where the vectors have the dims it codes."""
-    yield "alloc", MixedQuantizer.fit(calibration, budget)
-    if budget * DEFAULT_SUB_DIM <= calibration.shape[1]:
-        yield "product", ProductQuantizer.fit(calibration, budget, seed=seed)
-    else:
-        logger.warning("product quantization at %d B codes %d dims; the vectors have %d: skipped",
-                       budget, budget * DEFAULT_SUB_DIM, calibration.shape[1])
+def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> Iterator[CodeQuantizer]:
+    """A quantizer of every registered kind that spends a byte budget, fitted on
+    ``calibration`` to spend exactly ``budget`` bytes a vector; kinds that cannot code these
+    vectors at this budget (e.g. product codes need 4 dims a byte) are skipped."""
+    for kind in quantizer_kinds("budget"):
+        try:
+            quantizer_class(kind).check(calibration.shape[1], None, budget)
+        except ConfigError as e:
+            logger.warning("%s quantization at %d B skipped: %s", kind, budget, e)
+            continue
+        yield fit_quantizer(kind, calibration, budget_bytes=budget, seed=seed)
 
 
 def pq_baseline(model_name: str, doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int, k: int,
                 scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0) -> Iterator[BaselineResult]:
     """(a) ``pq-<model>-<bits>b``: one base model's own vectors, percentile-quantized per dimension."""
     for scoring, s, i, nbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore):
-        yield BaselineResult(f"pq-{model_name}-{bits}b", scoring, s, i, nbytes, dims=doc_vecs.shape[1], bits=bits)
+        yield BaselineResult(f"pq-{model_name}-{bits}b", scoring, s, i, nbytes, dims=doc_vecs.shape[1], bits=bits,
+                             method=f"pq-{model_name}", quantization=Quantizer.kind)
 
 
 @dataclass
@@ -127,7 +132,8 @@ def pca_baseline(pca: PCAProjection, docs: np.ndarray, queries: np.ndarray, dims
     (``pca`` fitted on the corpus), percentile-quantized."""
     d_docs, d_queries = pca.project(docs, dims), pca.project(queries, dims)
     for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, k, scorings, rescore):
-        yield BaselineResult(f"pca-{dims}d-{bits}b", scoring, s, i, nbytes, dims=dims, bits=bits)
+        yield BaselineResult(f"pca-{dims}d-{bits}b", scoring, s, i, nbytes, dims=dims, bits=bits, method="pca",
+                             quantization=Quantizer.kind)
 
 
 def train_mrl_decoder(docs: np.ndarray, config: DecoderConfig, show_progress: bool = False) -> Decoder:
@@ -141,7 +147,8 @@ def mrl_baseline(decoder: Decoder, docs: np.ndarray, queries: np.ndarray, dims: 
     """(c) ``mrl-<dims>d-<bits>b``: the ``dims``-prefix of a randomly initialised MRL decoder, quantized."""
     d_docs, d_queries = decode(decoder, docs, dims), decode(decoder, queries, dims)
     for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, k, scorings, rescore):
-        yield BaselineResult(f"mrl-{dims}d-{bits}b", scoring, s, i, nbytes, dims=dims, bits=bits)
+        yield BaselineResult(f"mrl-{dims}d-{bits}b", scoring, s, i, nbytes, dims=dims, bits=bits, method="mrl",
+                             quantization=Quantizer.kind)
 
 
 def binary_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, k: int, rescore_multiplier: int = RESCORE_MULTIPLIER,
@@ -168,9 +175,11 @@ def st_binary_baseline(model_name: str, doc_vecs: np.ndarray, query_vecs: np.nda
     (float-query rescoring of the Hamming candidates, asymmetric): ``dim / 8`` bytes a document."""
     dim = doc_vecs.shape[1]
     nbytes = (dim + 7) // 8
-    yield BaselineResult(f"st-binary-{model_name}", "symmetric", *binary_search(doc_vecs, query_vecs, k, 0), nbytes, dims=dim, bits=1)
+    yield BaselineResult(f"st-binary-{model_name}", "symmetric", *binary_search(doc_vecs, query_vecs, k, 0), nbytes, dims=dim,
+                         bits=1, method=f"st-binary-{model_name}")
     yield BaselineResult(f"st-binary-{model_name}+rescore", "asymmetric",
-                         *binary_search(doc_vecs, query_vecs, k, rescore_multiplier), nbytes, dims=dim, bits=1)
+                         *binary_search(doc_vecs, query_vecs, k, rescore_multiplier), nbytes, dims=dim, bits=1,
+                         method=f"st-binary-{model_name}+rescore")
 
 
 def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], query_parts: Sequence[np.ndarray],
@@ -202,9 +211,10 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
         p_docs, p_queries = pca.project(docs), pca.project(queries)
         calibration = p_docs[nonempty_rows(docs)][:ALLOCATION_ROWS]
         for budget in sorted(config.budgets):
-            for kind, quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
+            for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
                 for scoring, s, i, nbytes in quantized_search(p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer):
-                    yield BaselineResult(f"pca-{budget}B-{kind}", scoring, s, i, nbytes, dims=quantizer.kept_dims)
+                    yield BaselineResult(f"pca-{quantizer.label(quantizer.dim, None, budget)}", scoring, s, i, nbytes,
+                                         dims=quantizer.kept_dims, method="pca", quantization=quantizer.kind, budget_bytes=budget)
 
     # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
     decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress)

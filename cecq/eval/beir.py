@@ -1,4 +1,4 @@
-"""Reading retrieval tasks in the BEIR layout, and validating texts before they are embedded."""
+"""Reading retrieval tasks in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cecq.errors import DataError
+
 logger = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Input data is malformed; the message names the file, line or id at fault."""
 
 
 @dataclass
@@ -32,22 +30,6 @@ class RetrievalTask:
 def join_title_text(title: str | None, text: str | None) -> str:
     """BEIR / MTEB document text: ``"{title} {text}"`` stripped."""
     return f"{title or ''} {text or ''}".strip()
-
-
-def validate_texts(texts: Sequence[object], what: str = "text") -> list[str]:
-    """Return ``texts`` as a list of str; raise a DataError naming the first bad entry.
-
-    Empty and whitespace-only strings are allowed (they embed to a zero vector, see
-    :func:`cecq.encoders.l2_normalize`); ``None`` and non-strings are not.
-    """
-    out: list[str] = []
-    for i, t in enumerate(texts):
-        if t is None:
-            raise DataError(f"{what} at position {i} is None; pass an empty string for an empty document")
-        if not isinstance(t, str):
-            raise DataError(f"{what} at position {i} is {type(t).__name__}, expected str")
-        out.append(t)
-    return out
 
 
 def check_unique_ids(ids: Sequence[str], source: str) -> None:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = "cecq.quantizer"
+LEGACY_KIND = "scalar"  # files of the first release's (scalar) quantizers carry no kind
 
 
 def write_quantizer_table(table: pa.Table, meta: dict[str, Any], path: str | Path | BinaryIO, filesystem=None) -> None:
@@ -25,4 +26,5 @@ def read_quantizer_table(path: str | Path | BinaryIO, filesystem=None) -> tuple[
     meta = json.loads((table.schema.metadata or {}).get(METADATA_KEY.encode(), b"{}"))
     if not meta:
         raise ValueError(f"{path}: not a cecq quantizer file (no {METADATA_KEY} metadata)")
+    meta.setdefault("kind", LEGACY_KIND)
     return table, meta

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from cecq.data import DataError
+from cecq.catalog.layout import corpus_shard_path, manifest_path
+from cecq.catalog.records import CorpusManifest, ShardInfo
+from cecq.errors import DataError
 from cecq.storage import Store, digest, slug, storage_options_from_env
 
 logger = logging.getLogger(__name__)
@@ -24,41 +25,6 @@ logger = logging.getLogger(__name__)
 ID_CANDIDATES = ("_id", "id", "doc_id")
 TEXT_CANDIDATES = ("title", "text")
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("content_hash", pa.string())])
-
-
-@dataclass
-class ShardInfo:
-    name: str
-    path: str  # relative to the storage root
-    rows: int
-    fingerprint: str
-
-    @property
-    def key(self) -> str:
-        """Name and content together: equal keys mean byte-identical inputs."""
-        return f"{self.name}-{self.fingerprint[:12]}"
-
-
-@dataclass
-class CorpusManifest:
-    corpus_url: str
-    corpus_key: str
-    id_column: str
-    text_columns: list[str]
-    shards: list[ShardInfo] = field(default_factory=list)
-    rows: int = 0
-    empty_texts: int = 0
-
-    def to_dict(self) -> dict:
-        d = self.__dict__.copy()
-        d["shards"] = [s.__dict__ for s in self.shards]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CorpusManifest:
-        d = dict(d)
-        d["shards"] = [ShardInfo(**s) for s in d["shards"]]
-        return cls(**d)
 
 
 def content_hash(text: str) -> str:
@@ -167,11 +133,6 @@ def corpus_key(url: str) -> str:
     return f"{slug(base, 32)}-{digest(url.rstrip('/'))[:8]}"
 
 
-def manifest_path(manifest: CorpusManifest) -> str:
-    """Where a corpus manifest is stored: named by its content, so earlier ones stay readable."""
-    return f"corpus/{manifest.corpus_key}/manifest-{digest(*(s.key for s in manifest.shards))[:12]}.json"
-
-
 def shard_corpus(url: str, store: Store, shard_rows: int = 50_000, id_column: str | None = None,
                  text_columns: Sequence[str] | None = None) -> CorpusManifest:
     """Cut the corpus into shards of ``shard_rows`` documents under ``corpus/<key>/``.
@@ -194,7 +155,7 @@ def shard_corpus(url: str, store: Store, shard_rows: int = 50_000, id_column: st
         hashes = [content_hash(t) for t in texts]
         fp = digest(*ids, *hashes)
         info = ShardInfo(name=f"{key}-{len(manifest.shards):05d}", path="", rows=len(ids), fingerprint=fp)
-        info.path = f"corpus/{key}/{info.key}.parquet"
+        info.path = corpus_shard_path(key, info)
         if not store.exists(info.path):
             store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA))
         manifest.shards.append(info)
@@ -216,6 +177,7 @@ def shard_corpus(url: str, store: Store, shard_rows: int = 50_000, id_column: st
         raise DataError(f"corpus {url} is empty")
     if pending_ids:
         flush()
-    store.write_json(manifest_path(manifest), manifest.to_dict())
+    if not store.exists(manifest_path(manifest)):  # named by its shards' content: never rewritten
+        store.write_json(manifest_path(manifest), manifest.to_dict())
     logger.info("corpus %s: %d documents in %d shards (%d empty texts)", url, manifest.rows, len(manifest.shards), manifest.empty_texts)
     return manifest

@@ -1,6 +1,8 @@
-"""Ray: the only module that knows about it. Actors that hold a base model embed shards;
-remote tasks compress them. Work is handed to whichever actor is idle, failed shards are
-retried, and resources are sized from the cluster (GPU actors where there are GPUs)."""
+"""Ray: the only module that knows about it, and it knows nothing of the pipeline. It is
+handed its work: a factory that builds a stateful worker once per actor (e.g. one that
+holds a base model) and the jobs to run on those workers, or a function to run as remote
+tasks. Work goes to whichever actor is idle, failed jobs are retried, and resources are
+sized from the cluster (GPU actors where there are GPUs)."""
 
 from __future__ import annotations
 
@@ -10,19 +12,41 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from cecq.errors import ShardFailedError
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
 
-class ShardFailedError(RuntimeError):
-    """A shard failed on every attempt."""
+class ActorStartError(RuntimeError):
+    """The actors could not build their worker (e.g. a model that does not load): retrying cannot help."""
 
 
-class ModelLoadError(RuntimeError):
-    """The embedding actors could not load the base model (retrying cannot help)."""
+class PoolJob(Protocol):
+    """A job for :func:`run_on_actors`: anything with a ``name`` (for messages)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ActorContext:
+    """What a worker factory is told about the actor it runs in."""
+
+    device: str  # "cuda" where the actor holds a GPU, else "cpu"
+    threads: int  # CPU threads the actor may use
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A job's result and where it ran."""
+
+    value: Any
+    node: str
+    pid: int
 
 
 def _cause(error: Exception) -> str:
@@ -103,51 +127,34 @@ def actor_shape(max_actors: int | None = None) -> ActorShape:
     return ActorShape(n, num_cpus=round(threads * 0.75, 2), num_gpus=0, threads=threads)
 
 
-@dataclass
-class EmbedJob:
-    shard: dict  # ShardInfo fields
-    out_path: str
-    previous_paths: list[str] = field(default_factory=list)
-    attempts: int = 0
-
-
-def _embed_actor_class():
+def _actor_class() -> Any:
     import ray
 
     @ray.remote(max_restarts=0, max_task_retries=0)
-    class EmbedActor:
-        """Holds one base model for its lifetime; embeds shard after shard."""
+    class PoolActor:
+        """Builds one worker for its lifetime (e.g. loading a model once) and runs job after job."""
 
-        def __init__(self, store_url: str, storage_options: dict, model: str, corpus_key: str, batch_size: int, threads: int):
-            import torch
+        def __init__(self, make_worker: Callable[[ActorContext], Callable[[Any], Any]], threads: int):
+            device = "cuda" if ray.get_gpu_ids() else "cpu"
+            self.worker = make_worker(ActorContext(device=device, threads=threads))
 
-            from cecq.pipeline import load_pipeline_encoder
-            from cecq.storage import Store
+        def run(self, job: Any) -> Placed:
+            value = self.worker(job)
+            return Placed(value, ray.get_runtime_context().get_node_id(), os.getpid())
 
-            torch.set_num_threads(threads)
-            self.store = Store(store_url, storage_options)
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.encoder = load_pipeline_encoder(self.store, model, corpus_key, batch_size=batch_size, device=device)
-            if device == "cuda" and hasattr(self.encoder, "model"):
-                self.encoder.model.half()  # fp16 on GPU: the base models are frozen, inference only
-
-        def embed(self, job: EmbedJob) -> dict:
-            from cecq.corpus import ShardInfo
-            from cecq.pipeline import embed_shard, previous_vectors
-
-            previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
-            result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
-            import ray
-
-            return {**result, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "model_info": self.encoder.info()}
-
-    return EmbedActor
+    return PoolActor
 
 
-def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: str, jobs: Sequence[EmbedJob],
-                 batch_size: int = 64, max_retries: int = 2, progress: Progress | None = None,
-                 max_actors: int | None = None) -> list[dict]:
-    """Embed every job's shard with ``model`` on a pool of actors; return per-shard results."""
+def run_on_actors(make_worker: Callable[[ActorContext], Callable[[Any], Any]], jobs: Sequence[PoolJob], label: str = "",
+                  max_retries: int = 2, progress: Progress | None = None, max_actors: int | None = None) -> list[Placed]:
+    """Run every job on a pool of actors, each holding a worker ``make_worker`` built once;
+    return the results (in completion order) with where each ran.
+
+    A job that fails is retried (on any actor) up to ``max_retries`` times. An actor that
+    dies hands its job to the survivors; a new actor is started only when none is left,
+    because one waiting for the resources of a lost node would hang the job. Actors that
+    fail to build their worker raise :class:`ActorStartError` at once.
+    """
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -155,23 +162,24 @@ def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: 
         return []
     shape = actor_shape(max_actors)
     n = min(shape.count, len(jobs))
-    actor_cls = _embed_actor_class()
+    actor_cls = _actor_class()
 
     def new_actor() -> Any:
         return actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
-            store_url, storage_options, model, corpus_key, batch_size, shape.threads)
+            make_worker, shape.threads)
 
     actors = [new_actor() for _ in range(n)]
-    logger.info("%s: %d shards on %d actors (%s cpus, %s gpus each)", model, len(jobs), n, shape.num_cpus, shape.num_gpus)
-    pending: deque[EmbedJob] = deque(jobs)
+    logger.info("%s: %d jobs on %d actors (%s cpus, %s gpus each)", label, len(jobs), n, shape.num_cpus, shape.num_gpus)
+    pending: deque[PoolJob] = deque(jobs)
+    attempts: dict[int, int] = {}
     idle = list(actors)
-    inflight: dict[Any, tuple[Any, EmbedJob]] = {}
-    results: list[dict] = []
+    inflight: dict[Any, tuple[Any, PoolJob]] = {}
+    results: list[Placed] = []
     try:
         while pending or inflight:
             while pending and idle:
                 actor, job = idle.pop(), pending.popleft()
-                inflight[actor.embed.remote(job)] = (actor, job)
+                inflight[actor.run.remote(job)] = (actor, job)
             [ref], _ = ray.wait(list(inflight), num_returns=1)
             actor, job = inflight.pop(ref)
             try:
@@ -179,18 +187,15 @@ def embed_shards(store_url: str, storage_options: dict, model: str, corpus_key: 
                 idle.append(actor)
             except (RayActorError, RayTaskError) as e:
                 if isinstance(e, RayActorError) and e.actor_init_failed:
-                    raise ModelLoadError(f"model {model!r} could not be loaded by the embedding actors: {_cause(e)}") from e
-                job.attempts += 1
-                if job.attempts > max_retries:
-                    raise ShardFailedError(f"shard {job.shard['name']} failed {job.attempts} times with {model}: {e}") from e
-                logger.warning("shard %s failed with %s (attempt %d), retrying: %s", job.shard["name"], model, job.attempts, e)
+                    raise ActorStartError(_cause(e)) from e
+                attempts[id(job)] = attempts.get(id(job), 0) + 1
+                if attempts[id(job)] > max_retries:
+                    raise ShardFailedError(f"{job.name} failed {attempts[id(job)]} times ({label}): {e}") from e
+                logger.warning("%s failed (%s, attempt %d), retrying: %s", job.name, label, attempts[id(job)], e)
                 pending.append(job)
                 if isinstance(e, RayTaskError):
-                    idle.append(actor)  # the shard failed, the actor is fine
+                    idle.append(actor)  # the job failed, the actor is fine
                 elif not idle and not inflight:
-                    # The actor (or its node) died. Its shard goes to the survivors; a new actor
-                    # is started only when none is left, because one waiting for the resources
-                    # of a lost node would hang the job.
                     actors.append(new_actor())
                     idle.append(actors[-1])
             if progress:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from cecq.quantizer_file import write_quantizer_table
+from cecq.errors import ConfigError
+from cecq.quantization.base import CodeQuantizer, SizedBy
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,28 @@ def _kmeans(y: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
 
 
 @dataclass
-class ProductQuantizer:
+class ProductQuantizer(CodeQuantizer):
     """``rotation`` ``(kept, kept)`` orthogonal; ``codebooks`` ``(subspaces, 256, sub_dim)``,
     with ``kept = subspaces * sub_dim`` leading input dims coded, the rest dropped."""
+
+    kind: ClassVar[str] = "product"
+    sized_by: ClassVar[SizedBy] = "budget"
 
     input_dim: int
     rotation: np.ndarray
     codebooks: np.ndarray
+
+    @classmethod
+    def check(cls, dims: int, bits: int | None, budget_bytes: int | None) -> None:
+        if budget_bytes is None:
+            raise ConfigError("product quantization spends a byte budget: set budget_bytes")
+        if not 1 <= budget_bytes <= dims // DEFAULT_SUB_DIM:
+            raise ConfigError(f"budget_bytes must be in 1..{dims // DEFAULT_SUB_DIM} for product quantization "
+                              f"(a byte codes {DEFAULT_SUB_DIM} of the {dims} dims), got {budget_bytes}")
+
+    @classmethod
+    def fit_sample(cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0) -> ProductQuantizer:
+        return cls.fit(sample, int(budget_bytes or 0), seed=seed)
 
     @property
     def dim(self) -> int:
@@ -159,15 +174,14 @@ class ProductQuantizer:
 
     def dequantize_packed(self, packed: np.ndarray) -> np.ndarray:
         packed = self._checked(packed)
-        # A centroid viewed as one opaque item: np.take copies it whole (see Quantizer.dequantize_packed).
+        # A centroid viewed as one opaque item: np.take copies it whole (see cecq.quantization.scalar.Quantizer.dequantize_packed).
         items = np.ascontiguousarray(self.codebooks).view(np.dtype((np.void, 4 * self.sub_dim)))
         index = packed.astype(np.intp)
         index += np.arange(0, self.subspaces * CODEBOOK_SIZE, CODEBOOK_SIZE, dtype=np.intp)
         return np.take(items.reshape(-1), index).view(np.float32).reshape(packed.shape[0], self.kept_dims)
 
-    def save(self, path: str | Path | BinaryIO, filesystem=None) -> None:
-        """One Parquet file: a row per subspace, with its block of rotation columns and its
-        codebook as lists."""
+    def to_table(self) -> tuple[pa.Table, dict[str, Any]]:
+        """A row per subspace, with its block of rotation columns and its codebook as lists."""
         m, s, kept = self.subspaces, self.sub_dim, self.kept_dims
         blocks = self.rotation.T.reshape(m, s * kept)  # subspace j: rotation[:, j*s:(j+1)*s] transposed
         table = pa.table({
@@ -175,8 +189,7 @@ class ProductQuantizer:
             "rotation": pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), s * kept),
             "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.codebooks.ravel()), CODEBOOK_SIZE * s),
         })
-        write_quantizer_table(table, {"kind": "product", "input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s},
-                              path, filesystem)
+        return table, {"input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s}
 
     @classmethod
     def from_table(cls, table: pa.Table, meta: dict) -> ProductQuantizer:

@@ -1,0 +1,54 @@
+"""The store as readers see it: where artifacts live (``layout``), the typed records that
+describe runs and versions (``records``), reading them and DuckDB views (``reader``), and
+search over the published codes (``search``). The pipeline writes what this package reads;
+nothing here imports the pipeline."""
+
+from cecq.catalog.reader import (
+    connect,
+    current_manifest,
+    current_version,
+    load_compressor,
+    load_quantizer,
+    load_store_encoder,
+    read_manifest,
+    read_run,
+    view_statements,
+)
+from cecq.catalog.records import (
+    SCHEMA_VERSION,
+    CatalogManifest,
+    CodesShard,
+    CorpusManifest,
+    EmbeddingResult,
+    EmbedShardResult,
+    RunRecord,
+    ShardInfo,
+    run_id_for,
+)
+from cecq.catalog.search import search_published, search_store, search_store_batch
+from cecq.errors import NoCatalogError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CatalogManifest",
+    "CodesShard",
+    "CorpusManifest",
+    "EmbedShardResult",
+    "EmbeddingResult",
+    "NoCatalogError",
+    "RunRecord",
+    "ShardInfo",
+    "connect",
+    "current_manifest",
+    "current_version",
+    "load_compressor",
+    "load_quantizer",
+    "load_store_encoder",
+    "read_manifest",
+    "read_run",
+    "run_id_for",
+    "search_published",
+    "search_store",
+    "search_store_batch",
+    "view_statements",
+]

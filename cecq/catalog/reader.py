@@ -1,0 +1,112 @@
+"""Reading a store: the published catalog version, its records, its compressor and base
+models, and DuckDB views over it. The read path: nothing here writes.
+
+``catalog/current.json`` names the published version; ``catalog/v<N>/manifest.json`` and
+``catalog/v<N>/shards.parquet`` describe it. ``current.json`` is written last, so a crash
+while publishing leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir
+from cecq.catalog.records import CatalogManifest, RunRecord
+from cecq.config import ModelSpec
+from cecq.decoder import Decoder, load_decoder
+from cecq.encoders import Encoder, encoder_class, load_encoder
+from cecq.errors import NoCatalogError
+from cecq.quantization import CodeQuantizer
+from cecq.quantization import load_quantizer as read_quantizer_file
+from cecq.storage import Store
+
+
+def current_version(store: Store) -> int:
+    """The published version number (0 for a store with none)."""
+    return int(store.read_json(CURRENT)["version"]) if store.exists(CURRENT) else 0
+
+
+def read_manifest(store: Store, version: int) -> CatalogManifest:
+    return CatalogManifest.from_dict(store.read_json(f"{version_dir(version)}/manifest.json"))
+
+
+def current_manifest(store: Store) -> CatalogManifest:
+    """The published version's manifest; NoCatalogError for a store with none."""
+    version = current_version(store)
+    if not version:
+        raise NoCatalogError(f"no published catalog under {store.url} (run 'cecq embed-corpus' first)")
+    return read_manifest(store, version)
+
+
+def read_run(store: Store, run_id: str) -> RunRecord:
+    return RunRecord.from_dict(store.read_json(run_record_path(run_id)))
+
+
+def load_quantizer(store: Store, quantizer_rel: str) -> CodeQuantizer:
+    with store.fs.open(store.path(quantizer_rel), "rb") as f:
+        return read_quantizer_file(f)
+
+
+def load_compressor(store: Store, decoder_rel: str, quantizer_rel: str) -> tuple[Decoder, dict[str, Any], CodeQuantizer]:
+    """A run's decoder, its metadata (models, weights, training) and its quantizer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        decoder, meta = load_decoder(store.local_copy(decoder_rel, tmp))
+    return decoder, meta, load_quantizer(store, quantizer_rel)
+
+
+def load_store_encoder(store: Store, model: str, corpus_key: str, batch_size: int = 64,
+                       device: str | None = None) -> Encoder:
+    """A base model as the store uses it: a fitted encoder from the store's files, a
+    pretrained one by name."""
+    cls = encoder_class(model)
+    if cls.fitted:
+        with tempfile.TemporaryDirectory() as tmp:
+            return cls.load(store.local_copy(fitted_model_path(model, corpus_key), tmp))
+    return load_encoder(ModelSpec(model, batch_size=batch_size, device=device))
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (for paths from the catalog, never for user input)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_list(paths: Sequence[str]) -> str:
+    return "[" + ", ".join(sql_string(p) for p in paths) + "]"
+
+
+def view_statements(store: Store) -> list[str]:
+    """``CREATE VIEW`` statements for runs, shards, documents, corpus and versions."""
+    m = current_manifest(store)
+    vdir = version_dir(m.version)
+    runs = [store.uri(p) for p in store.glob("runs/*/run.json")]
+    versions = [store.uri(p) for p in store.glob("catalog/v*/manifest.json")]
+    return [
+        f"CREATE OR REPLACE VIEW runs AS SELECT * FROM read_json_auto({sql_list(runs)}, union_by_name = true)",
+        f"CREATE OR REPLACE VIEW shards AS SELECT * FROM read_parquet({sql_string(store.uri(f'{vdir}/shards.parquet'))})",
+        "CREATE OR REPLACE VIEW documents AS SELECT id, code, shard, content_hash, empty FROM "
+        f"read_parquet({sql_list([store.uri(p) for p in m.codes])})",
+        "CREATE OR REPLACE VIEW corpus AS SELECT id, text, content_hash FROM "
+        f"read_parquet({sql_list([store.uri(p) for p in m.corpus_shards])})",
+        f"CREATE OR REPLACE VIEW versions AS SELECT * FROM read_json_auto({sql_list(versions)}, union_by_name = true)",
+    ]
+
+
+def duckdb_connection(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that reads the store (its fsspec filesystem registered
+    for object stores: DuckDB has no httpfs offline here)."""
+    con = duckdb.connect()
+    if not store.is_local:
+        con.register_filesystem(store.fs)
+    return con
+
+
+def connect(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views."""
+    con = duckdb_connection(store)
+    for stmt in view_statements(store):
+        con.execute(stmt)
+    return con

@@ -1,0 +1,5 @@
+import sys
+
+from cecq.cli import main
+
+sys.exit(main())

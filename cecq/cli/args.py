@@ -1,0 +1,77 @@
+"""Argument helpers every command group shares."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cecq.config import DEFAULT_MODELS, STRATEGIES, DecoderConfig
+from cecq.quantization import quantizer_kinds
+
+MODELS_HELP = f"base model: Hugging Face id, local path, or built-in name (repeatable; default: {', '.join(DEFAULT_MODELS)})"
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> ``(1, 2, 4)``."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")``."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
+def add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", dest="models", metavar="M", help=MODELS_HELP)
+
+
+def add_decoder_options(p: argparse.ArgumentParser) -> None:
+    """The decoder settings of ``cecq eval`` and ``cecq bench quality``."""
+    p.add_argument("--decoder", choices=["linear", "mlp"], default=DecoderConfig.kind, help="decoder architecture")
+    p.add_argument("--init", choices=["pca", "random"], default=DecoderConfig.init,
+                   help=f"linear decoder initialisation (default {DecoderConfig.init})")
+    p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs, help="maximum training epochs")
+    p.add_argument("--strategy", choices=list(STRATEGIES), help="decoder training strategy (default: the DecoderConfig defaults)")
+    p.add_argument("--seed", type=int, default=DecoderConfig.seed)
+
+
+def decoder_config(args: argparse.Namespace) -> DecoderConfig:
+    """The :class:`DecoderConfig` of :func:`add_decoder_options`' flags."""
+    config = DecoderConfig(kind=args.decoder, init=args.init, max_epochs=args.epochs, seed=args.seed)
+    return config.with_strategy(args.strategy) if args.strategy else config
+
+
+def add_scoring(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
+                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
+
+
+def add_quantization(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantization", choices=quantizer_kinds(), default=None,
+                   help="quantizer kind: scalar (fixed --bits a dim; the default without --budget-bytes), mixed (bits "
+                        "of each of the --dims dims fitted within --budget-bytes; the default with it), product (one "
+                        "byte per 4-dim subspace of a rotated prefix; keeps symmetric scoring better; needs "
+                        "--dims >= 4 x B)")
+
+
+def show_progress() -> bool:
+    """Progress bars where a person watches (a terminal, or CECQ_PROGRESS set)."""
+    return sys.stderr.isatty() or bool(os.environ.get("CECQ_PROGRESS"))
+
+
+def prefect_defaults() -> None:
+    """Offline-friendly Prefect: no telemetry, and time for the local API to start on slow machines."""
+    for key, value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "RAY_USAGE_STATS_ENABLED": "0",
+                       "RAY_AUTH_MODE": "disabled"}.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,54 @@
+"""cecq's named errors, in one place: every message names the value, file or id at fault.
+
+Bad input and bad configuration (:data:`PERMANENT_ERRORS`) fail the same way every time,
+so orchestrators should not retry them; storage and cluster failures may be retried.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the value."""
+
+
+class DataError(ValueError):
+    """Input data is malformed; the message names the file, line or id at fault."""
+
+
+class StorageError(RuntimeError):
+    """The storage root is unreachable or full, or a path would leave it. Work committed
+    before the error is kept; a rerun resumes from it."""
+
+
+class NoCatalogError(FileNotFoundError):
+    """The storage root has no published catalog yet."""
+
+
+class RecordVersionError(ValueError):
+    """A stored record was written by a newer cecq than this one reads."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A base model could not be resolved offline or loaded."""
+
+
+class ModelLoadError(RuntimeError):
+    """The embedding actors could not load the base model (retrying cannot help)."""
+
+
+class ShardFailedError(RuntimeError):
+    """A shard failed on every attempt."""
+
+
+class DimensionMismatchError(ValueError):
+    """The decoder's input dimension does not match the embeddings given to it."""
+
+
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    ConfigError,
+    ModelNotFoundError,
+    ModelLoadError,
+    DimensionMismatchError,
+    RecordVersionError,
+)

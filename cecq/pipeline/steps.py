@@ -1,0 +1,236 @@
+"""The embed-corpus pipeline's per-shard and per-run steps, over a storage root.
+
+corpus -> per-model embedding shards -> decoder -> quantizer -> compressed shards.
+Each step reads and writes named artifacts under the root (:mod:`cecq.catalog.layout`)
+and returns their relative paths or a typed result, so any step can be re-run, skipped
+when its output exists, or run elsewhere. Fan-out is in :mod:`cecq.pipeline.fanout`,
+orchestration (Prefect) outside the library.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path, quantizer_path
+from cecq.catalog.reader import load_compressor, load_store_encoder
+from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
+from cecq.config import ModelSpec, ModelWeights, PipelineConfig
+from cecq.decoder import Decoder, decode, save_decoder, train_decoder
+from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, spread_weights
+from cecq.pipeline.ray_pool import ActorContext
+from cecq.quantization import CodeQuantizer, fit_quantizer
+from cecq.storage import Store
+
+logger = logging.getLogger(__name__)
+
+FIT_ROWS = 100_000  # documents a fitted encoder (lexical) is fitted on, sampled over shards
+
+
+# ---------------------------------------------------------------- fitted encoders
+
+def fit_encoder(store: Store, manifest: CorpusManifest, model: str, max_rows: int = FIT_ROWS, seed: int = 0) -> str:
+    """Fit a corpus-fitted encoder on (a sample of) the corpus once; later runs reuse it."""
+    cls = encoder_class(model)
+    rel = fitted_model_path(model, manifest.corpus_key)
+    if store.exists(f"{rel}/{cls.files[-1]}"):
+        return rel
+    rng = np.random.default_rng(seed)
+    per_shard = max(1, max_rows // max(1, len(manifest.shards)))
+    texts: list[str] = []
+    for shard in manifest.shards:
+        col = store.read_parquet(shard.path, ["text"]).column("text").to_pylist()
+        take = rng.choice(len(col), min(per_shard, len(col)), replace=False)
+        texts.extend(col[i] for i in sorted(take))
+    enc = cls.fit_corpus(texts, ModelSpec(model), seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        enc.save(tmp)
+        store.upload(tmp, rel, list(cls.files))  # the last file marks the folder complete
+    return rel
+
+
+# ---------------------------------------------------------------- embedding
+
+def embedding_table(ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray) -> pa.Table:
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    return pa.table({
+        "id": pa.array(ids, pa.string()),
+        "content_hash": pa.array(hashes, pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+    })
+
+
+def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    col = table.column(column).combine_chunks()
+    dim = col.type.list_size
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
+                previous: dict[tuple[str, str], np.ndarray] | None = None) -> EmbedShardResult:
+    """Embed one corpus shard with one encoder and commit the embedding shard.
+
+    Skipped when ``out_rel`` already exists. ``previous`` maps ``(id, content_hash)`` to a
+    vector from an earlier run: those documents are not embedded again.
+    """
+    if store.exists(out_rel):
+        return EmbedShardResult(out_rel, shard.rows, skipped=True)
+    started = time.perf_counter()
+    table = store.read_parquet(shard.path)
+    ids = table.column("id").to_pylist()
+    texts = table.column("text").to_pylist()
+    hashes = table.column("content_hash").to_pylist()
+    vectors = np.zeros((len(ids), encoder.dim), dtype=np.float32)
+    todo = [i for i, key in enumerate(zip(ids, hashes)) if not previous or key not in previous]
+    for i in set(range(len(ids))) - set(todo):
+        vectors[i] = previous[(ids[i], hashes[i])]
+    truncated_before = encoder.truncated
+    if todo:
+        vectors[todo] = encoder.encode([texts[i] for i in todo], "document")
+    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
+    return EmbedShardResult(out_rel, len(ids), embedded=len(todo), bytes=nbytes, truncated=encoder.truncated - truncated_before,
+                            seconds=time.perf_counter() - started, model_info=encoder.info())
+
+
+def load_parts(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[pa.Array, pa.Array, list[np.ndarray]]:
+    """One shard's embeddings from each model (same ids, same order), as ``(ids,
+    content_hashes, per-model vectors)``; ids and hashes stay Arrow arrays (they are written
+    straight back to Parquet, never needed as Python strings)."""
+    parts, ids, hashes = [], None, None
+    for p in paths:
+        t = store.read_parquet(p)
+        if ids is None:
+            ids, hashes = t.column("id").combine_chunks(), t.column("content_hash").combine_chunks()
+        elif not t.column("id").combine_chunks().equals(ids):
+            raise ValueError(f"embedding shard {p} does not hold the same ids, in the same order, as {paths[0]}")
+        v = vectors_of(t)
+        parts.append(v if rows is None else v[rows])
+    if rows is not None:
+        ids, hashes = ids.take(pa.array(rows)), hashes.take(pa.array(rows))
+    return ids, hashes, parts
+
+
+def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None,
+                      weights: Sequence[float] | None = None) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """:func:`load_parts`, concatenated with the per-model ``weights``."""
+    ids, hashes, parts = load_parts(store, paths, rows)
+    return ids, hashes, concatenate(parts, weights)
+
+
+# ---------------------------------------------------------------- training
+
+def sample_parts(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int) -> list[np.ndarray]:
+    """A seeded sample of at most ``max_rows`` documents' embeddings, per model, spread over
+    shards; documents empty for every model are left out (they carry no similarity signal)."""
+    rng = np.random.default_rng(seed)
+    share = min(1.0, max_rows / max(1, manifest.rows))
+    out: list[list[np.ndarray]] = [[] for _ in model_keys]
+    for shard in manifest.shards:
+        take = np.sort(rng.choice(shard.rows, max(1, int(round(shard.rows * share))), replace=False))
+        for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
+            acc.append(part)
+    parts = [np.concatenate(p) for p in out]
+    keep = np.any([nonempty_rows(p) for p in parts], axis=0)
+    return [p[keep] for p in parts]
+
+
+def fit_model_weights(parts: Sequence[np.ndarray], how: ModelWeights, seed: int = 0) -> list[float]:
+    """Per-model concatenation weights: fitted on corpus embeddings (``spread``) or all 1."""
+    return spread_weights(parts, seed=seed) if how == "spread" else [1.0] * len(parts)
+
+
+def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str],
+                     config: PipelineConfig) -> tuple[str, str]:
+    """Train the decoder and fit the quantizer; return their relative paths."""
+    decoder_rel, quantizer_rel = decoder_path(run_id), quantizer_path(run_id)
+    if store.exists(f"{decoder_rel}/decoder.json") and store.exists(quantizer_rel):
+        return decoder_rel, quantizer_rel
+    parts = sample_parts(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
+    weights = fit_model_weights(parts, config.model_weights, config.decoder.seed)
+    x = concatenate(parts, weights)
+    del parts
+    decoder, stats = train_decoder(x, config.decoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_decoder(decoder, tmp, {"models": list(config.models), "model_keys": list(model_keys), "model_weights": weights,
+                                    "prefix_sizes": list(config.decoder.effective_prefix_sizes()), "training": asdict(stats)})
+        store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
+    calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
+    prefix = decode(decoder, calib, config.dims)
+    quantizer = fit_quantizer(str(config.quantization), prefix, bits=config.bits, budget_bytes=config.budget_bytes,
+                              seed=config.decoder.seed)
+    buf = io.BytesIO()
+    quantizer.save(buf)
+    store.write_bytes(quantizer_rel, buf.getvalue())
+    return decoder_rel, quantizer_rel
+
+
+def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str], decoder_rel: str, quantizer_rel: str,
+                   out_rel: str, compressor: tuple[Decoder, dict[str, Any], CodeQuantizer] | None = None) -> CodesShard:
+    """Concatenate, decode, take the prefix, quantize and pack one shard; commit the codes shard."""
+    if store.exists(out_rel):
+        return CodesShard(shard.name, out_rel, shard.rows, store.size(out_rel), shard.fingerprint, shard.path, skipped=True)
+    decoder, meta, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
+    ids, hashes, x = load_concatenated(store, embedding_paths, weights=meta.get("model_weights"))
+    nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer))
+    return CodesShard(shard.name, out_rel, len(ids), nbytes, shard.fingerprint, shard.path)
+
+
+def codes_table(shard_name: str, ids: pa.Array, hashes: pa.Array, x: np.ndarray, decoder: Decoder, quantizer: CodeQuantizer) -> pa.Table:
+    """Decode, take the prefix, quantize and pack concatenated embeddings into a codes table."""
+    packed = np.ascontiguousarray(quantizer.quantize(decode(decoder, x, quantizer.dim)))
+    width = quantizer.bytes_per_vector
+    return pa.table({
+        "id": ids,
+        "shard": pa.array([shard_name] * len(ids), pa.string()),
+        "content_hash": hashes,
+        # The packed rows are already one contiguous buffer: wrap it, no per-row bytes objects.
+        "code": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(ids), [None, pa.py_buffer(packed)]),
+        "empty": pa.array(~nonempty_rows(x), pa.bool_()),
+    })
+
+
+
+
+def previous_vectors(store: Store, paths: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+    """``(id, content_hash) -> vector`` from earlier embedding shards, for re-indexing."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for p in paths:
+        if store.exists(p):
+            t = store.read_parquet(p)
+            for i, h, v in zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist(), vectors_of(t)):
+                out[(i, h)] = v
+    return out
+
+
+class EmbedWorker:
+    """What an embedding actor holds: one base model, loaded once, embedding shard after
+    shard (:mod:`cecq.pipeline.ray_pool` runs it; it knows nothing of Ray)."""
+
+    def __init__(self, store_url: str, storage_options: dict[str, Any], model: str, corpus_key: str, batch_size: int,
+                 context: ActorContext):
+        import torch  # heavy: only actors need it
+
+        torch.set_num_threads(context.threads)
+        self.store = Store(store_url, storage_options)
+        self.encoder = load_store_encoder(self.store, model, corpus_key, batch_size=batch_size, device=context.device)
+        self.encoder.to_device(context.device)
+
+    def __call__(self, job: Any) -> EmbedShardResult:
+        previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
+        return embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
+
+
+def embed_worker_factory(store_url: str, storage_options: dict[str, Any], model: str, corpus_key: str,
+                         batch_size: int) -> Callable[[ActorContext], EmbedWorker]:
+    """The factory an actor calls once, with its context, to build its :class:`EmbedWorker`."""
+    return functools.partial(EmbedWorker, store_url, storage_options, model, corpus_key, batch_size)
