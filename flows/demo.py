@@ -14,6 +14,10 @@ import warnings
 from importlib import import_module
 from pathlib import Path
 
+from cecq.catalog import connect, search_store
+from cecq.storage import Store
+from flows.embed_corpus import embed_corpus
+
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 STORE = Path(os.environ.get("CECQ_DEMO_STORE", REPO / "demo-store"))
@@ -46,10 +50,6 @@ def stdlib_docstrings(path: Path, limit: int = 5000) -> Path:
 
 
 def main() -> None:
-    from cecq.catalog import connect, search_store
-    from cecq.storage import Store
-    from flows.embed_corpus import embed_corpus
-
     if SCIFACT.is_dir():
         corpus, query = SCIFACT / "corpus.jsonl", "vitamin D deficiency and bone fractures"
     else:

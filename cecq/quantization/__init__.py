@@ -15,6 +15,7 @@ from cecq.quantization.registry import (
     quantizer_kinds,
     register_quantizer,
     resolve_kind,
+    unregister_quantizer,
 )
 from cecq.quantization.scalar import Quantizer
 
@@ -36,4 +37,5 @@ __all__ = [
     "register_quantizer",
     "resolve_kind",
     "unpack_codes",
+    "unregister_quantizer",
 ]

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cecq.errors import ConfigError
-from cecq.plugins import load_plugins
+from cecq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins
 from cecq.quantization.base import CodeQuantizer, SizedBy
 from cecq.quantization.file import read_quantizer_table
 from cecq.quantization.mixed import MixedQuantizer
@@ -33,6 +33,13 @@ def register_quantizer(cls: type[CodeQuantizer]) -> type[CodeQuantizer]:
     return cls
 
 
+def unregister_quantizer(kind: str) -> None:
+    """Remove a registered kind (for plugins' tests); the built-in kinds stay."""
+    if _QUANTIZERS.get(kind) in (Quantizer, MixedQuantizer, ProductQuantizer):
+        raise ValueError(f"{kind!r} is a built-in quantizer kind")
+    _QUANTIZERS.pop(kind, None)
+
+
 for _cls in (Quantizer, MixedQuantizer, ProductQuantizer):
     register_quantizer(_cls)
 
@@ -48,7 +55,8 @@ def quantizer_class(kind: str) -> type[CodeQuantizer]:
     if kind not in _QUANTIZERS:
         load_plugins()
     if kind not in _QUANTIZERS:
-        raise ConfigError(f"unknown quantization {kind!r}; choose from {', '.join(quantizer_kinds())}")
+        raise ConfigError(f"unknown quantization {kind!r}; choose from {', '.join(quantizer_kinds())} (a kind from a "
+                          f"plugin needs its module in {ENV_VAR} or an installed {ENTRY_POINT_GROUP!r} entry point)")
     return _QUANTIZERS[kind]
 
 

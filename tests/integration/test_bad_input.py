@@ -1,0 +1,180 @@
+"""Bad input, table-driven: each case runs the real embed-corpus flow (Prefect harness, local
+Ray) against a store that already holds a published catalog, and checks the error message
+and that nothing committed before was changed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cecq.config import DecoderConfig
+from cecq.errors import ConfigError
+from cecq.errors import DataError
+from cecq.errors import ModelNotFoundError
+from cecq.errors import ModelLoadError
+from tests.helpers.corpora import published, write_corpus
+
+pytestmark = pytest.mark.slow
+
+FLOW_ARGS = dict(shard_rows=20, dims=16, bits=2, out_dim=32, max_epochs=2)
+
+
+def run_flow(corpus: Path | str, store: Path, models: list[str] | None = None, **kwargs) -> dict:
+    from flows.embed_corpus import embed_corpus
+
+    return embed_corpus(corpus=str(corpus), store=str(store), models=models or ["lexical"], **{**FLOW_ARGS, **kwargs})
+
+
+def committed_files(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file() and ".tmp-" not in p.name}
+
+
+@pytest.fixture(scope="module")
+def published_store(tmp_path_factory, ray_cluster, prefect_api) -> Path:
+    root = tmp_path_factory.mktemp("published")
+    write_corpus(root / "good.jsonl", n=30)
+    run_flow(root / "good.jsonl", root / "store")
+    return root / "store"
+
+
+def jsonl(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def good_lines(n: int, start: int = 0) -> list[bytes]:
+    return [json.dumps({"_id": f"n{i}", "text": f"document number {i} about the garden soil"}).encode() for i in range(start, start + n)]
+
+
+def corrupt_parquet_among_good(folder: Path) -> Path:
+    folder.mkdir()
+    pq.write_table(pa.table({"_id": ["p1", "p2"], "text": ["seed and soil", "oven and flour"]}), folder / "a.parquet")
+    (folder / "b.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    pq.write_table(pa.table({"_id": ["p3"], "text": ["league match"]}), folder / "c.parquet")
+    return folder
+
+
+def not_a_model(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text("{ this is not json")
+    return folder
+
+
+# name -> (make the corpus under tmp, extra flow arguments, expected error, message pattern)
+CASES: dict[str, tuple[Callable[[Path], Path], dict, type[Exception], str]] = {
+    "non-UTF-8 bytes": (lambda t: jsonl(t / "c.jsonl", [*good_lines(3), b'{"_id": "x", "text": "caf\xe9"}']), {},
+                        DataError, r"c\.jsonl:4: not valid UTF-8"),
+    "malformed JSON line": (lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": "x", "text": ']), {},
+                            DataError, r"c\.jsonl:3: malformed JSON"),
+    "duplicate ids across shards": (lambda t: jsonl(t / "c.jsonl", [*good_lines(25), *good_lines(1, start=3)]), {},
+                                    DataError, r"duplicate document id 'n3'"),
+    "missing id column": (lambda t: jsonl(t / "c.jsonl", [b'{"key": "a", "text": "t"}']), {},
+                          DataError, r"no id column \(looked for _id, id, doc_id"),
+    "missing text column": (lambda t: jsonl(t / "c.jsonl", good_lines(3)), {"text_columns": ["body"]},
+                            DataError, r"text column\(s\) \['body'\] missing"),
+    "wrong text type": (lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": "x", "text": 42}']), {},
+                        DataError, r"column 'text' of document 'x' is int, expected a string"),
+    "wrong id type": (lambda t: jsonl(t / "c.jsonl", [b'{"_id": 1.5, "text": "t"}']), {},
+                      DataError, r"id 1\.5 must be a string or an integer, not float"),
+    "None id": (lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": null, "text": "t"}']), {},
+                DataError, r"a document has no '_id'"),
+    "empty corpus": (lambda t: jsonl(t / "c.jsonl", []), {}, DataError, r"corpus .*c\.jsonl is empty"),
+    "corrupt Parquet among good ones": (lambda t: corrupt_parquet_among_good(t / "corpus"), {}, DataError, r"b\.parquet: not a readable Parquet file"),
+    "missing model path": (lambda t: jsonl(t / "c.jsonl", good_lines(3)), {"models": ["/nonexistent/model"]},
+                           ModelNotFoundError, r"model path does not exist: /nonexistent/model"),
+    "model that fails to load": (lambda t: jsonl(t / "c.jsonl", good_lines(3)), {"models": ["<not-a-model>"]},
+                                 ModelLoadError, r"could not be loaded by the embedding actors"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_a_clear_error_and_keeps_committed_work(case, published_store, tmp_path):
+    make, kwargs, error, pattern = CASES[case]
+    corpus = make(tmp_path)
+    if kwargs.get("models") == ["<not-a-model>"]:
+        kwargs = {**kwargs, "models": [str(not_a_model(tmp_path / "model"))]}
+    before_files, before_docs = committed_files(published_store), published(published_store)
+    with pytest.raises(error, match=pattern):
+        run_flow(corpus, published_store, **kwargs)
+    after = committed_files(published_store)
+    assert {k: after.get(k) for k in before_files} == before_files  # nothing committed was changed or lost
+    assert published(published_store) == before_docs
+
+
+def test_accepted_odd_input_is_published_as_documented(published_store, tmp_path, tiny_model_dir):
+    """Empty, whitespace-only and null texts become zero vectors flagged ``empty``; a 1 MB text
+    is truncated by the model (and counted); non-ASCII text is fine. A store built with other
+    base models gets a new run and catalog version; the earlier version stays readable."""
+    from cecq.catalog import connect
+    from cecq.storage import Store
+
+    big = "the garden soil and compost " * 37_500  # ~1 MB
+    docs = [{"_id": "empty", "text": ""}, {"_id": "blank", "text": "   \n\t "}, {"_id": "null", "text": None},
+            {"_id": "big", "text": big}, {"_id": "unicode", "text": "Große Straße, 東京, naïve café ☕"},
+            *({"_id": f"ok{i}", "text": f"recipe {i} with flour butter and sugar"} for i in range(20))]
+    corpus = tmp_path / "odd.jsonl"
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    result = run_flow(corpus, published_store, models=[str(tiny_model_dir), "lexical"])
+    assert result["catalog_version"] == 2
+
+    con = connect(Store(str(published_store)))
+    rows = dict(con.execute("SELECT id, empty FROM documents").fetchall())
+    assert sorted(rows) == sorted(d["_id"] for d in docs)
+    assert {i for i, e in rows.items() if e} == {"empty", "blank", "null"}
+    assert con.execute("SELECT length(text) FROM corpus WHERE id = 'big'").fetchone()[0] == len(big.strip())
+    run = json.loads((published_store / "runs" / result["run_id"] / "run.json").read_text())
+    assert run["embedding"][0]["truncated_documents"] == 1
+    versions = con.execute("SELECT version, models FROM versions ORDER BY version").fetchall()
+    assert [v for v, _ in versions] == [1, 2] and versions[0][1] == ["lexical"]
+
+
+def test_search_query_with_sql_metacharacters_is_a_parameter(published_store):
+    from cecq.catalog import connect, search_store
+    from cecq.storage import Store
+
+    store = Store(str(published_store))
+    hits = search_store(store, "'; DROP VIEW documents; SELECT '", k=3)
+    assert len(hits) == 3
+    assert connect(store).execute("SELECT count(*) FROM documents").fetchone()[0] > 0
+
+
+def test_reusing_a_decoder_built_for_other_models_is_refused():
+    from cecq.pipeline.publish import choose_compressor
+
+    previous = {"models": ["lexical"], "dims": 16, "bits": 2, "compressor_id": "c", "decoder": "d", "quantizer": "q"}
+    with pytest.raises(ConfigError, match=r"cannot reuse the decoder: the store was built with models \['lexical'\]"):
+        choose_compressor("reuse", previous, ["other-model", "lexical"], 16, 2, 0.0, 0.25)
+    assert choose_compressor("auto", previous, ["other-model", "lexical"], 16, 2, 0.0, 0.25) is None  # retrains
+
+
+def test_reuse_needs_the_same_code_layout_and_budgets_are_validated():
+    from cecq.config import PipelineConfig
+    from cecq.pipeline.publish import choose_compressor
+
+    fixed = {"models": ["lexical"], "dims": 16, "bits": 2, "compressor_id": "c", "decoder": "d", "quantizer": "q"}
+    fitted = {**fixed, "bits": None, "budget_bytes": 5}
+    assert choose_compressor("reuse", fitted, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5) == ("c", "d", "q")
+    assert choose_compressor("reuse", fixed, ["lexical"], 16, 2, 0.0, 0.25) == ("c", "d", "q")
+    with pytest.raises(ConfigError, match="16 dims, bits fitted within 5 bytes"):
+        choose_compressor("reuse", fitted, ["lexical"], 16, 2, 0.0, 0.25)
+    assert choose_compressor("auto", fixed, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=4) is None  # retrains
+    with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.8 \(4 bits for each of the 16 dims\), got 9"):
+        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=9, decoder=DecoderConfig(out_dim=32))
+    # product codes: a different layout from fitted bits at the same budget, and their own limits
+    product = {**fitted, "quantization": "product"}
+    assert choose_compressor("reuse", product, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5,
+                             quantization="product") == ("c", "d", "q")
+    with pytest.raises(ConfigError, match="16 dims, product codes of 5 bytes"):
+        choose_compressor("reuse", product, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5)
+    assert choose_compressor("auto", fitted, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5, quantization="product") is None
+    with pytest.raises(ConfigError, match="product quantization spends a byte budget: set budget_bytes"):
+        PipelineConfig(corpus="c", store="s", dims=16, quantization="product", decoder=DecoderConfig(out_dim=32))
+    with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.4 for product quantization \(a byte codes 4 of the 16 dims\), got 5"):
+        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=5, quantization="product", decoder=DecoderConfig(out_dim=32))
+    with pytest.raises(ConfigError, match="quantization must be 'scalar' or 'product', got 'vector'"):
+        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=4, quantization="vector", decoder=DecoderConfig(out_dim=32))

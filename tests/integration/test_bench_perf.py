@@ -1,0 +1,139 @@
+"""``cecq bench perf`` on tiny sizes, and the mechanisms it measures: length-bucketed
+encoding, vectorised quantization and packing, streamed search over a published catalog.
+No timing is asserted: only structure and that every figure is a positive finite number."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cecq.bench.perf_compute import build_store, numpy_scan, random_codes
+from cecq.catalog import search_published
+from cecq.cli import main
+from cecq.quantization import Quantizer, pack_codes, unpack_codes
+from cecq.search import search_codes
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path, capsys):
+    out = tmp_path / "perf.json"
+    rc = main(["bench", "perf", "--corpus", str(tiny_beir), "--model", str(tiny_model_dir), "--docs", "24",
+               "--repeats", "1", "--compress-rows", "500", "--search-rows", "3000", "--search-shard-rows", "1000",
+               "--search-queries", "2", "--only", "embed,compress,search,scaleout", "--scaleout-node-cpus", "4096",
+               "--json", str(out),
+               "--workdir", str(tmp_path / "work")])
+    assert rc == 0
+    import ray
+
+    assert not ray.is_initialized(), "bench perf left the Ray it started running"
+    result = json.loads(out.read_text())
+    assert {"environment", "config", "figures", "ratios", "details", "scale_out", "gpu"} <= set(result)
+    variants = {(f["measurement"], f["variant"]) for f in result["figures"]}
+    assert ("embed:natural", "cecq-pipeline") in variants and ("embed:long-tail", "bare-encode-loop") in variants
+    assert ("compress", "bare-matmul") in variants and ("search", "cecq-duckdb") in variants
+    for f in result["figures"]:
+        assert len(f["seconds"]) == 1 and all(_finite(s) for s in f["seconds"]) and _finite(f["rate"]), f
+    for r in result["ratios"]:
+        assert _finite(r["ratio"]) and r["met"] in (True, False, None), r
+    targets = {(r["measurement"], r["numerator"], r["denominator"]): r["target"] for r in result["ratios"]}
+    assert targets[("embed:natural", "cecq-pipeline", "bare-encode-loop")] == 0.95
+    assert targets[("compress", "cecq-compress", "bare-matmul")] == 0.5
+    assert targets[("search", "cecq-duckdb", "numpy-scan")] == 0.5
+    # every search variant found the same documents as the NumPy scan
+    assert result["details"]["search"]["topk_overlap_with_numpy"] == {"cecq-search-codes": 1.0, "cecq-duckdb": 1.0}
+    # nodes larger than half the machine: refused with the reason, never measured as contention
+    assert result["scale_out"]["measured"] is False and "would share them" in result["scale_out"]["reason"]
+    table = capsys.readouterr().out
+    assert table.startswith("| measurement |") and "cecq-pipeline" in table
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS from /proc")
+def test_bench_perf_memory_reports_every_stage(tmp_path: Path, tiny_beir: Path):
+    out = tmp_path / "perf.json"
+    rc = main(["bench", "perf", "--only", "memory", "--corpus", str(tiny_beir), "--memory-docs", "60",
+               "--memory-factor", "2", "--memory-shard-rows", "30", "--memory-sample-rows", "40", "--json", str(out)])
+    assert rc == 0
+    stages = json.loads(out.read_text())["memory"]["stages"]
+    assert [s["stage"] for s in stages] == ["imports", "shard", "fit-lexical", "embed", "train", "compress", "search"]
+    for s in stages:
+        assert _finite(s["peak_small_mb"]) and _finite(s["peak_large_mb"]) and _finite(s["growth"]), s
+
+
+def test_bench_perf_rejects_unknown_measurement(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "perf", "--only", "embed,gpu-magic"])
+    assert "--only" in capsys.readouterr().err
+
+
+def test_length_bucketed_encode_keeps_order_and_values(tiny_model_dir: Path):
+    from cecq.config import ModelSpec
+    from cecq.encoders import SentenceTransformerEncoder
+
+    enc = SentenceTransformerEncoder(ModelSpec(str(tiny_model_dir), batch_size=4))
+    words = "star planet galaxy orbit telescope comet nebula moon solar gravity".split()
+    texts = [" ".join(words[: 1 + (i * 7) % 10] * (1 + i % 3)) for i in range(23)] + [""]
+    got = enc.encode(texts)
+    # reference: every text alone (no padding at all), normalised
+    ref = np.stack([enc.model.encode([t], convert_to_numpy=True)[0] for t in texts[:-1]])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(got[:-1], ref, atol=1e-5)
+    assert not got[-1].any()
+    lengths = enc.token_lengths(texts)
+    assert lengths.shape == (24,) and lengths[-1] == 2  # [CLS] [SEP]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("dim", [1, 7, 13, 64])
+def test_vectorised_quantizer_matches_the_per_dimension_definition(bits: int, dim: int):
+    rng = np.random.default_rng(bits * 100 + dim)
+    x = rng.standard_normal((3000, dim)).astype(np.float32)
+    q = Quantizer.fit(np.round(x * 4) / 4, bits)  # rounded: tied thresholds must still count right
+    codes = q.encode(x)
+    ref = np.stack([np.searchsorted(q.thresholds[j], x[:, j], side="right") for j in range(dim)], axis=1)
+    np.testing.assert_array_equal(codes, ref)
+    packed = pack_codes(codes, bits)
+    planes = (codes[:, :, None] >> np.arange(bits - 1, -1, -1)) & 1  # the layout: codes in order, MSB first
+    np.testing.assert_array_equal(packed, np.packbits(planes.reshape(len(codes), -1).astype(np.uint8), axis=1))
+    np.testing.assert_array_equal(unpack_codes(packed, dim, bits), codes)
+    np.testing.assert_array_equal(q.dequantize_packed(packed), q.dequantize(codes))
+
+
+def test_search_published_streams_the_catalog_and_agrees_with_search_codes(tmp_path: Path):
+    packed, quantizer = random_codes(2500, 32, 2)
+    store = build_store(tmp_path / "store", packed, quantizer, shard_rows=700)
+    q = np.random.default_rng(3).standard_normal((3, 32)).astype(np.float32)
+    s_ref, i_ref = search_codes(q, packed, quantizer, k=7)
+    hits = search_published(store, q, k=7, batch_rows=256)  # several record batches a shard
+    assert [[h["id"] for h in row] for row in hits] == [[f"d{i}" for i in row] for row in i_ref]
+    np.testing.assert_allclose([[h["score"] for h in row] for row in hits], s_ref, atol=1e-5)
+    assert hits[0][0]["text"] == f"text of {hits[0][0]['id']}" and hits[0][0]["rank"] == 1
+    _, i_np = numpy_scan(q, packed, quantizer.centroids, 2, 7)
+    assert all(set(a) == set(b) for a, b in zip(i_np, i_ref))
+
+
+
+@pytest.mark.slow
+def test_bench_perf_scale_out_runs_one_node_then_two(tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path):
+    out = tmp_path / "perf.json"
+    rc = main(["bench", "perf", "--corpus", str(tiny_beir), "--model", str(tiny_model_dir), "--only", "scaleout",
+               "--scaleout-docs", "40", "--scaleout-shards", "4", "--scaleout-node-cpus", "1", "--repeats", "1",
+               "--json", str(out), "--workdir", str(tmp_path / "work")])
+    assert rc == 0
+    import ray
+
+    assert not ray.is_initialized()
+    result = json.loads(out.read_text())
+    assert result["scale_out"]["measured"] is True
+    # the two-node run really spread over both nodes, the one-node run did not
+    assert result["scale_out"]["nodes_used"] == {"one-node": [1], "two-nodes": [2]}
+    (r,) = result["ratios"]
+    assert (r["measurement"], r["numerator"], r["denominator"], r["target"]) == ("scaleout", "two-nodes", "one-node", 1.7)
+    assert _finite(r["ratio"])

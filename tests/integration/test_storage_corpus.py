@@ -1,0 +1,90 @@
+"""The storage root (local and a real S3 endpoint on 127.0.0.1) and corpus sharding."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cecq.pipeline.corpus import iter_corpus, shard_corpus
+from cecq.errors import DataError
+from cecq.errors import StorageError
+from cecq.storage import Store, slug
+
+
+def test_paths_cannot_leave_the_root(tmp_path):
+    store = Store(str(tmp_path))
+    with pytest.raises(StorageError, match="leave the storage root"):
+        store.path("codes/../../etc/passwd")
+    for name in ("..", "../x", "a/../../b", "org/model"):
+        assert ".." not in slug(name).split("/") and "/" not in slug(name)
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+    store = Store(str(tmp_path))
+    store.write_parquet("a/b.parquet", pa.table({"x": [1, 2, 3]}))
+    store.write_json("a/c.json", {"k": 1})
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.parquet", "c.json"]
+    assert store.read_parquet("a/b.parquet").column("x").to_pylist() == [1, 2, 3]
+    assert store.glob("a/*") == ["a/b.parquet", "a/c.json"]
+
+
+def test_parquet_corpus_with_configured_columns(tmp_path):
+    pq.write_table(pa.table({"doc": ["x1", "x2"], "body": ["hello", None], "n": [1, 2]}), tmp_path / "c.parquet")
+    [(ids, texts, idc, tcs)] = list(iter_corpus(str(tmp_path / "c.parquet"), id_column="doc", text_columns=["body"]))
+    assert (ids, texts, idc, tcs) == (["x1", "x2"], ["hello", ""], "doc", ["body"])
+    with pytest.raises(DataError, match="no id column"):
+        list(iter_corpus(str(tmp_path / "c.parquet")))
+    with pytest.raises(DataError, match=r"text column\(s\) \['text'\] missing"):
+        list(iter_corpus(str(tmp_path / "c.parquet"), id_column="doc", text_columns=["text"]))
+    with pytest.raises(DataError, match="column 'n' of document 'x1' is int"):
+        list(iter_corpus(str(tmp_path / "c.parquet"), id_column="doc", text_columns=["n"]))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "\xff\xfe"}\n', "line 2|:2: not valid UTF-8"),
+    (b'{"_id": "a", "text": "ok"}\n{not json\n', ":2: malformed JSON"),
+    (b'{"text": "no id"}\n', "no id column"),
+    (b'', "is empty"),
+])
+def test_bad_jsonl_corpora(tmp_path, content, message):
+    (tmp_path / "c.jsonl").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        shard_corpus(str(tmp_path / "c.jsonl"), Store(str(tmp_path / "store")), 10)
+
+
+def test_corrupt_parquet_among_good_ones(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["fine"]}), folder / "0.parquet")
+    (folder / "1.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match="1.parquet: not a readable Parquet file"):
+        shard_corpus(str(folder), Store(str(tmp_path / "store")), 10)
+    assert not (tmp_path / "store" / "corpus").exists() or not list((tmp_path / "store").rglob("manifest-*.json"))
+
+
+def test_sharding_is_deterministic_and_skips_committed_shards(tmp_path):
+    docs = [{"_id": f"d{i}", "title": "t", "text": f"text {i}"} for i in range(25)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    store = Store(str(tmp_path / "store"))
+    m1 = shard_corpus(str(tmp_path / "c.jsonl"), store, 10)
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*.parquet")}
+    m2 = shard_corpus(str(tmp_path / "c.jsonl"), store, 10)
+    assert [s.path for s in m1.shards] == [s.path for s in m2.shards]
+    assert [s.rows for s in m1.shards] == [10, 10, 5]
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_s3_store_and_sharding(s3_endpoint, tmp_path):
+    store = Store("s3://cecq-test/root")
+    store.write_json("x/a.json", {"k": 1})
+    assert store.read_json("x/a.json") == {"k": 1} and store.exists("x/a.json")
+    assert store.uri("x/a.json") == "s3://cecq-test/root/x/a.json"
+    docs = [{"_id": f"d{i}", "text": f"text {i}"} for i in range(12)]
+    store.write_bytes("input/docs.jsonl", "".join(json.dumps(d) + "\n" for d in docs).encode())
+    manifest = shard_corpus("s3://cecq-test/root/input/docs.jsonl", store, 5)
+    assert [s.rows for s in manifest.shards] == [5, 5, 2]
+    assert store.read_parquet(manifest.shards[2].path).column("id").to_pylist() == ["d10", "d11"]
+    assert len(store.glob("corpus/*/*.parquet")) == 3

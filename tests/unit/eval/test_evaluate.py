@@ -1,0 +1,125 @@
+"""End-to-end evaluation of a small task: base models, concatenation, decoder, codes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cecq.config import DecoderConfig, EvalConfig, ModelSpec
+from cecq.eval.beir import load_beir
+from cecq.eval.evaluate import evaluate_task, format_table, mteb_scores, write_json
+
+
+@pytest.fixture(scope="module")
+def records(tiny_beir, tiny_model_dir):
+    task = load_beir(tiny_beir)
+    config = EvalConfig(
+        models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
+        dims=(8, 16), bits=(1, 2),
+        decoder=DecoderConfig(max_epochs=3, seed=0),
+    )
+    return evaluate_task(task, config)
+
+
+def by_name(records, name, scoring):
+    [r] = [r for r in records if r.name == name and r.scoring == scoring]
+    return r
+
+
+def test_records_cover_every_configuration(records, tiny_model_dir):
+    keys = {(r.name, r.scoring) for r in records}
+    expected = {(f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
+                ("decoder-8", "float"), ("decoder-16", "float")}
+    expected |= {(f"cecq-{d}d-{b}b", s) for d in (8, 16) for b in (1, 2) for s in ("symmetric", "asymmetric")}
+    assert keys == expected
+    assert len(records) == len(expected)
+    assert all(r.task == "tinybeir" for r in records)
+
+
+def test_bytes_and_compression(records, tiny_model_dir):
+    lexical = by_name(records, "model:lexical", "float")
+    tiny = by_name(records, f"model:{tiny_model_dir}", "float")
+    concat = by_name(records, "concat", "float")
+    assert tiny.dims == 32 and tiny.bytes_per_doc == 128
+    assert 1 <= lexical.dims <= 60 and lexical.bytes_per_doc == 4 * lexical.dims
+    assert concat.dims == 32 + lexical.dims
+    float_bytes = 4 * concat.dims
+    assert concat.bytes_per_doc == float_bytes and concat.compression == 1.0
+    for r in records:
+        assert r.compression == pytest.approx(float_bytes / r.bytes_per_doc)
+    for d in (8, 16):
+        assert by_name(records, f"decoder-{d}", "float").bytes_per_doc == 4 * d
+        for b in (1, 2):
+            for s in ("symmetric", "asymmetric"):
+                r = by_name(records, f"cecq-{d}d-{b}b", s)
+                assert r.dims == d and r.bits == b
+                assert r.bytes_per_doc == math.ceil(d * b / 8)
+    assert by_name(records, "cecq-8d-1b", "symmetric").compression == float_bytes  # 1 byte per document
+
+
+def test_scores_are_valid_and_retention_is_relative_to_concat(records):
+    concat = by_name(records, "concat", "float")
+    assert concat.retention == 1.0
+    for r in records:
+        assert math.isfinite(r.ndcg_at_10) and 0.0 <= r.ndcg_at_10 <= 1.0, r
+        assert math.isfinite(r.recall_at_100) and 0.0 <= r.recall_at_100 <= 1.0, r
+        assert r.retention == pytest.approx(r.ndcg_at_10 / concat.ndcg_at_10)
+    # The synthetic topics are lexically distinct: the lexical model must find them.
+    assert by_name(records, "model:lexical", "float").ndcg_at_10 > 0.8
+    # 100 retrieved of 61 documents: every relevant document is retrieved by every configuration.
+    assert all(r.recall_at_100 == pytest.approx(1.0) for r in records)
+
+
+def test_table_and_json(records, tmp_path):
+    table = format_table(records)
+    assert table.count("\n") == len(records) + 1 and "cecq-16d-2b" in table
+    write_json(records, tmp_path / "out.json")
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert len(data) == len(records)
+    assert {"task", "name", "scoring", "ndcg_at_10", "recall_at_100", "bytes_per_doc", "compression", "retention",
+            "dims", "bits"} <= set(data[0])
+
+
+def test_mteb_scores_of_perfect_and_reversed_rankings(tiny_beir):
+    task = load_beir(tiny_beir)
+    n = len(task.doc_ids)
+    idx, scores = [], []
+    for q in task.query_ids:
+        rel = task.qrels[q]
+        order = sorted(range(n), key=lambda j: (-rel.get(task.doc_ids[j], 0), j))
+        idx.append(order)
+        scores.append(np.linspace(1, 0, n))
+    idx, scores = np.array(idx), np.array(scores)
+    perfect = mteb_scores(task, scores, idx)
+    assert perfect["ndcg_at_10"] == pytest.approx(1.0) and perfect["recall_at_100"] == pytest.approx(1.0)
+    worst = mteb_scores(task, scores, idx[:, ::-1].copy())
+    assert worst["ndcg_at_10"] < 0.1
+
+
+def test_single_model_with_rescoring(tiny_beir):
+    task = load_beir(tiny_beir)
+    config = EvalConfig(models=(ModelSpec("lexical", dim=24),), dims=(8,), bits=(2,), scorings=("asymmetric",),
+                        decoder=DecoderConfig(max_epochs=2), rescore=20)
+    records = evaluate_task(task, config)
+    assert [(r.name, r.scoring) for r in records] == [
+        ("model:lexical", "float"), ("decoder-8", "float"), ("cecq-8d-2b", "asymmetric")]
+    assert records[0].retention == 1.0 and records[0].dims == 24
+    assert records[2].bytes_per_doc == 2 and records[2].compression == 24 * 4 / 2
+    assert all(0.0 <= r.ndcg_at_10 <= 1.0 for r in records)
+
+
+def test_embedding_cache_serves_a_pretrained_model_for_every_seed(tiny_beir, tiny_model_dir, tmp_path):
+    from cecq.eval.evaluate import embed_task
+
+    task = load_beir(tiny_beir)
+    models = (ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical"))
+    for seed in (0, 1):
+        _, docs, _ = embed_task(task, EvalConfig(models=models, decoder=DecoderConfig(seed=seed)), cache_dir=tmp_path)
+    names = sorted(p.name.split(".")[0] for p in tmp_path.glob("*.docs.npy"))
+    assert len(names) == 3  # one file for the pretrained model, one per seed for the fitted lexical encoder
+    # a cached file is what the encoder gives: the second seed read the model's vectors back unchanged
+    _, again, _ = embed_task(task, EvalConfig(models=models, decoder=DecoderConfig(seed=1)), cache_dir=tmp_path)
+    np.testing.assert_array_equal(again[0], docs[0])

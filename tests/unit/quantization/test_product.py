@@ -1,0 +1,131 @@
+"""Product quantization: shapes, the rotation, k-means, search, the Parquet file and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cecq.encoders import l2_normalize
+from cecq.quantization.product import CODEBOOK_SIZE, ProductQuantizer, random_rotation
+from cecq.quantization import MixedQuantizer, Quantizer, load_quantizer
+from cecq.search import search_codes
+
+
+def correlated(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Rows with decreasing per-dim variance and correlated dims, like a PCA-initialised decoder's."""
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    return (rng.standard_normal((n, dim)) * np.linspace(2.0, 0.2, dim)) @ (np.eye(dim) + 0.5 * mix)
+
+
+def test_fit_codes_a_rotated_prefix_one_byte_a_subspace():
+    x = correlated(1200, 40).astype(np.float32)
+    pq = ProductQuantizer.fit(x, budget_bytes=6, sub_dim=4)
+    assert (pq.dim, pq.kept_dims, pq.subspaces, pq.sub_dim, pq.bytes_per_vector) == (40, 24, 6, 4, 6)
+    assert pq.codebooks.shape == (6, CODEBOOK_SIZE, 4)
+    np.testing.assert_allclose(pq.rotation @ pq.rotation.T, np.eye(24), atol=1e-5)
+    # code space is the rotated 24-dim prefix: inner products of the prefix are kept
+    y = pq.project(x[:5])
+    np.testing.assert_allclose(y @ y.T, x[:5, :24] @ x[:5, :24].T, rtol=1e-4, atol=1e-3)
+    codes = pq.quantize(x)
+    assert codes.dtype == np.uint8 and codes.shape == (1200, 6)
+    np.testing.assert_array_equal(codes, pq.encode(x))
+    np.testing.assert_array_equal(pq.unpack(codes), codes)
+    manual = np.concatenate([pq.codebooks[j, codes[:, j]] for j in range(6)], axis=1)
+    np.testing.assert_array_equal(pq.dequantize_packed(codes), manual)
+    np.testing.assert_array_equal(pq.dequantize(codes), manual)
+
+
+def test_each_code_is_the_nearest_centroid():
+    x = correlated(500, 16, seed=1).astype(np.float32)
+    pq = ProductQuantizer.fit(x, budget_bytes=4, sub_dim=4)
+    y = pq.project(x).reshape(500, 4, 4)
+    codes = pq.encode(x)
+    for j in range(4):
+        d = ((y[:, j, None, :] - pq.codebooks[j][None]) ** 2).sum(-1)
+        np.testing.assert_allclose(d[np.arange(500), codes[:, j]], d.min(1), rtol=1e-5, atol=1e-6)
+
+
+def test_kmeans_codes_beat_scalar_codes_of_the_same_bytes_on_held_out_rows():
+    # 256 centroids a 4-dim subspace against 2 bits on each of the 4 dims (256 grid cells):
+    # k-means fits the data's shape, the grid does not.
+    x = correlated(6000, 32, seed=2).astype(np.float32)
+    train, held_out = x[:4000], x[4000:]
+    pq = ProductQuantizer.fit(train, budget_bytes=8, sub_dim=4)
+    y = pq.project(held_out)
+    pq_error = ((y - pq.dequantize(pq.encode(held_out))) ** 2).sum(1).mean()
+    sq = Quantizer.fit(pq.project(train), 2)
+    sq_error = ((y - sq.dequantize(sq.encode(y))) ** 2).sum(1).mean()
+    assert pq.bytes_per_vector == sq.bytes_per_vector == 8
+    assert pq_error < 0.9 * sq_error, (pq_error, sq_error)
+
+
+@pytest.mark.parametrize("scoring", ["symmetric", "asymmetric"])
+def test_search_finds_each_document_from_its_own_vector(scoring):
+    docs = l2_normalize(correlated(400, 48, seed=3).astype(np.float32))
+    pq = ProductQuantizer.fit(docs, budget_bytes=12, sub_dim=4)
+    _, idx = search_codes(docs, pq.quantize(docs), pq, k=3, scoring=scoring)
+    assert (idx[:, 0] == np.arange(400)).mean() > 0.9
+    assert (idx == np.arange(400)[:, None]).any(1).mean() > 0.97
+
+
+def test_fit_is_deterministic_and_the_seed_matters():
+    x = correlated(700, 16, seed=4).astype(np.float32)
+    a, b = ProductQuantizer.fit(x, 4, seed=0), ProductQuantizer.fit(x, 4, seed=0)
+    np.testing.assert_array_equal(a.codebooks, b.codebooks)
+    np.testing.assert_array_equal(a.rotation, b.rotation)
+    assert not np.array_equal(a.rotation, ProductQuantizer.fit(x, 4, seed=1).rotation)
+    np.testing.assert_allclose(random_rotation(8, 3).T @ random_rotation(8, 3), np.eye(8), atol=1e-5)
+
+
+def test_fewer_rows_than_centroids_still_fit_and_reconstruct_the_sample_exactly(caplog):
+    x = correlated(40, 8, seed=5).astype(np.float32)
+    with caplog.at_level("WARNING", logger="cecq.product_quantizer"):
+        pq = ProductQuantizer.fit(x, 2, sub_dim=4)
+    assert "fitted on 40 rows" in caplog.text
+    np.testing.assert_allclose(pq.dequantize(pq.encode(x)), pq.project(x), atol=1e-5)
+
+
+def test_file_round_trip_and_load_quantizer_dispatch(tmp_path):
+    x = correlated(800, 20, seed=6).astype(np.float32)
+    pq = ProductQuantizer.fit(x, budget_bytes=5, sub_dim=4)
+    pq.save(tmp_path / "q.parquet")
+    loaded = load_quantizer(tmp_path / "q.parquet")
+    assert isinstance(loaded, ProductQuantizer) and loaded.input_dim == 20
+    np.testing.assert_array_equal(loaded.rotation, pq.rotation)
+    np.testing.assert_array_equal(loaded.codebooks, pq.codebooks)
+    np.testing.assert_array_equal(loaded.quantize(x), pq.quantize(x))
+    # the other kinds still load as themselves
+    Quantizer.fit(x, 2).save(tmp_path / "s.parquet")
+    MixedQuantizer.fit(x, 5).save(tmp_path / "m.parquet")
+    assert type(load_quantizer(tmp_path / "s.parquet")) is Quantizer
+    assert type(load_quantizer(tmp_path / "m.parquet")) is MixedQuantizer
+
+
+def test_an_unknown_quantizer_kind_is_refused(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"x": [1]}).replace_schema_metadata({"cecq.quantizer": json.dumps({"kind": "lattice"})})
+    pq.write_table(table, tmp_path / "q.parquet")
+    with pytest.raises(ValueError, match="unknown quantizer kind 'lattice'"):
+        load_quantizer(tmp_path / "q.parquet")
+
+
+def test_bad_arguments_are_refused_with_the_reason():
+    x = correlated(100, 16).astype(np.float32)
+    with pytest.raises(ValueError, match="5 bytes of 4-dim subspaces code 20 dims, but the vectors have 16"):
+        ProductQuantizer.fit(x, 5)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        ProductQuantizer.fit(x[:1], 2)
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        ProductQuantizer.fit(bad, 2)
+    pq = ProductQuantizer.fit(x, 2)
+    with pytest.raises(ValueError, match="expects 16-dim rows"):
+        pq.encode(x[:, :8])
+    with pytest.raises(ValueError, match="do not hold 2 subspaces"):
+        pq.dequantize_packed(np.zeros((3, 5), np.uint8))
