@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from cecq.config import DecoderConfig, PipelineConfig
+from cecq.config import PipelineConfig
 from cecq.errors import RecordVersionError
 from cecq.quantization.registry import quantizer_class, resolve_kind
 from cecq.storage import digest
@@ -265,9 +265,8 @@ def _defaults(cls: type) -> dict[str, Any]:
 def run_identity(config: PipelineConfig) -> dict[str, Any]:
     """The values a run id hashes (see :data:`RUN_ID_FIELDS`)."""
     values = config.to_dict()
-    identity = _identity(values, RUN_ID_FIELDS, _defaults(PipelineConfig), _NOT_HASHED)
-    identity["decoder"] = _identity(values["decoder"], DECODER_ID_FIELDS, _defaults(DecoderConfig), set())
-    identity["decoder"]["prefix_sizes"] = list(identity["decoder"]["prefix_sizes"])
+    identity = _identity(values, RUN_ID_FIELDS, _defaults(type(config)), _NOT_HASHED)
+    identity["decoder"] = _identity(values["decoder"], DECODER_ID_FIELDS, _defaults(type(config.decoder)), set())
     if config.budget_bytes is not None:
         identity["budget_bytes"] = config.budget_bytes
     if not config.quantizer.unnamed_in_run_ids:

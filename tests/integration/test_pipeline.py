@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.corpora import published, write_corpus
+from tests.helpers.models import TOPICS
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefec
     m = current_manifest(store)
     texts = [(f"{d['title']} {d['text']}").strip() for d in docs]
     tiny = load_encoder(str(tiny_model_dir)).encode(texts)
-    lexical = load_pipeline_encoder(store, "lexical", m["corpus_key"]).encode(texts)
+    lexical = load_store_encoder(store, "lexical", m["corpus_key"]).encode(texts)
     stored = {}
     for key in m["model_keys"]:
         for path in store.glob(f"embeddings/{key}/*.parquet"):
