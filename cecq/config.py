@@ -97,7 +97,9 @@ class DecoderConfig:
         if self.loss not in ("mse", "neighbours"):
             raise ConfigError(f"decoder loss must be 'mse' or 'neighbours', got {self.loss!r}")
         if self.neighbours < 1 or self.neighbour_weight < 0:
-            raise ConfigError(f"neighbours must be >= 1 and neighbour_weight >= 0, got {self.neighbours}, {self.neighbour_weight}")
+            raise ConfigError(
+                f"neighbours must be >= 1 and neighbour_weight >= 0, got {self.neighbours}, {self.neighbour_weight}"
+            )
         if self.selection not in ("prefix", "ads"):
             raise ConfigError(f"selection must be 'prefix' or 'ads', got {self.selection!r}")
         if self.sequential and self.kind != "linear":
@@ -106,7 +108,9 @@ class DecoderConfig:
         if self.memory_size < 0:
             raise ConfigError(f"memory_size must be >= 0, got {self.memory_size}")
         if self.memory_size and not 1 <= self.memory_neighbours <= self.memory_size:
-            raise ConfigError(f"memory_neighbours must be in 1..memory_size ({self.memory_size}), got {self.memory_neighbours}")
+            raise ConfigError(
+                f"memory_neighbours must be in 1..memory_size ({self.memory_size}), got {self.memory_neighbours}"
+            )
         if self.memory_weight < 0:
             raise ConfigError(f"memory_weight must be >= 0, got {self.memory_weight}")
 

@@ -50,8 +50,9 @@ def _running_top_k(score_chunks: Iterable[np.ndarray], n_queries: int, k: int) -
     return best_scores, best_idx
 
 
-def _chunked_top_k(q: np.ndarray, n_docs: int, k: int, chunk_rows: int,
-                   load_chunk: Callable[[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _chunked_top_k(
+    q: np.ndarray, n_docs: int, k: int, chunk_rows: int, load_chunk: Callable[[int, int], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Running top-k of ``q @ docs.T`` over ``load_chunk(start, stop)`` slices of ``n_docs`` rows."""
     return _running_top_k((q @ load_chunk(a, a + chunk_rows).T for a in range(0, n_docs, chunk_rows)), q.shape[0], k)
 
@@ -82,10 +83,18 @@ def prepare_queries(queries: np.ndarray, quantizer: CodeQuantizer, scoring: Code
     return l2_normalize(q)
 
 
-def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: CodeQuantizer, k: int = 10,
-                 scoring: CodeScoring = "asymmetric", chunk_rows: int = 65536,
-                 rescore_vectors: np.ndarray | None = None, rescore_k: int = 0,
-                 rescore_queries: np.ndarray | None = None, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search_codes(
+    queries: np.ndarray,
+    packed: np.ndarray,
+    quantizer: CodeQuantizer,
+    k: int = 10,
+    scoring: CodeScoring = "asymmetric",
+    chunk_rows: int = 65536,
+    rescore_vectors: np.ndarray | None = None,
+    rescore_k: int = 0,
+    rescore_queries: np.ndarray | None = None,
+    empty: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k of ``queries`` against packed document codes.
 
     Documents are dequantized chunk by chunk (bin centroids), so memory stays bounded in the
@@ -101,7 +110,10 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: CodeQuantiz
     q = prepare_queries(queries, quantizer, scoring)
     n_docs = packed.shape[0]
     first = max(k, rescore_k) if rescore_vectors is not None else k
-    batches = ((packed[a:a + chunk_rows], None if empty is None else empty[a:a + chunk_rows]) for a in range(0, n_docs, chunk_rows))
+    batches = (
+        (packed[a : a + chunk_rows], None if empty is None else empty[a : a + chunk_rows])
+        for a in range(0, n_docs, chunk_rows)
+    )
     best_scores, best_idx = _scan(q, batches, quantizer, first)
     if rescore_vectors is not None and best_idx.size:
         if rescore_vectors.shape[0] != n_docs:
@@ -116,13 +128,19 @@ def search_codes(queries: np.ndarray, packed: np.ndarray, quantizer: CodeQuantiz
     return best_scores[:, :k], best_idx[:, :k]
 
 
-def _scan(q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: CodeQuantizer,
-          k: int) -> tuple[np.ndarray, np.ndarray]:
+def _scan(
+    q: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: CodeQuantizer, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     return _running_top_k((_code_scores(q, quantizer, packed, empty) for packed, empty in batches), q.shape[0], k)
 
 
-def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], quantizer: CodeQuantizer,
-                        k: int = 10, scoring: CodeScoring = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
+def search_code_batches(
+    queries: np.ndarray,
+    batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    quantizer: CodeQuantizer,
+    k: int = 10,
+    scoring: CodeScoring = "asymmetric",
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`search_codes` over a stream of ``(packed codes, empty flags or None)`` batches,
     e.g. record batches read from Parquet: indices count rows across the whole stream, and
     memory is bounded by one batch."""
@@ -131,7 +149,9 @@ def search_code_batches(queries: np.ndarray, batches: Iterable[tuple[np.ndarray,
     return _scan(prepare_queries(queries, quantizer, scoring), batches, quantizer, k)
 
 
-def search_float(queries: np.ndarray, docs: np.ndarray, k: int = 10, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def search_float(
+    queries: np.ndarray, docs: np.ndarray, k: int = 10, chunk_rows: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k against float document vectors (the uncompressed reference)."""
     return _chunked_top_k(l2_normalize(queries), docs.shape[0], k, chunk_rows, lambda a, b: l2_normalize(docs[a:b]))
 
@@ -152,8 +172,14 @@ def _signs(packed: np.ndarray, dim: int, empty: np.ndarray | None) -> np.ndarray
     return signs
 
 
-def search_hamming(query_bits: np.ndarray, packed: np.ndarray, dim: int, k: int = 10,
-                   chunk_rows: int = 65536, empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search_hamming(
+    query_bits: np.ndarray,
+    packed: np.ndarray,
+    dim: int,
+    k: int = 10,
+    chunk_rows: int = 65536,
+    empty: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of packed one-bit document codes by Hamming distance to packed one-bit queries.
 
     Bits are compared as +1/-1 vectors, whose dot product is ``dim - 2 * hamming``, so the
@@ -166,13 +192,15 @@ def search_hamming(query_bits: np.ndarray, packed: np.ndarray, dim: int, k: int 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     q = unpack_signs(query_bits, dim)
-    scores, idx = _chunked_top_k(q, packed.shape[0], k, chunk_rows,
-                                 lambda a, b: _signs(packed[a:b], dim, None if empty is None else empty[a:b]))
+    scores, idx = _chunked_top_k(
+        q, packed.shape[0], k, chunk_rows, lambda a, b: _signs(packed[a:b], dim, None if empty is None else empty[a:b])
+    )
     return (scores - dim) / 2, idx
 
 
-def rescore_signs(queries: np.ndarray, packed: np.ndarray, dim: int, candidates: np.ndarray, k: int,
-                  empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def rescore_signs(
+    queries: np.ndarray, packed: np.ndarray, dim: int, candidates: np.ndarray, k: int, empty: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank candidate one-bit documents by the float query's dot product with their bits
     read as +1/-1 (sentence-transformers' rescoring reads them as 1/0, which ranks the same:
     the two differ by a per-query constant and a factor 2). Returns the best ``k`` of

@@ -52,6 +52,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def _io(action: str) -> Callable[[_F], _F]:
     """Turn a backend failure of ``Store.<method>(rel, ...)`` into a StorageError naming the
     action and the object. Missing files stay FileNotFoundError: callers test for them."""
+
     def wrap(method: _F) -> _F:
         @functools.wraps(method)
         def guarded(self: Store, rel: str, *args: Any, **kwargs: Any) -> Any:
@@ -60,10 +61,16 @@ def _io(action: str) -> Callable[[_F], _F]:
             except (FileNotFoundError, StorageError):
                 raise
             except _transient_errors() as e:
-                hint = " (no space left: free some or use another root)" if getattr(e, "errno", None) in _NO_SPACE else ""
-                raise StorageError(f"could not {action} {self.uri(rel)}{hint}: {type(e).__name__}: {e}. "
-                                   "Work committed before this error is kept; rerun to resume.") from e
+                hint = (
+                    " (no space left: free some or use another root)" if getattr(e, "errno", None) in _NO_SPACE else ""
+                )
+                raise StorageError(
+                    f"could not {action} {self.uri(rel)}{hint}: {type(e).__name__}: {e}. "
+                    "Work committed before this error is kept; rerun to resume."
+                ) from e
+
         return guarded  # type: ignore[return-value]
+
     return wrap
 
 
@@ -93,8 +100,13 @@ def storage_options_from_env(url: str) -> dict[str, Any]:
     if not url.startswith(("s3://", "s3a://")):
         return {}
     attempts = int(os.environ.get("CECQ_S3_MAX_ATTEMPTS", "10"))
-    options: dict[str, Any] = {"config_kwargs": {"retries": {"max_attempts": max(1, attempts), "mode": "standard"},
-                                                 "connect_timeout": 10, "read_timeout": 60}}
+    options: dict[str, Any] = {
+        "config_kwargs": {
+            "retries": {"max_attempts": max(1, attempts), "mode": "standard"},
+            "connect_timeout": 10,
+            "read_timeout": 60,
+        }
+    }
     endpoint = os.environ.get("CECQ_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
     # region_name is deliberately not passed here (bucket creation fails on some servers);
     # set AWS_DEFAULT_REGION instead.
@@ -151,7 +163,7 @@ class Store:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of committed files matching ``pattern`` (temporary files excluded)."""
         found = self.fs.glob(self.path(pattern))
-        return sorted(p[len(self.root) + 1:] for p in found if ".tmp-" not in p)
+        return sorted(p[len(self.root) + 1 :] for p in found if ".tmp-" not in p)
 
     @_io("write")
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -213,10 +225,9 @@ class Store:
         """Copy a folder under the root to a local folder (for loaders that need a local path)."""
         os.makedirs(dest, exist_ok=True)
         for path in self.fs.find(self.path(rel)):
-            name = path[len(self.path(rel)):].lstrip("/")
+            name = path[len(self.path(rel)) :].lstrip("/")
             target = os.path.join(dest, name)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(self.fs.cat_file(path))
         return dest
-

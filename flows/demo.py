@@ -32,13 +32,20 @@ def stdlib_docstrings(path: Path, limit: int = 5000) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for info in sorted(pkgutil.iter_modules(), key=lambda m: m.name):
-            if info.name.startswith("_") or info.name not in sys.stdlib_module_names or info.name in ("antigravity", "this"):
+            if (
+                info.name.startswith("_")
+                or info.name not in sys.stdlib_module_names
+                or info.name in ("antigravity", "this")
+            ):
                 continue
             try:
                 mod = import_module(info.name)
             except Exception:  # some stdlib modules need optional system libraries
                 continue
-            for name, obj in [(info.name, mod), *((f"{info.name}.{n}", getattr(mod, n, None)) for n in dir(mod) if not n.startswith("_"))]:
+            for name, obj in [
+                (info.name, mod),
+                *((f"{info.name}.{n}", getattr(mod, n, None)) for n in dir(mod) if not n.startswith("_")),
+            ]:
                 doc = getattr(obj, "__doc__", None)
                 if isinstance(doc, str) and len(doc.strip()) > 40:
                     rows.append({"_id": name, "title": name, "text": doc.strip()[:2000]})
@@ -59,13 +66,18 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
     store = Store(str(STORE))
-    sql = "SELECT count(*) AS documents, count(DISTINCT id) AS ids, any_value(octet_length(code)) AS bytes_per_doc FROM documents"
-    print(f"\n$ cecq sql --store {STORE} \"{sql}\"")
+    sql = (
+        "SELECT count(*) AS documents, count(DISTINCT id) AS ids, any_value(octet_length(code)) AS bytes_per_doc "
+        "FROM documents"
+    )
+    print(f'\n$ cecq sql --store {STORE} "{sql}"')
     connect(store).sql(sql).show()
-    sql = "SELECT run_id, documents, dims, bits, round(compression, 1) AS compression, status FROM runs ORDER BY started"
-    print(f"$ cecq sql --store {STORE} \"{sql}\"")
+    sql = (
+        "SELECT run_id, documents, dims, bits, round(compression, 1) AS compression, status FROM runs ORDER BY started"
+    )
+    print(f'$ cecq sql --store {STORE} "{sql}"')
     connect(store).sql(sql).show()
-    print(f"$ cecq search --store {STORE} \"{query}\" -k 5")
+    print(f'$ cecq search --store {STORE} "{query}" -k 5')
     for hit in search_store(store, query, k=5):
         print(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['id']:<12} {hit['text'][:90]!r}")
 

@@ -28,15 +28,22 @@ P = PipelineConfig  # the defaults of every parameter below
 def run_steps(config: PipelineConfig, ray_address: str | None, previous: CatalogManifest | None) -> dict:
     """The steps both flows share. ``previous`` is the store's published manifest (or None)."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
-    manifest_path = shard_corpus_task(config.corpus, config.store, config.shard_rows, config.id_column,
-                                      list(config.text_columns) if config.text_columns else None)
+    manifest_path = shard_corpus_task(
+        config.corpus,
+        config.store,
+        config.shard_rows,
+        config.id_column,
+        list(config.text_columns) if config.text_columns else None,
+    )
     run_id = run_id_for(config, manifest_path)
     for model in config.models:
         if is_fitted(model):
             fit_encoder_task(config.store, manifest_path, model)
     previous_manifest = previous.corpus_manifest if previous else None
-    embedding = [embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
-                 for m in config.models]
+    embedding = [
+        embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
+        for m in config.models
+    ]
     model_keys = [e.model_key for e in embedding]
     reused = plan_compressor_task(config, manifest_path, previous, embedding)
     if reused is None:
@@ -53,7 +60,7 @@ def run_steps(config: PipelineConfig, ray_address: str | None, previous: Catalog
 def embed_corpus(
     corpus: str,
     store: str,
-    models: list[str] = list(P.models),
+    models: list[str] = list(P.models),  # noqa: B006 - the default the deployment shows; never mutated
     shard_rows: int = P.shard_rows,
     dims: int = P.dims,
     bits: int = P.bits,
@@ -72,10 +79,21 @@ def embed_corpus(
     """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
     quantized embeddings under ``store`` (any fsspec URL)."""
     config = PipelineConfig(
-        corpus=corpus, store=store, models=tuple(models), shard_rows=shard_rows, dims=dims, bits=bits,
-        budget_bytes=budget_bytes, quantization=quantization, id_column=id_column,
-        text_columns=tuple(text_columns) if text_columns else None, batch_size=batch_size,
-        decoder=replace(PIPELINE_DECODER, out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed),
-        decoder_policy="retrain", model_weights=model_weights,
+        corpus=corpus,
+        store=store,
+        models=tuple(models),
+        shard_rows=shard_rows,
+        dims=dims,
+        bits=bits,
+        budget_bytes=budget_bytes,
+        quantization=quantization,
+        id_column=id_column,
+        text_columns=tuple(text_columns) if text_columns else None,
+        batch_size=batch_size,
+        decoder=replace(
+            PIPELINE_DECODER, out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed
+        ),
+        decoder_policy="retrain",
+        model_weights=model_weights,
     )
     return run_steps(config, ray_address, load_previous_task(store))

@@ -12,8 +12,13 @@ P = PipelineConfig
 
 
 @flow(name="reindex", log_prints=True)
-def reindex(corpus: str, store: str, decoder_policy: DecoderPolicy = P.decoder_policy,
-            retrain_fraction: float = P.retrain_fraction, ray_address: str | None = None) -> dict:
+def reindex(
+    corpus: str,
+    store: str,
+    decoder_policy: DecoderPolicy = P.decoder_policy,
+    retrain_fraction: float = P.retrain_fraction,
+    ray_address: str | None = None,
+) -> dict:
     """Re-index ``corpus`` into an existing ``store`` with the configuration it was built
     with (models, dims, codes). Unchanged shards are not re-embedded or rewritten; the
     decoder is reused or retrained by ``decoder_policy`` ('auto': retrain when more than
@@ -21,6 +26,12 @@ def reindex(corpus: str, store: str, decoder_policy: DecoderPolicy = P.decoder_p
     previous = load_previous_task(store)
     if previous is None:
         raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
-    config = PipelineConfig.from_dict(previous.config, corpus=corpus, store=store, models=tuple(previous.models),
-                                      decoder_policy=decoder_policy, retrain_fraction=retrain_fraction)
+    config = PipelineConfig.from_dict(
+        previous.config,
+        corpus=corpus,
+        store=store,
+        models=tuple(previous.models),
+        decoder_policy=decoder_policy,
+        retrain_fraction=retrain_fraction,
+    )
     return run_steps(config, ray_address, previous)

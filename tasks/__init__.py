@@ -6,5 +6,13 @@ from tasks.corpus import fit_encoder_task, load_previous_task, shard_corpus_task
 from tasks.embedding import embed_model_task
 from tasks.publishing import publish_task
 
-__all__ = ["compress_task", "embed_model_task", "fit_encoder_task", "load_previous_task", "plan_compressor_task", "publish_task",
-           "shard_corpus_task", "train_compressor_task"]
+__all__ = [
+    "compress_task",
+    "embed_model_task",
+    "fit_encoder_task",
+    "load_previous_task",
+    "plan_compressor_task",
+    "publish_task",
+    "shard_corpus_task",
+    "train_compressor_task",
+]

@@ -11,13 +11,19 @@ from tasks.retry import retry_unless_bad_input
 
 
 @task(name="shard-corpus", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=5)
-def shard_corpus_task(corpus: str, store_url: str, shard_rows: int, id_column: str | None = None,
-                      text_columns: list[str] | None = None) -> str:
+def shard_corpus_task(
+    corpus: str, store_url: str, shard_rows: int, id_column: str | None = None, text_columns: list[str] | None = None
+) -> str:
     """Cut the corpus into committed shards; return the manifest's path."""
     store = Store(store_url)
     manifest = shard_corpus(corpus, store, shard_rows, id_column, text_columns)
-    get_run_logger().info("corpus %s: %d documents, %d shards, %d empty texts", corpus, manifest.rows, len(manifest.shards),
-                          manifest.empty_texts)
+    get_run_logger().info(
+        "corpus %s: %d documents, %d shards, %d empty texts",
+        corpus,
+        manifest.rows,
+        len(manifest.shards),
+        manifest.empty_texts,
+    )
     return manifest_path(manifest)
 
 

@@ -10,14 +10,26 @@ from tasks.retry import retry_unless_bad_input
 
 
 @task(name="embed-model", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=10)
-def embed_model_task(store_url: str, manifest_path: str, model: str, batch_size: int = 64, ray_address: str | None = None,
-                     previous_manifest_path: str | None = None) -> EmbeddingResult:
+def embed_model_task(
+    store_url: str,
+    manifest_path: str,
+    model: str,
+    batch_size: int = 64,
+    ray_address: str | None = None,
+    previous_manifest_path: str | None = None,
+) -> EmbeddingResult:
     """Embed every shard with one base model on Ray actors; committed shards are skipped."""
     store = Store(store_url)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     previous = CorpusManifest.from_dict(store.read_json(previous_manifest_path)) if previous_manifest_path else None
-    result = embed_model(store, manifest, model, batch_size, ray_address, previous, progress=progress_reporter(f"embed {model}"))
-    get_run_logger().info("%s: embedded %d documents (%d shards already committed), %.1f docs/s of actor time",
-                          model, result.embedded_documents, result.skipped_shards,
-                          result.embedded_documents / max(result.seconds, 1e-9))
+    result = embed_model(
+        store, manifest, model, batch_size, ray_address, previous, progress=progress_reporter(f"embed {model}")
+    )
+    get_run_logger().info(
+        "%s: embedded %d documents (%d shards already committed), %.1f docs/s of actor time",
+        model,
+        result.embedded_documents,
+        result.skipped_shards,
+        result.embedded_documents / max(result.seconds, 1e-9),
+    )
     return result

@@ -11,14 +11,25 @@ from tasks.retry import retry_unless_bad_input
 
 
 @task(name="publish-catalog", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=5)
-def publish_task(config: PipelineConfig, run_id: str, manifest_path: str, embedding: list[EmbeddingResult],
-                 decoder: str, quantizer: str, compressor_id: str, started: str, shards: list[CodesShard]) -> int:
+def publish_task(
+    config: PipelineConfig,
+    run_id: str,
+    manifest_path: str,
+    embedding: list[EmbeddingResult],
+    decoder: str,
+    quantizer: str,
+    compressor_id: str,
+    started: str,
+    shards: list[CodesShard],
+) -> int:
     """Publish the compressed shards as the next catalog version, with a summary artifact."""
     store = Store(config.store)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     run = describe_run(store, config, run_id, manifest, embedding, decoder, quantizer, compressor_id, started)
     version = publish(store, run, shards)
-    rows = "\n".join(f"| {m.model} | {m.embedded_documents} | {m.skipped_shards} | {m.seconds:.1f} |" for m in run.embedding)
+    rows = "\n".join(
+        f"| {m.model} | {m.embedded_documents} | {m.skipped_shards} | {m.seconds:.1f} |" for m in run.embedding
+    )
     create_markdown_artifact(
         key="cecq-run-summary",
         description=f"cecq run {run.run_id}",

@@ -18,15 +18,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from tests.helpers.beir import synthetic_beir_parts, write_beir  # noqa: E402 - after the environment is set
-from tests.helpers.models import build_tiny_model  # noqa: E402
-from tests.helpers.paths import SHARED_DATA  # noqa: E402
+from tests.helpers.beir import synthetic_beir_parts, write_beir
+from tests.helpers.models import build_tiny_model
+from tests.helpers.paths import SHARED_DATA
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32-dim tiny BERT model, saved with a stored ``query`` prompt (``"query: "``)."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-32"), 32, seed=0,
-                            prompts={"query": "query: ", "passage": "passage: "})
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny-model-32"), 32, seed=0, prompts={"query": "query: ", "passage": "passage: "}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +72,16 @@ def s3_endpoint():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "CECQ_S3_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      CECQ_S3_ENDPOINT_URL=endpoint)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "CECQ_S3_ENDPOINT_URL")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        CECQ_S3_ENDPOINT_URL=endpoint,
+    )
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="cecq-test")
     yield endpoint
     server.stop()

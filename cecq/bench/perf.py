@@ -30,22 +30,36 @@ def _only(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = sorted(set(names) - set(MEASUREMENTS))
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"--only takes a comma-separated subset of {', '.join(MEASUREMENTS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--only takes a comma-separated subset of {', '.join(MEASUREMENTS)}, got {text!r}"
+        )
     return names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("perf", help="pipeline throughput and memory against bare baselines (side by side, as ratios)",
-                       description="Time cecq's embedding, compression and search against bare baselines of the same "
-                                   "work in one run (interleaved repeats, medians), measure peak memory per stage at N "
-                                   "and 10N documents, and write raw figures and ratios as JSON.")
-    p.add_argument("--only", type=_only, default=MEASUREMENTS, metavar="LIST",
-                   help=f"comma-separated measurements to run (default all: {','.join(MEASUREMENTS)})")
-    p.add_argument("--json", dest="json_out", default="cecq-perf.json", metavar="OUT.json", help="where to write the figures")
+    p = sub.add_parser(
+        "perf",
+        help="pipeline throughput and memory against bare baselines (side by side, as ratios)",
+        description="Time cecq's embedding, compression and search against bare baselines of the same "
+        "work in one run (interleaved repeats, medians), measure peak memory per stage at N "
+        "and 10N documents, and write raw figures and ratios as JSON.",
+    )
+    p.add_argument(
+        "--only",
+        type=_only,
+        default=MEASUREMENTS,
+        metavar="LIST",
+        help=f"comma-separated measurements to run (default all: {','.join(MEASUREMENTS)})",
+    )
+    p.add_argument(
+        "--json", dest="json_out", default="cecq-perf.json", metavar="OUT.json", help="where to write the figures"
+    )
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every timed variant (default 3)")
     p.add_argument("--workdir", help="scratch folder for stores and corpora (default: a temporary folder, removed)")
     g = p.add_argument_group("embed")
-    g.add_argument("--corpus", default=DEFAULT_CORPUS, help=f"BEIR folder whose texts are embedded (default {DEFAULT_CORPUS})")
+    g.add_argument(
+        "--corpus", default=DEFAULT_CORPUS, help=f"BEIR folder whose texts are embedded (default {DEFAULT_CORPUS})"
+    )
     g.add_argument("--model", default="all-MiniLM-L6-v2", help="sentence-transformers model (default all-MiniLM-L6-v2)")
     g.add_argument("--docs", type=int, default=200, help="documents to embed (default 200)")
     g.add_argument("--batch-size", type=int, default=64)
@@ -53,8 +67,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("scaleout", "two Ray nodes started on this machine against one (same model and corpus)")
     g.add_argument("--scaleout-docs", type=int, default=400, help="documents to embed (default 400)")
     g.add_argument("--scaleout-shards", type=int, default=8, help="shards the documents are split into (default 8)")
-    g.add_argument("--scaleout-node-cpus", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                   help="CPUs of each node (default half this machine's cores)")
+    g.add_argument(
+        "--scaleout-node-cpus",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="CPUs of each node (default half this machine's cores)",
+    )
     g = p.add_argument_group("compress")
     g.add_argument("--compress-rows", type=int, default=200_000)
     g.add_argument("--model-dims", default="384,256", help="per-model embedding widths concatenated (default 384,256)")
@@ -69,18 +87,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("memory")
     g.add_argument("--memory-docs", type=int, default=4000, help="N: the small corpus (the large one is N x factor)")
     g.add_argument("--memory-factor", type=int, default=10)
-    g.add_argument("--memory-model", default="lexical", help="encoder of the memory run (default lexical: cheap on CPU)")
+    g.add_argument(
+        "--memory-model", default="lexical", help="encoder of the memory run (default lexical: cheap on CPU)"
+    )
     g.add_argument("--memory-shard-rows", type=int, default=1000)
-    g.add_argument("--memory-sample-rows", type=int, default=2000,
-                   help="cap on training and calibration samples (the pipeline's caps, shrunk to below N)")
+    g.add_argument(
+        "--memory-sample-rows",
+        type=int,
+        default=2000,
+        help="cap on training and calibration samples (the pipeline's caps, shrunk to below N)",
+    )
     p.set_defaults(func=run)
 
 
 def environment() -> dict[str, Any]:
     import torch
 
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def _scale_out_unmeasurable(node_cpus: int) -> str | None:
@@ -88,8 +118,10 @@ def _scale_out_unmeasurable(node_cpus: int) -> str | None:
     if node_cpus < 1:
         return f"--scaleout-node-cpus must be >= 1, got {node_cpus}"
     if cpus < 2 * node_cpus:
-        return (f"this machine has {cpus} CPU cores: two simulated nodes of {node_cpus} would share them, so the "
-                "figure would measure contention, not scale-out; run on two real nodes or give smaller nodes")
+        return (
+            f"this machine has {cpus} CPU cores: two simulated nodes of {node_cpus} would share them, so the "
+            "figure would measure contention, not scale-out; run on two real nodes or give smaller nodes"
+        )
     return None
 
 
@@ -97,31 +129,46 @@ def _gpu() -> dict[str, Any]:
     import torch
 
     if not torch.cuda.is_available():
-        return {"measured": False, "reason": "no CUDA device visible; run 'cecq bench perf --only embed' on a GPU machine "
-                                             "(embedding actors then run fp16 on the GPU)"}
-    return {"measured": True, "device": torch.cuda.get_device_name(0),
-            "note": "the embed comparison above ran with CUDA visible: both sides used the GPU"}
+        return {
+            "measured": False,
+            "reason": "no CUDA device visible; run 'cecq bench perf --only embed' on a GPU machine "
+            "(embedding actors then run fp16 on the GPU)",
+        }
+    return {
+        "measured": True,
+        "device": torch.cuda.get_device_name(0),
+        "note": "the embed comparison above ran with CUDA visible: both sides used the GPU",
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: one row per ratio, then one per memory stage."""
     figs = {(f["measurement"], f["variant"]): f for f in result["figures"]}
-    lines = ["| measurement | cecq | baseline | cecq rate | baseline rate | ratio | target | met |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| measurement | cecq | baseline | cecq rate | baseline rate | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["ratios"]:
         num, den = figs[(r["measurement"], r["numerator"])], figs[(r["measurement"], r["denominator"])]
         target = "" if r["target"] is None else f">= {r['target']:g}"
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        lines.append(f"| {r['measurement']} | {r['numerator']} | {r['denominator']} | {num['rate']:,.0f} {num['unit']}/s | "
-                     f"{den['rate']:,.0f} {den['unit']}/s | {r['ratio']:.2f} | {target} | {met} |")
+        lines.append(
+            f"| {r['measurement']} | {r['numerator']} | {r['denominator']} | {num['rate']:,.0f} {num['unit']}/s | "
+            f"{den['rate']:,.0f} {den['unit']}/s | {r['ratio']:.2f} | {target} | {met} |"
+        )
     memory = result.get("memory")
     if memory:
-        lines += ["", "| stage | peak RSS small (MB) | large (MB) | growth | above imports small / large (MB) | met (< 1.3) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| stage | peak RSS small (MB) | large (MB) | growth | above imports small / large (MB) | met (< 1.3) |",
+            "|---|---|---|---|---|---|",
+        ]
         for s in memory["stages"]:
-            lines.append(f"| {s['stage']} ({s['docs_small']:,} / {s['docs_large']:,} docs) | {s['peak_small_mb']:.0f} | "
-                         f"{s['peak_large_mb']:.0f} | {s['growth']:.2f} | {s['above_imports_small_mb']:.0f} / "
-                         f"{s['above_imports_large_mb']:.0f} | {'yes' if s['met'] else '**no**'} |")
+            lines.append(
+                f"| {s['stage']} ({s['docs_small']:,} / {s['docs_large']:,} docs) | {s['peak_small_mb']:.0f} | "
+                f"{s['peak_large_mb']:.0f} | {s['growth']:.2f} | {s['above_imports_small_mb']:.0f} / "
+                f"{s['above_imports_large_mb']:.0f} | {'yes' if s['met'] else '**no**'} |"
+            )
     for key in ("scale_out", "gpu"):
         if key in result and not result[key].get("measured"):
             lines.append(f"\n{key}: not measured: {result[key]['reason']}")
@@ -146,8 +193,11 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     figures: list[Figure] = []
     ratios: list[Ratio] = []
     details: dict[str, Any] = {}
-    result: dict[str, Any] = {"command": sys.argv, "environment": environment(),
-                              "config": {k: v for k, v in vars(args).items() if k != "func"}}
+    result: dict[str, Any] = {
+        "command": sys.argv,
+        "environment": environment(),
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+    }
     needs_corpus = {"embed", "memory", "scaleout"} & set(args.only)
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
@@ -156,8 +206,9 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         texts = perf_embed.corpus_texts(args.corpus, args.docs)
         try:
             for label, variant in (("natural", texts), ("long-tail", perf_embed.long_tailed(texts))):
-                f, r, d = perf_embed.measure(variant, label, args.model, args.batch_size, args.repeats,
-                                             args.shard_rows, workdir)
+                f, r, d = perf_embed.measure(
+                    variant, label, args.model, args.batch_size, args.repeats, args.shard_rows, workdir
+                )
                 figures += f
                 ratios += r
                 details[f"embed:{label}"] = d
@@ -166,33 +217,55 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 shutdown_ray()
     if "compress" in args.only:
         dims = tuple(int(d) for d in args.model_dims.split(","))
-        f, r, d = perf_compute.measure_compress(args.compress_rows, dims, args.out_dim, args.dims, args.bits, args.repeats)
+        f, r, d = perf_compute.measure_compress(
+            args.compress_rows, dims, args.out_dim, args.dims, args.bits, args.repeats
+        )
         figures += f
         ratios += r
         details["compress"] = d
     if "search" in args.only:
-        f, r, d = perf_compute.measure_search(args.search_rows, args.dims, args.bits, args.search_queries, args.k,
-                                              args.repeats, args.search_shard_rows, workdir)
+        f, r, d = perf_compute.measure_search(
+            args.search_rows,
+            args.dims,
+            args.bits,
+            args.search_queries,
+            args.k,
+            args.repeats,
+            args.search_shard_rows,
+            workdir,
+        )
         figures += f
         ratios += r
         details["search"] = d
     if "memory" in args.only:
         source = perf_embed.corpus_texts(args.corpus, 10_000)
-        result["memory"] = perf_memory.measure(source, args.memory_docs, args.memory_factor, args.memory_model,
-                                               args.memory_shard_rows, args.memory_sample_rows, workdir)
+        result["memory"] = perf_memory.measure(
+            source,
+            args.memory_docs,
+            args.memory_factor,
+            args.memory_model,
+            args.memory_shard_rows,
+            args.memory_sample_rows,
+            workdir,
+        )
     if "scaleout" in args.only:
         reason = _scale_out_unmeasurable(args.scaleout_node_cpus)
         if reason:
             result["scale_out"] = {"measured": False, "reason": reason}
         else:
             texts = perf_embed.corpus_texts(args.corpus, args.scaleout_docs)
-            f, r, d = perf_scaleout.measure(texts, args.model, args.batch_size, args.repeats, args.scaleout_shards,
-                                            args.scaleout_node_cpus, workdir)
+            f, r, d = perf_scaleout.measure(
+                texts, args.model, args.batch_size, args.repeats, args.scaleout_shards, args.scaleout_node_cpus, workdir
+            )
             figures += f
             ratios += r
             result["scale_out"] = {"measured": True, **d}
     if "embed" in args.only:
         result["gpu"] = _gpu()
-    result.update(figures=[f.to_dict() for f in figures], ratios=[r.to_dict() for r in ratios], details=details,
-                  seconds=time.perf_counter() - started)
+    result.update(
+        figures=[f.to_dict() for f in figures],
+        ratios=[r.to_dict() for r in ratios],
+        details=details,
+        seconds=time.perf_counter() - started,
+    )
     return result

@@ -34,7 +34,7 @@ def long_tailed(texts: list[str], seed: int = 0) -> list[str]:
     for t in texts:
         words = t.split()
         n = int(4 * (1 + rng.pareto(1.0)))
-        out.append(" ".join(words[:max(1, n)]))
+        out.append(" ".join(words[: max(1, n)]))
     return out
 
 
@@ -46,8 +46,9 @@ def write_jsonl(path: Path, texts: list[str]) -> str:
     return str(path)
 
 
-def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: int, shard_rows: int,
-            workdir: Path) -> tuple[list[Figure], list[Ratio], dict]:
+def measure(
+    texts: list[str], label: str, model: str, batch_size: int, repeats: int, shard_rows: int, workdir: Path
+) -> tuple[list[Figure], list[Ratio], dict]:
     """Time every embedding variant on ``texts``; ``label`` names the corpus variant."""
     started = time.perf_counter()
     init_ray(None)
@@ -67,7 +68,7 @@ def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: 
 
     def bare_loop(_: int) -> None:
         for i in range(0, n, bs):
-            st.encode(texts[i:i + bs], batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
+            st.encode(texts[i : i + bs], batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
 
     results: dict[int, dict] = {}  # repeat -> embed_model's summary
 
@@ -82,20 +83,33 @@ def measure(texts: list[str], label: str, model: str, batch_size: int, repeats: 
         "bare-encode-loop": f"SentenceTransformer.encode on consecutive batches of {bs}, corpus order, model loaded",
         "bare-encode-call": "one SentenceTransformer.encode call over all texts (it sorts by characters)",
         "cecq-encode": "cecq encoder in process: token-length buckets over all texts, zeroing, normalising",
-        "cecq-pipeline": "embed stage of embed-corpus (cecq.pipeline.fanout.embed_model): Ray actor start and model load, "
-                         "shard read, encode, Parquet write; Ray already running",
+        "cecq-pipeline": "embed stage of embed-corpus (cecq.pipeline.fanout.embed_model): Ray actor start and "
+        "model load, "
+        "shard read, encode, Parquet write; Ray already running",
     }
     figs = {name: Figure(measurement, name, n, "docs", secs, what[name]) for name, secs in times.items()}
     tokens = encoder.token_lengths(texts)
-    stats = {"docs": n, "mean_tokens": float(tokens.mean()), "p50_tokens": float(np.median(tokens)),
-             "p99_tokens": float(np.percentile(tokens, 99)), "max_seq_length": int(st.max_seq_length),
-             "ray_start_s": ray_start_s, "threads": shape.threads, "actors": shape.count,
-             "shards": len(manifests[0][1].shards)}
+    stats = {
+        "docs": n,
+        "mean_tokens": float(tokens.mean()),
+        "p50_tokens": float(np.median(tokens)),
+        "p99_tokens": float(np.percentile(tokens, 99)),
+        "max_seq_length": int(st.max_seq_length),
+        "ray_start_s": ray_start_s,
+        "threads": shape.threads,
+        "actors": shape.count,
+        "shards": len(manifests[0][1].shards),
+    }
     # The same runs seen from inside the actor (shard read, encode, Parquet write): the
     # pipeline's steady state, without actor start and model load.
-    figs["cecq-pipeline-in-actor"] = Figure(measurement, "cecq-pipeline-in-actor", n, "docs",
-                                            [results[r].seconds for r in range(repeats)],
-                                            "cecq-pipeline's time inside embed_shard (read, encode, write), per repeat")
+    figs["cecq-pipeline-in-actor"] = Figure(
+        measurement,
+        "cecq-pipeline-in-actor",
+        n,
+        "docs",
+        [results[r].seconds for r in range(repeats)],
+        "cecq-pipeline's time inside embed_shard (read, encode, write), per repeat",
+    )
     ratios = [
         ratio(figs, "cecq-pipeline", "bare-encode-loop", 0.95),
         ratio(figs, "cecq-encode", "bare-encode-loop"),

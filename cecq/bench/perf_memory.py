@@ -52,8 +52,15 @@ def _stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: int
         return
     manifest = CorpusManifest.from_dict(store.read_json(store.glob("corpus/*/manifest-*.json")[0]))
     mkey = model_key(model, manifest.corpus_key)
-    config = PipelineConfig(corpus=url, store=store.url, models=(model,), dims=128, bits=2, calibration_rows=sample_rows,
-                            decoder=DecoderConfig(out_dim=256, max_epochs=2, max_train_rows=sample_rows))
+    config = PipelineConfig(
+        corpus=url,
+        store=store.url,
+        models=(model,),
+        dims=128,
+        bits=2,
+        calibration_rows=sample_rows,
+        decoder=DecoderConfig(out_dim=256, max_epochs=2, max_train_rows=sample_rows),
+    )
     if stage == "fit-lexical":
         fit_encoder(store, manifest, model, max_rows=sample_rows)
     elif stage == "embed":
@@ -67,10 +74,19 @@ def _stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: int
         compressor = load_compressor(store, decoder_rel, quantizer_rel)
         shards = []
         for shard in manifest.shards:
-            r = compress_shard(store, shard, [embedding_path(mkey, shard)], decoder_rel, quantizer_rel,
-                               codes_path("mem", shard), compressor)
+            r = compress_shard(
+                store,
+                shard,
+                [embedding_path(mkey, shard)],
+                decoder_rel,
+                quantizer_rel,
+                codes_path("mem", shard),
+                compressor,
+            )
             shards.append(r)
-        publish(store, bench_run("mem", model, mkey, decoder_rel, quantizer_rel, compressor[2], manifest.corpus_key), shards)
+        publish(
+            store, bench_run("mem", model, mkey, decoder_rel, quantizer_rel, compressor[2], manifest.corpus_key), shards
+        )
     elif stage == "search":
         q = np.random.default_rng(0).standard_normal((1, config.dims)).astype(np.float32)
         search_published(store, q, 10)
@@ -80,16 +96,28 @@ def _stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: int
 
 def run_stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: int) -> int:
     """Peak RSS (bytes) of ``stage`` run in a fresh child process."""
-    cmd = [sys.executable, "-m", "cecq.bench.perf_memory", stage, str(root), "--model", model,
-           "--shard-rows", str(shard_rows), "--sample-rows", str(sample_rows)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cecq.bench.perf_memory",
+        stage,
+        str(root),
+        "--model",
+        model,
+        "--shard-rows",
+        str(shard_rows),
+        "--sample-rows",
+        str(sample_rows),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if out.returncode != 0:
         raise RuntimeError(f"memory stage {stage} failed:\n{out.stderr[-3000:]}")
     return int(json.loads(out.stdout.strip().splitlines()[-1])["maxrss_bytes"])
 
 
-def measure(source: list[str], docs: int, factor: int, model: str, shard_rows: int, sample_rows: int,
-            workdir: Path) -> dict:
+def measure(
+    source: list[str], docs: int, factor: int, model: str, shard_rows: int, sample_rows: int, workdir: Path
+) -> dict:
     """Peak RSS of every stage at ``docs`` and ``factor * docs`` documents, and the growth."""
     stages = [s for s in STAGES if s != "fit-lexical" or model == "lexical"]
     peaks: dict[str, dict[int, int]] = {s: {} for s in stages}
@@ -104,10 +132,20 @@ def measure(source: list[str], docs: int, factor: int, model: str, shard_rows: i
     rows = []
     for stage in stages:
         a, b = peaks[stage][small], peaks[stage][large]
-        rows.append({"stage": stage, "docs_small": small, "docs_large": large, "peak_small_mb": a / 2**20,
-                     "peak_large_mb": b / 2**20, "growth": b / a,
-                     "above_imports_small_mb": (a - base_small) / 2**20, "above_imports_large_mb": (b - base_large) / 2**20,
-                     "target_growth": 1.3, "met": b / a < 1.3})
+        rows.append(
+            {
+                "stage": stage,
+                "docs_small": small,
+                "docs_large": large,
+                "peak_small_mb": a / 2**20,
+                "peak_large_mb": b / 2**20,
+                "growth": b / a,
+                "above_imports_small_mb": (a - base_small) / 2**20,
+                "above_imports_large_mb": (b - base_large) / 2**20,
+                "target_growth": 1.3,
+                "met": b / a < 1.3,
+            }
+        )
     return {"model": model, "shard_rows": shard_rows, "sample_rows": sample_rows, "stages": rows}
 
 

@@ -38,8 +38,13 @@ class Node:
     """One ``ray start --block`` process group, so that stopping it stops exactly its processes."""
 
     def __init__(self, args: list[str], cpus: int, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", *args],
-                                     env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", *args],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -61,8 +66,9 @@ def _wait_for(nodes: int, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards: int, node_cpus: int,
-            workdir: Path) -> tuple[list[Figure], list[Ratio], dict]:
+def measure(
+    texts: list[str], model: str, batch_size: int, repeats: int, shards: int, node_cpus: int, workdir: Path
+) -> tuple[list[Figure], list[Ratio], dict]:
     """Time :func:`cecq.pipeline.fanout.embed_model` over ``texts`` in ``shards`` shards on one node and on two."""
     if ray_running():
         raise RuntimeError("scale-out starts its own Ray cluster: shut down the running Ray first")
@@ -74,7 +80,11 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
     ray_tmp = tempfile.mkdtemp(prefix="cecq-ray-", dir="/tmp")
     url = write_jsonl(workdir / "scaleout.jsonl", texts)
     shard_rows = -(-len(texts) // shards)
-    stores = {(v, r): Store(str(workdir / f"store-scaleout-{v}-{r}")) for v in ("one-node", "two-nodes") for r in range(repeats)}
+    stores = {
+        (v, r): Store(str(workdir / f"store-scaleout-{v}-{r}"))
+        for v in ("one-node", "two-nodes")
+        for r in range(repeats)
+    }
     manifests = {key: shard_corpus(url, store, shard_rows) for key, store in stores.items()}
     times: dict[str, list[float]] = {"one-node": [], "two-nodes": []}
     used: dict[str, list[int]] = {"one-node": [], "two-nodes": []}
@@ -92,7 +102,7 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
                 time.sleep(1)
         _wait_for(1)
         for r in range(repeats):
-            for variant in (("one-node", "two-nodes") if r % 2 == 0 else ("two-nodes", "one-node")):
+            for variant in ("one-node", "two-nodes") if r % 2 == 0 else ("two-nodes", "one-node"):
                 wanted = 2 if variant == "two-nodes" else 1
                 if wanted == 2 and worker is None:
                     worker = Node([f"--address={address}"], node_cpus, env)
@@ -110,8 +120,10 @@ def measure(texts: list[str], model: str, batch_size: int, repeats: int, shards:
             worker.stop()
         head.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    what = {"one-node": f"embed stage on a Ray cluster of one node ({node_cpus} CPU)",
-            "two-nodes": f"the same job on two nodes of {node_cpus} CPU each (one actor a node)"}
+    what = {
+        "one-node": f"embed stage on a Ray cluster of one node ({node_cpus} CPU)",
+        "two-nodes": f"the same job on two nodes of {node_cpus} CPU each (one actor a node)",
+    }
     figs = {v: Figure("scaleout", v, len(texts), "docs", secs, what[v]) for v, secs in times.items()}
     details = {"docs": len(texts), "shards": shards, "node_cpus": node_cpus, "nodes_used": used}
     return list(figs.values()), [ratio(figs, "two-nodes", "one-node", 1.7)], details

@@ -13,13 +13,12 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cecq.bench import DEFAULT_BUDGETS
 from cecq.config import EvalConfig
 from cecq.eval.beir import load_beir
 from cecq.eval.evaluate import EvalRecord, evaluate_task
@@ -60,16 +59,22 @@ def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dic
         if set(by_task) != set(tasks):
             continue  # not measured on every task (e.g. a model missing somewhere): no fair mean
         first = next(iter(by_task.values()))
-        rows.append({
-            "budget": None if is_reference(name) else budget_of(first.bytes_per_doc, budgets),
-            "name": name, "scoring": scoring, "bytes_per_doc": first.bytes_per_doc,
-            "compression": first.compression, "dims": first.dims, "bits": first.bits,
-            "ndcg_at_10": {t: by_task[t].ndcg_at_10 for t in tasks},
-            "retention": {t: by_task[t].retention for t in tasks},
-            "mean_ndcg_at_10": float(np.mean([by_task[t].ndcg_at_10 for t in tasks])),
-            "mean_retention": float(np.mean([by_task[t].retention for t in tasks])),
-            "min_retention": float(np.min([by_task[t].retention for t in tasks])),
-        })
+        rows.append(
+            {
+                "budget": None if is_reference(name) else budget_of(first.bytes_per_doc, budgets),
+                "name": name,
+                "scoring": scoring,
+                "bytes_per_doc": first.bytes_per_doc,
+                "compression": first.compression,
+                "dims": first.dims,
+                "bits": first.bits,
+                "ndcg_at_10": {t: by_task[t].ndcg_at_10 for t in tasks},
+                "retention": {t: by_task[t].retention for t in tasks},
+                "mean_ndcg_at_10": float(np.mean([by_task[t].ndcg_at_10 for t in tasks])),
+                "mean_retention": float(np.mean([by_task[t].retention for t in tasks])),
+                "min_retention": float(np.min([by_task[t].retention for t in tasks])),
+            }
+        )
     rows.sort(key=lambda r: (r["budget"] is not None, r["budget"] or 0, -r["mean_retention"]))
     return rows
 
@@ -79,16 +84,21 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "(no configuration was measured on every task)\n"
     tasks = list(rows[0]["ndcg_at_10"])
-    header = ("| configuration | scoring | bytes/doc | compression | " + " | ".join(f"{t} nDCG@10 (retention)" for t in tasks)
-              + " | mean nDCG@10 | mean retention | min retention |")
+    header = (
+        "| configuration | scoring | bytes/doc | compression | "
+        + " | ".join(f"{t} nDCG@10 (retention)" for t in tasks)
+        + " | mean nDCG@10 | mean retention | min retention |"
+    )
     rule = "|" + "---|" * (7 + len(tasks))
     out: list[str] = []
     for budget in sorted({r["budget"] for r in rows}, key=lambda b: (b is not None, b or 0)):
         out += ["", "### References (float)" if budget is None else f"### {budget} bytes a document", "", header, rule]
         for r in (r for r in rows if r["budget"] == budget):
             cells = " | ".join(f"{r['ndcg_at_10'][t]:.4f} ({r['retention'][t]:.1%})" for t in tasks)
-            out.append(f"| {r['name']} | {r['scoring']} | {r['bytes_per_doc']} | {r['compression']:.1f}x | {cells} | "
-                       f"{r['mean_ndcg_at_10']:.4f} | {r['mean_retention']:.1%} | {r['min_retention']:.1%} |")
+            out.append(
+                f"| {r['name']} | {r['scoring']} | {r['bytes_per_doc']} | {r['compression']:.1f}x | {cells} | "
+                f"{r['mean_ndcg_at_10']:.4f} | {r['mean_retention']:.1%} | {r['min_retention']:.1%} |"
+            )
     return "\n".join(out).lstrip("\n") + "\n"
 
 
@@ -122,16 +132,24 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
         if family == "cecq":
             keep = rest.endswith("asymmetric") or budget_kind
         else:
-            keep = rest.endswith("asymmetric") and (family.startswith(("pq-", "st-binary")) or budget_kind
-                                                    or rest.split()[0] == f"{plot_bits}b")
+            keep = rest.endswith("asymmetric") and (
+                family.startswith(("pq-", "st-binary")) or budget_kind or rest.split()[0] == f"{plot_bits}b"
+            )
         if keep:
             series.setdefault(s, []).append(r)
     fig, ax = plt.subplots(figsize=(9, 4.8))
     for label, rs in sorted(series.items()):
         rs.sort(key=lambda r: r.compression)
         style = "-" if label.startswith("cecq ") else ("--" if label.startswith("cecq[") else ":")
-        ax.plot([r.compression for r in rs], [100 * r.retention for r in rs], style, marker="o", markersize=3,
-                linewidth=2.2 if label.startswith("cecq ") else 1.2, label=label)
+        ax.plot(
+            [r.compression for r in rs],
+            [100 * r.retention for r in rs],
+            style,
+            marker="o",
+            markersize=3,
+            linewidth=2.2 if label.startswith("cecq ") else 1.2,
+            label=label,
+        )
     ax.axvline(48, color="grey", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("compression (float32 concatenation bytes / stored bytes)")
@@ -144,8 +162,14 @@ def plot_task(records: Sequence[EvalRecord], task: str, path: str | Path, plot_b
     plt.close(fig)
 
 
-def run_quality(beir_dirs: Sequence[str | Path], config: EvalConfig, budgets: Sequence[int], out_dir: str | Path,
-                cache_dir: str | Path | None = None, show_progress: bool = False) -> dict[str, Any]:
+def run_quality(
+    beir_dirs: Sequence[str | Path],
+    config: EvalConfig,
+    budgets: Sequence[int],
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
     """Evaluate every task, write ``quality.json``, ``quality.md`` and ``retention-<task>.png``
     to ``out_dir``, and return the JSON's content."""
     out = Path(out_dir)
@@ -158,8 +182,15 @@ def run_quality(beir_dirs: Sequence[str | Path], config: EvalConfig, budgets: Se
         task_records = evaluate_task(task, config, show_progress, cache_dir)
         seconds = time.perf_counter() - started
         records += task_records
-        tasks.append({"name": task.name, "path": str(folder), "documents": len(task.doc_ids),
-                      "queries": len(task.query_ids), "seconds": round(seconds, 1)})
+        tasks.append(
+            {
+                "name": task.name,
+                "path": str(folder),
+                "documents": len(task.doc_ids),
+                "queries": len(task.query_ids),
+                "seconds": round(seconds, 1),
+            }
+        )
         plot_task(task_records, task.name, out / f"retention-{task.name}.png")
         logger.info("%s: %d records in %.0fs", task.name, len(task_records), seconds)
     summary = summarise(records, budgets)

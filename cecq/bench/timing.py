@@ -69,7 +69,8 @@ def interleaved(variants: dict[str, Callable[[int], Any]], repeats: int) -> dict
     return times
 
 
-def ratio(figures: dict[str, Figure], numerator: str, denominator: str, target: float | None = None,
-          note: str = "") -> Ratio:
+def ratio(
+    figures: dict[str, Figure], numerator: str, denominator: str, target: float | None = None, note: str = ""
+) -> Ratio:
     num, den = figures[numerator], figures[denominator]
     return Ratio(num.measurement, numerator, denominator, num.rate / den.rate, target, note)

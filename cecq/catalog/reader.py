@@ -51,15 +51,18 @@ def load_quantizer(store: Store, quantizer_rel: str) -> CodeQuantizer:
         return read_quantizer_file(f)
 
 
-def load_compressor(store: Store, decoder_rel: str, quantizer_rel: str) -> tuple[Decoder, dict[str, Any], CodeQuantizer]:
+def load_compressor(
+    store: Store, decoder_rel: str, quantizer_rel: str
+) -> tuple[Decoder, dict[str, Any], CodeQuantizer]:
     """A run's decoder, its metadata (models, weights, training) and its quantizer."""
     with tempfile.TemporaryDirectory() as tmp:
         decoder, meta = load_decoder(store.local_copy(decoder_rel, tmp))
     return decoder, meta, load_quantizer(store, quantizer_rel)
 
 
-def load_store_encoder(store: Store, model: str, corpus_key: str, batch_size: int = 64,
-                       device: str | None = None) -> Encoder:
+def load_store_encoder(
+    store: Store, model: str, corpus_key: str, batch_size: int = 64, device: str | None = None
+) -> Encoder:
     """A base model as the store uses it: a fitted encoder from the store's files, a
     pretrained one by name."""
     cls = encoder_class(model)
@@ -86,7 +89,8 @@ def view_statements(store: Store) -> list[str]:
     versions = [store.uri(p) for p in store.glob("catalog/v*/manifest.json")]
     return [
         f"CREATE OR REPLACE VIEW runs AS SELECT * FROM read_json_auto({sql_list(runs)}, union_by_name = true)",
-        f"CREATE OR REPLACE VIEW shards AS SELECT * FROM read_parquet({sql_string(store.uri(f'{vdir}/shards.parquet'))})",
+        "CREATE OR REPLACE VIEW shards AS SELECT * FROM "
+        f"read_parquet({sql_string(store.uri(f'{vdir}/shards.parquet'))})",
         "CREATE OR REPLACE VIEW documents AS SELECT id, code, shard, content_hash, empty FROM "
         f"read_parquet({sql_list([store.uri(p) for p in m.codes])})",
         "CREATE OR REPLACE VIEW corpus AS SELECT id, text, content_hash FROM "

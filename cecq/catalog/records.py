@@ -25,8 +25,10 @@ def check_schema(d: dict[str, Any], what: str) -> int:
     """The record's schema version; refuse one newer than this cecq reads."""
     version = int(d.get("schema_version", 1))
     if version > SCHEMA_VERSION:
-        raise RecordVersionError(f"{what} has schema version {version}; this cecq reads up to {SCHEMA_VERSION}: "
-                                 "upgrade cecq to read this store")
+        raise RecordVersionError(
+            f"{what} has schema version {version}; this cecq reads up to {SCHEMA_VERSION}: "
+            "upgrade cecq to read this store"
+        )
     return version
 
 
@@ -241,18 +243,48 @@ class CatalogManifest:
 # hashed before kinds had names (``CodeQuantizer.unnamed_in_run_ids``).
 RUN_ID_SCHEME = 1
 RUN_ID_FIELDS: tuple[str, ...] = (
-    "corpus", "models", "shard_rows", "dims", "bits", "id_column", "text_columns", "calibration_rows",
-    "decoder_policy", "retrain_fraction", "batch_size", "model_weights",
+    "corpus",
+    "models",
+    "shard_rows",
+    "dims",
+    "bits",
+    "id_column",
+    "text_columns",
+    "calibration_rows",
+    "decoder_policy",
+    "retrain_fraction",
+    "batch_size",
+    "model_weights",
 )
 DECODER_ID_FIELDS: tuple[str, ...] = (
-    "out_dim", "kind", "init", "hidden_dim", "prefix_sizes", "lr", "weight_decay", "batch_size", "max_epochs",
-    "patience", "val_fraction", "max_train_rows", "seed", "loss", "neighbours", "neighbour_weight", "sequential",
-    "selection", "memory_size", "memory_neighbours", "memory_weight",
+    "out_dim",
+    "kind",
+    "init",
+    "hidden_dim",
+    "prefix_sizes",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "val_fraction",
+    "max_train_rows",
+    "seed",
+    "loss",
+    "neighbours",
+    "neighbour_weight",
+    "sequential",
+    "selection",
+    "memory_size",
+    "memory_neighbours",
+    "memory_weight",
 )
 _NOT_HASHED = {"store", "decoder", "budget_bytes", "quantization"}  # the store's URL; the rest hashed below
 
 
-def _identity(values: dict[str, Any], frozen: tuple[str, ...], defaults: dict[str, Any], skip: set[str]) -> dict[str, Any]:
+def _identity(
+    values: dict[str, Any], frozen: tuple[str, ...], defaults: dict[str, Any], skip: set[str]
+) -> dict[str, Any]:
     out = {k: values[k] for k in frozen}
     out.update({k: v for k, v in values.items() if k not in frozen and k not in skip and v != defaults.get(k)})
     return out

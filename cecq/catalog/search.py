@@ -32,8 +32,14 @@ def search_store(store: Store, query: str, k: int = 10, scoring: CodeScoring = "
     return search_store_batch(store, [query], k, scoring=scoring)[0]
 
 
-def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_progress: bool = False,
-                       manifest: CatalogManifest | None = None, scoring: CodeScoring = "asymmetric") -> list[list[dict[str, Any]]]:
+def search_store_batch(
+    store: Store,
+    queries: Sequence[str],
+    k: int = 10,
+    show_progress: bool = False,
+    manifest: CatalogManifest | None = None,
+    scoring: CodeScoring = "asymmetric",
+) -> list[list[dict[str, Any]]]:
     """:func:`search_store` for many queries in one scan of the codes (of ``manifest``'s
     catalog version; default the current one)."""
     m = manifest or current_manifest(store)
@@ -44,9 +50,15 @@ def search_store_batch(store: Store, queries: Sequence[str], k: int = 10, show_p
     return search_published(store, q, k, m, quantizer, scoring=scoring)
 
 
-def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: CatalogManifest | None = None,
-                     quantizer: CodeQuantizer | None = None, batch_rows: int = 65536,
-                     scoring: CodeScoring = "asymmetric") -> list[list[dict[str, Any]]]:
+def search_published(
+    store: Store,
+    queries: np.ndarray,
+    k: int = 10,
+    manifest: CatalogManifest | None = None,
+    quantizer: CodeQuantizer | None = None,
+    batch_rows: int = 65536,
+    scoring: CodeScoring = "asymmetric",
+) -> list[list[dict[str, Any]]]:
     """Top-k published documents for decoded query vectors, texts included.
 
     DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,
@@ -66,7 +78,10 @@ def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: C
             reader = con.sql(f"SELECT code, empty FROM read_parquet({sql_string(path)})").to_arrow_reader(batch_rows)
             for batch in reader:
                 total += batch.num_rows
-                yield _packed(batch.column(0), quantizer.bytes_per_vector), batch.column(1).to_numpy(zero_copy_only=False)
+                yield (
+                    _packed(batch.column(0), quantizer.bytes_per_vector),
+                    batch.column(1).to_numpy(zero_copy_only=False),
+                )
 
     scores, idx = search_code_batches(queries, batches(), quantizer, k, scoring)
     starts_arr = np.asarray(starts)
@@ -74,20 +89,43 @@ def search_published(store: Store, queries: np.ndarray, k: int = 10, manifest: C
     ids: dict[int, str] = {}
     for shard in np.unique(shard_of):
         rows = (idx[shard_of == shard] - starts_arr[shard]).tolist()
-        found = con.execute(f"SELECT file_row_number, id FROM read_parquet({sql_string(codes[shard])}, file_row_number = true) "
-                            "WHERE file_row_number IN (SELECT unnest(?::BIGINT[]))", [rows]).fetchall()
+        found = con.execute(
+            f"SELECT file_row_number, id FROM read_parquet({sql_string(codes[shard])}, file_row_number = true) "
+            "WHERE file_row_number IN (SELECT unnest(?::BIGINT[]))",
+            [rows],
+        ).fetchall()
         ids.update((int(r) + int(starts_arr[shard]), i) for r, i in found)
-    texts = dict(con.execute(f"SELECT id, text FROM read_parquet({sql_list([corpus[s] for s in np.unique(shard_of)])}) "
-                             "WHERE id IN (SELECT unnest(?::VARCHAR[]))", [sorted(set(ids.values()))]).fetchall()) if ids else {}
-    return [[{"rank": r + 1, "id": ids[int(j)], "score": round(float(sc), 6), "text": texts.get(ids[int(j)], "")}
-             for r, (sc, j) in enumerate(zip(s_row, i_row))] for s_row, i_row in zip(scores, idx)]
+    texts = (
+        dict(
+            con.execute(
+                f"SELECT id, text FROM read_parquet({sql_list([corpus[s] for s in np.unique(shard_of)])}) "
+                "WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                [sorted(set(ids.values()))],
+            ).fetchall()
+        )
+        if ids
+        else {}
+    )
+    return [
+        [
+            {"rank": r + 1, "id": ids[int(j)], "score": round(float(sc), 6), "text": texts.get(ids[int(j)], "")}
+            for r, (sc, j) in enumerate(zip(s_row, i_row))
+        ]
+        for s_row, i_row in zip(scores, idx)
+    ]
 
 
 def _packed(column: pa.Array, width: int) -> np.ndarray:
     """A BLOB column of equal-width codes as ``(n, width)`` uint8, without copying: DuckDB
     hands fixed-size binary back as variable-length binary over one contiguous buffer."""
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32 if column.type == pa.binary() else np.int64,
-                            count=len(column) + 1, offset=column.offset * (4 if column.type == pa.binary() else 8))
+    offsets = np.frombuffer(
+        column.buffers()[1],
+        dtype=np.int32 if column.type == pa.binary() else np.int64,
+        count=len(column) + 1,
+        offset=column.offset * (4 if column.type == pa.binary() else 8),
+    )
     if column.null_count or offsets[-1] - offsets[0] != len(column) * width:
         raise ValueError(f"codes column does not hold {width}-byte codes")
-    return np.frombuffer(column.buffers()[2], dtype=np.uint8, count=len(column) * width, offset=int(offsets[0])).reshape(-1, width)
+    return np.frombuffer(
+        column.buffers()[2], dtype=np.uint8, count=len(column) * width, offset=int(offsets[0])
+    ).reshape(-1, width)

@@ -16,7 +16,9 @@ COMMAND_GROUPS = (evaluate, pipeline, store, models, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cecq", description="Compact, searchable embeddings from several small embedding models.")
+    parser = argparse.ArgumentParser(
+        prog="cecq", description="Compact, searchable embeddings from several small embedding models."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
@@ -26,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, StorageError, duckdb.Error) as e:

@@ -9,7 +9,9 @@ import sys
 from cecq.config import DEFAULT_MODELS, STRATEGIES, DecoderConfig
 from cecq.quantization import quantizer_kinds
 
-MODELS_HELP = f"base model: Hugging Face id, local path, or built-in name (repeatable; default: {', '.join(DEFAULT_MODELS)})"
+MODELS_HELP = (
+    f"base model: Hugging Face id, local path, or built-in name (repeatable; default: {', '.join(DEFAULT_MODELS)})"
+)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -38,10 +40,16 @@ def add_models(p: argparse.ArgumentParser) -> None:
 def add_decoder_options(p: argparse.ArgumentParser) -> None:
     """The decoder settings of ``cecq eval`` and ``cecq bench quality``."""
     p.add_argument("--decoder", choices=["linear", "mlp"], default=DecoderConfig.kind, help="decoder architecture")
-    p.add_argument("--init", choices=["pca", "random"], default=DecoderConfig.init,
-                   help=f"linear decoder initialisation (default {DecoderConfig.init})")
+    p.add_argument(
+        "--init",
+        choices=["pca", "random"],
+        default=DecoderConfig.init,
+        help=f"linear decoder initialisation (default {DecoderConfig.init})",
+    )
     p.add_argument("--epochs", type=int, default=DecoderConfig.max_epochs, help="maximum training epochs")
-    p.add_argument("--strategy", choices=list(STRATEGIES), help="decoder training strategy (default: the DecoderConfig defaults)")
+    p.add_argument(
+        "--strategy", choices=list(STRATEGIES), help="decoder training strategy (default: the DecoderConfig defaults)"
+    )
     p.add_argument("--seed", type=int, default=DecoderConfig.seed)
 
 
@@ -52,16 +60,24 @@ def decoder_config(args: argparse.Namespace) -> DecoderConfig:
 
 
 def add_scoring(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scoring", choices=["asymmetric", "symmetric"], default="asymmetric",
-                   help="score the float query against the codes (default), or the query's own codes (symmetric)")
+    p.add_argument(
+        "--scoring",
+        choices=["asymmetric", "symmetric"],
+        default="asymmetric",
+        help="score the float query against the codes (default), or the query's own codes (symmetric)",
+    )
 
 
 def add_quantization(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quantization", choices=quantizer_kinds(), default=None,
-                   help="quantizer kind: scalar (fixed --bits a dim; the default without --budget-bytes), mixed (bits "
-                        "of each of the --dims dims fitted within --budget-bytes; the default with it), product (one "
-                        "byte per 4-dim subspace of a rotated prefix; keeps symmetric scoring better; needs "
-                        "--dims >= 4 x B)")
+    p.add_argument(
+        "--quantization",
+        choices=quantizer_kinds(),
+        default=None,
+        help="quantizer kind: scalar (fixed --bits a dim; the default without --budget-bytes), mixed (bits "
+        "of each of the --dims dims fitted within --budget-bytes; the default with it), product (one "
+        "byte per 4-dim subspace of a rotated prefix; keeps symmetric scoring better; needs "
+        "--dims >= 4 x B)",
+    )
 
 
 def show_progress() -> bool:
@@ -71,7 +87,11 @@ def show_progress() -> bool:
 
 def prefect_defaults() -> None:
     """Offline-friendly Prefect: no telemetry, and time for the local API to start on slow machines."""
-    for key, value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "RAY_USAGE_STATS_ENABLED": "0",
-                       "RAY_AUTH_MODE": "disabled"}.items():
+    for key, value in {
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+    }.items():
         os.environ.setdefault(key, value)

@@ -22,20 +22,43 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def add_quality(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quality", help="compare cecq, its training strategies and the baselines at equal bytes per document",
-                       description="Run cecq eval's comparison on several BEIR folders at byte budgets; write quality.json, "
-                                   "quality.md (one table per budget) and retention-<task>.png to --out.")
-    p.add_argument("beir_dirs", nargs="+", metavar="BEIR_DIR", help="BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    p = sub.add_parser(
+        "quality",
+        help="compare cecq, its training strategies and the baselines at equal bytes per document",
+        description="Run cecq eval's comparison on several BEIR folders at byte budgets; write quality.json, "
+        "quality.md (one table per budget) and retention-<task>.png to --out.",
+    )
+    p.add_argument(
+        "beir_dirs", nargs="+", metavar="BEIR_DIR", help="BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)"
+    )
     p.add_argument("--out", required=True, help="folder for the JSON, the Markdown table and the plots")
     add_models(p)
-    p.add_argument("--bytes", type=int_list, default=DEFAULT_BUDGETS, help="bytes per document to compare at (default 32,48,64,128)")
-    p.add_argument("--bits", type=int_list, default=EvalConfig.bits, help="bit widths that may fill a budget (default 1,2,4)")
-    p.add_argument("--strategies", type=name_list, default=tuple(STRATEGIES), metavar="S[,S...]",
-                   help=f"training strategies to ablate, one decoder each (default: all of {', '.join(STRATEGIES)})")
+    p.add_argument(
+        "--bytes",
+        type=int_list,
+        default=DEFAULT_BUDGETS,
+        help="bytes per document to compare at (default 32,48,64,128)",
+    )
+    p.add_argument(
+        "--bits", type=int_list, default=EvalConfig.bits, help="bit widths that may fill a budget (default 1,2,4)"
+    )
+    p.add_argument(
+        "--strategies",
+        type=name_list,
+        default=tuple(STRATEGIES),
+        metavar="S[,S...]",
+        help=f"training strategies to ablate, one decoder each (default: all of {', '.join(STRATEGIES)})",
+    )
     add_decoder_options(p)
-    p.add_argument("--weights", choices=["equal", "spread"], default=EvalConfig.model_weights,
-                   help=f"per-model concatenation weights (default {EvalConfig.model_weights})")
-    p.add_argument("--out-dim", type=int, default=DecoderConfig.out_dim, help="decoder output size: the largest dims compared")
+    p.add_argument(
+        "--weights",
+        choices=["equal", "spread"],
+        default=EvalConfig.model_weights,
+        help=f"per-model concatenation weights (default {EvalConfig.model_weights})",
+    )
+    p.add_argument(
+        "--out-dim", type=int, default=DecoderConfig.out_dim, help="decoder output size: the largest dims compared"
+    )
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--rescore", type=int, default=EvalConfig.rescore, metavar="N")
     p.add_argument("--scoring", choices=["symmetric", "asymmetric", "both"], default="both")
@@ -66,9 +89,18 @@ def cmd_quality(args: argparse.Namespace) -> int:
         model_weights=args.weights,
     )
     started = time.perf_counter()
-    report = run_quality(args.beir_dirs, config, args.bytes, args.out, args.cache or Path(args.out) / "embeddings",
-                         show_progress=show_progress())
+    report = run_quality(
+        args.beir_dirs,
+        config,
+        args.bytes,
+        args.out,
+        args.cache or Path(args.out) / "embeddings",
+        show_progress=show_progress(),
+    )
     print(format_markdown(report["summary"]))
-    print(f"wrote {JSON_FILE}, {MARKDOWN_FILE} and {len(report['tasks'])} plot(s) to {args.out} "
-          f"in {math.ceil(time.perf_counter() - started)}s", file=sys.stderr)
+    print(
+        f"wrote {JSON_FILE}, {MARKDOWN_FILE} and {len(report['tasks'])} plot(s) to {args.out} "
+        f"in {math.ceil(time.perf_counter() - started)}s",
+        file=sys.stderr,
+    )
     return 0

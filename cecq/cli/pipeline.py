@@ -13,39 +13,69 @@ P = PipelineConfig  # the defaults of every option below
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed-corpus", help="run the embed-corpus flow: embed, train, compress and publish a corpus",
-                       description="Run the embed-corpus Prefect flow (Prefect's local API unless PREFECT_API_URL is set; "
-                                   "a local Ray unless --ray-address or RAY_ADDRESS is set).")
+    p = sub.add_parser(
+        "embed-corpus",
+        help="run the embed-corpus flow: embed, train, compress and publish a corpus",
+        description="Run the embed-corpus Prefect flow (Prefect's local API unless PREFECT_API_URL is set; "
+        "a local Ray unless --ray-address or RAY_ADDRESS is set).",
+    )
     p.add_argument("corpus", help="corpus URL: BEIR folder, .jsonl, .parquet or a folder of them (local or s3://)")
     p.add_argument("--store", required=True, help="storage root URL (local folder or s3://bucket/prefix)")
     add_models(p)
     p.add_argument("--shard-rows", type=int, default=P.shard_rows, help=f"documents per shard (default {P.shard_rows})")
     p.add_argument("--dims", type=int, default=P.dims, help=f"decoder prefix size to publish (default {P.dims})")
-    p.add_argument("--bits", type=int, default=P.bits, choices=VALID_BITS, help=f"bits per dimension (default {P.bits})")
-    p.add_argument("--budget-bytes", type=int, metavar="B",
-                   help="instead of --bits: B bytes a document, spent by the --quantization kind")
+    p.add_argument(
+        "--bits", type=int, default=P.bits, choices=VALID_BITS, help=f"bits per dimension (default {P.bits})"
+    )
+    p.add_argument(
+        "--budget-bytes",
+        type=int,
+        metavar="B",
+        help="instead of --bits: B bytes a document, spent by the --quantization kind",
+    )
     add_quantization(p)
     p.add_argument("--id-column", help="id column (default: _id, id or doc_id)")
-    p.add_argument("--text-column", action="append", dest="text_columns", help="text column (repeatable; default: title and text)")
+    p.add_argument(
+        "--text-column", action="append", dest="text_columns", help="text column (repeatable; default: title and text)"
+    )
     p.add_argument("--batch-size", type=int, default=P.batch_size)
     p.add_argument("--max-epochs", type=int, default=PIPELINE_DECODER.max_epochs)
-    p.add_argument("--out-dim", type=int, default=PIPELINE_DECODER.out_dim,
-                   help=f"decoder output size; --dims is a prefix of it (default {PIPELINE_DECODER.out_dim})")
-    p.add_argument("--max-train-rows", type=int, default=PIPELINE_DECODER.max_train_rows,
-                   help=f"documents sampled to train the decoder (default {PIPELINE_DECODER.max_train_rows})")
-    p.add_argument("--weights", choices=["spread", "equal"], default=P.model_weights,
-                   help="per-model concatenation weights: fitted on the corpus from similarity spreads, or equal "
-                        f"(default {P.model_weights})")
+    p.add_argument(
+        "--out-dim",
+        type=int,
+        default=PIPELINE_DECODER.out_dim,
+        help=f"decoder output size; --dims is a prefix of it (default {PIPELINE_DECODER.out_dim})",
+    )
+    p.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=PIPELINE_DECODER.max_train_rows,
+        help=f"documents sampled to train the decoder (default {PIPELINE_DECODER.max_train_rows})",
+    )
+    p.add_argument(
+        "--weights",
+        choices=["spread", "equal"],
+        default=P.model_weights,
+        help="per-model concatenation weights: fitted on the corpus from similarity spreads, or equal "
+        f"(default {P.model_weights})",
+    )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_embed_corpus)
 
-    p = sub.add_parser("reindex", help="run the reindex flow: embed only new or changed documents",
-                       description="Re-index a corpus into a store built by embed-corpus, reusing unchanged shards.")
+    p = sub.add_parser(
+        "reindex",
+        help="run the reindex flow: embed only new or changed documents",
+        description="Re-index a corpus into a store built by embed-corpus, reusing unchanged shards.",
+    )
     p.add_argument("corpus")
     p.add_argument("--store", required=True)
-    p.add_argument("--decoder-policy", choices=["auto", "reuse", "retrain"], default=P.decoder_policy,
-                   help="reuse the published decoder, retrain it, or retrain when many documents changed "
-                        f"(default {P.decoder_policy})")
+    p.add_argument(
+        "--decoder-policy",
+        choices=["auto", "reuse", "retrain"],
+        default=P.decoder_policy,
+        help="reuse the published decoder, retrain it, or retrain when many documents changed "
+        f"(default {P.decoder_policy})",
+    )
     p.add_argument("--retrain-fraction", type=float, default=P.retrain_fraction)
     p.add_argument("--ray-address")
     p.set_defaults(func=cmd_reindex)
@@ -55,12 +85,24 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
     prefect_defaults()
     from flows.embed_corpus import embed_corpus  # heavy: Prefect
 
-    result = embed_corpus(corpus=args.corpus, store=args.store, models=args.models or list(P.models),
-                          shard_rows=args.shard_rows, dims=args.dims, bits=args.bits,
-                          budget_bytes=args.budget_bytes, quantization=args.quantization, ray_address=args.ray_address,
-                          id_column=args.id_column, text_columns=args.text_columns, batch_size=args.batch_size,
-                          max_epochs=args.max_epochs, out_dim=args.out_dim, max_train_rows=args.max_train_rows,
-                          model_weights=args.weights)
+    result = embed_corpus(
+        corpus=args.corpus,
+        store=args.store,
+        models=args.models or list(P.models),
+        shard_rows=args.shard_rows,
+        dims=args.dims,
+        bits=args.bits,
+        budget_bytes=args.budget_bytes,
+        quantization=args.quantization,
+        ray_address=args.ray_address,
+        id_column=args.id_column,
+        text_columns=args.text_columns,
+        batch_size=args.batch_size,
+        max_epochs=args.max_epochs,
+        out_dim=args.out_dim,
+        max_train_rows=args.max_train_rows,
+        model_weights=args.weights,
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -69,7 +111,12 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     prefect_defaults()
     from flows.reindex import reindex  # heavy: Prefect
 
-    result = reindex(corpus=args.corpus, store=args.store, decoder_policy=args.decoder_policy,
-                     retrain_fraction=args.retrain_fraction, ray_address=args.ray_address)
+    result = reindex(
+        corpus=args.corpus,
+        store=args.store,
+        decoder_policy=args.decoder_policy,
+        retrain_fraction=args.retrain_fraction,
+        ray_address=args.ray_address,
+    )
     print(json.dumps(result, indent=2))
     return 0

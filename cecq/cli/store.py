@@ -12,8 +12,11 @@ from cecq.storage import Store
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sql", help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions)",
-                       description="Open DuckDB over a store's published catalog and run one SQL statement.")
+    p = sub.add_parser(
+        "sql",
+        help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions)",
+        description="Open DuckDB over a store's published catalog and run one SQL statement.",
+    )
     p.add_argument("query", nargs="?", help="SQL to run; omit with --show-views")
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true", help="print rows as JSON lines")

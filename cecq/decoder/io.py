@@ -20,7 +20,13 @@ def save_decoder(decoder: Decoder, folder: str | Path, metadata: dict[str, Any] 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous().cpu() for k, v in decoder.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    config = {"in_dim": decoder.in_dim, "out_dim": decoder.out_dim, "kind": decoder.kind, "hidden_dim": decoder.hidden_dim, **(metadata or {})}
+    config = {
+        "in_dim": decoder.in_dim,
+        "out_dim": decoder.out_dim,
+        "kind": decoder.kind,
+        "hidden_dim": decoder.hidden_dim,
+        **(metadata or {}),
+    }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float))
 
 

@@ -28,8 +28,9 @@ def neighbour_pair_weights(target: torch.Tensor, neighbours: int = 0, boost: flo
     return weights
 
 
-def selection_views(outputs: torch.Tensor, sizes: Sequence[int], importance: torch.Tensor | None = None,
-                    temperature: float = 0.01) -> list[torch.Tensor]:
+def selection_views(
+    outputs: torch.Tensor, sizes: Sequence[int], importance: torch.Tensor | None = None, temperature: float = 0.01
+) -> list[torch.Tensor]:
     """The output each size keeps: its prefix, or with learned ``importance`` (ADS) every dim
     softly gated by whether it ranks among the ``size`` most important, so the gate passes
     gradients to the importance scores. Sizes at or above the output dimension keep it all."""
@@ -46,8 +47,13 @@ def selection_views(outputs: torch.Tensor, sizes: Sequence[int], importance: tor
     return views
 
 
-def mrl_similarity_loss(inputs: torch.Tensor, outputs: torch.Tensor, prefix_sizes: Sequence[int],
-                        pair_weights: torch.Tensor | None = None, importance: torch.Tensor | None = None) -> torch.Tensor:
+def mrl_similarity_loss(
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    prefix_sizes: Sequence[int],
+    pair_weights: torch.Tensor | None = None,
+    importance: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sum over prefix sizes d of the mean squared difference between the in-batch cosine
     similarity matrix of ``inputs`` and that of the normalised d-prefix of ``outputs``,
     diagonal excluded. ``pair_weights`` (n, n) turns the mean into a weighted mean (see
@@ -64,8 +70,15 @@ def mrl_similarity_loss(inputs: torch.Tensor, outputs: torch.Tensor, prefix_size
     return total
 
 
-def memory_loss(inputs: torch.Tensor, outputs: torch.Tensor, memory_inputs: torch.Tensor, memory_outputs: torch.Tensor,
-                sizes: Sequence[int], neighbours: int, importance: torch.Tensor | None = None) -> torch.Tensor:
+def memory_loss(
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    memory_inputs: torch.Tensor,
+    memory_outputs: torch.Tensor,
+    sizes: Sequence[int],
+    neighbours: int,
+    importance: torch.Tensor | None = None,
+) -> torch.Tensor:
     """S-XBM: the similarity error between each batch row and its ``neighbours`` most similar
     rows of the memory (by input cosine), summed over sizes. A batch of 512 random documents
     rarely holds a document's true neighbours; the memory of past batches does. The memory's
@@ -79,7 +92,10 @@ def memory_loss(inputs: torch.Tensor, outputs: torch.Tensor, memory_inputs: torc
     total = inputs.new_zeros(())
     picked = memory_outputs[hard]  # (batch, k, out_dim): only the pairs scored, not the whole memory
     for view, mem_view in zip(selection_views(outputs, sizes, importance), selection_views(picked, sizes, importance)):
-        got = torch.einsum("bd,bkd->bk", nn.functional.normalize(view, dim=-1, eps=1e-12),
-                           nn.functional.normalize(mem_view, dim=-1, eps=1e-12))
+        got = torch.einsum(
+            "bd,bkd->bk",
+            nn.functional.normalize(view, dim=-1, eps=1e-12),
+            nn.functional.normalize(mem_view, dim=-1, eps=1e-12),
+        )
         total = total + ((got - wanted).pow(2) * valid).sum() / valid.sum().clamp(min=1)
     return total

@@ -58,8 +58,8 @@ def decode(decoder: Decoder, x: np.ndarray, dim: int | None = None, batch_size: 
     out = np.empty((x.shape[0], dim), dtype=np.float32)
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            chunk = torch.from_numpy(x[i:i + batch_size]).to(param.device, param.dtype)
-            out[i:i + batch_size] = decoder.prefix(chunk, dim).float().cpu().numpy()
+            chunk = torch.from_numpy(x[i : i + batch_size]).to(param.device, param.dtype)
+            out[i : i + batch_size] = decoder.prefix(chunk, dim).float().cpu().numpy()
     l2_normalize(out, out=out)  # in place: no second output-sized array
     out[~nonempty_rows(x)] = 0.0  # empty documents stay empty
     return out

@@ -60,7 +60,7 @@ def training_stages(sizes: Sequence[int], sequential: bool) -> list[tuple[tuple[
     desc = sorted(set(sizes), reverse=True)
     if not sequential:
         return [(tuple(desc), desc[0])]
-    return [(tuple(desc[:i + 1]), desc[i]) for i in range(len(desc))]
+    return [(tuple(desc[: i + 1]), desc[i]) for i in range(len(desc))]
 
 
 class MemoryQueue:
@@ -78,7 +78,7 @@ class MemoryQueue:
         return self.filled
 
     def enqueue(self, rows: torch.Tensor) -> None:
-        rows = rows.detach()[-self.size:]  # only the newest `size` rows can survive
+        rows = rows.detach()[-self.size :]  # only the newest `size` rows can survive
         idx = (self.head + torch.arange(len(rows), device=self.buffer.device)) % self.size
         self.buffer[idx] = rows.to(self.buffer.device, self.buffer.dtype)
         self.head = (self.head + len(rows)) % self.size
@@ -87,5 +87,5 @@ class MemoryQueue:
     def rows(self) -> torch.Tensor:
         """The stored rows, oldest first."""
         if self.filled < self.size:
-            return self.buffer[:self.filled]
-        return torch.cat([self.buffer[self.head:], self.buffer[:self.head]])
+            return self.buffer[: self.filled]
+        return torch.cat([self.buffer[self.head :], self.buffer[: self.head]])

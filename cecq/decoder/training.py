@@ -43,7 +43,7 @@ class TrainingStats:
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    out = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     # A tiny last batch gives a noisy similarity matrix: fold it into the previous one.
     if len(out) > 1 and len(out[-1]) < 4:
         out[-2] = torch.cat([out[-2], out.pop()])
@@ -72,8 +72,9 @@ def _evaluate(decoder: Decoder, data: torch.Tensor, objective: _Objective, batch
     return float(np.mean(losses))
 
 
-def _split_rows(embeddings: np.ndarray, config: DecoderConfig, rng: np.random.Generator,
-                device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_rows(
+    embeddings: np.ndarray, config: DecoderConfig, rng: np.random.Generator, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Checked training rows, capped at ``max_train_rows``, split into (train, validation)."""
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] < 8:
@@ -83,7 +84,7 @@ def _split_rows(embeddings: np.ndarray, config: DecoderConfig, rng: np.random.Ge
     if x.shape[0] > config.max_train_rows:
         x = x[np.sort(rng.choice(x.shape[0], config.max_train_rows, replace=False))]
     perm = rng.permutation(x.shape[0])
-    n_val = int(round(x.shape[0] * config.val_fraction)) if config.val_fraction > 0 else 0
+    n_val = round(x.shape[0] * config.val_fraction) if config.val_fraction > 0 else 0
     n_val = min(n_val, x.shape[0] - 4)
     return torch.from_numpy(x[perm[n_val:]]).to(device), torch.from_numpy(x[perm[:n_val]]).to(device)
 
@@ -99,7 +100,9 @@ class _Trainer:
         self.importance = nn.Parameter(initial_importance(decoder, train)) if config.selection == "ads" else None
         # S-XBM keeps each past row's input and its output when it was enqueued (not recomputed:
         # decoding the whole memory every step would cost more than the batch itself).
-        self.memory = MemoryQueue(config.memory_size, self.in_dim + decoder.out_dim, device) if config.memory_size else None
+        self.memory = (
+            MemoryQueue(config.memory_size, self.in_dim + decoder.out_dim, device) if config.memory_size else None
+        )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.stats = TrainingStats(train_rows=len(train), val_rows=len(val))
         self.layer = output_layer(decoder)
@@ -123,8 +126,14 @@ class _Trainer:
             groups.append({"params": [self.importance], "lr": self.config.lr * ADS_LR_SCALE, "weight_decay": 0.0})
         return torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def epoch(self, objective: _Objective, opt: torch.optim.Optimizer, sizes: tuple[int, ...], frozen: torch.Tensor,
-              frozen_values: tuple[torch.Tensor, torch.Tensor]) -> float:
+    def epoch(
+        self,
+        objective: _Objective,
+        opt: torch.optim.Optimizer,
+        sizes: tuple[int, ...],
+        frozen: torch.Tensor,
+        frozen_values: tuple[torch.Tensor, torch.Tensor],
+    ) -> float:
         """One pass over the training rows; the mean batch loss."""
         config, decoder, memory = self.config, self.decoder, self.memory
         decoder.train()
@@ -135,8 +144,15 @@ class _Trainer:
             loss = objective(batch, out)
             if memory is not None and len(memory):
                 past = memory.rows()
-                loss = loss + config.memory_weight * memory_loss(batch, out, past[:, :self.in_dim], past[:, self.in_dim:], sizes,
-                                                                 config.memory_neighbours, self.importance)
+                loss = loss + config.memory_weight * memory_loss(
+                    batch,
+                    out,
+                    past[:, : self.in_dim],
+                    past[:, self.in_dim :],
+                    sizes,
+                    config.memory_neighbours,
+                    self.importance,
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -157,13 +173,23 @@ class _Trainer:
         config, stats, importance = self.config, self.stats, self.importance
         objective = _Objective(sizes, config, importance)
         out_dim = self.decoder.out_dim
-        order = torch.argsort(importance.detach(), descending=True) if importance is not None else torch.arange(out_dim, device=self.device)
+        order = (
+            torch.argsort(importance.detach(), descending=True)
+            if importance is not None
+            else torch.arange(out_dim, device=self.device)
+        )
         frozen = order[n_trainable:]
         frozen_values = (self.layer.weight[frozen].detach().clone(), self.layer.bias[frozen].detach().clone())
         opt = self.optimizer()
-        best_loss, best_state, bad_epochs = _evaluate(self.decoder, self.val, objective, config.batch_size), self.snapshot(), 0
+        best_loss, best_state, bad_epochs = (
+            _evaluate(self.decoder, self.val, objective, config.batch_size),
+            self.snapshot(),
+            0,
+        )
         stats.stages.append(min(sizes))
-        bar = tqdm(range(config.max_epochs), desc=f"train decoder ({min(sizes)})", unit="epoch", disable=not show_progress)
+        bar = tqdm(
+            range(config.max_epochs), desc=f"train decoder ({min(sizes)})", unit="epoch", disable=not show_progress
+        )
         for _ in bar:
             stats.train_loss.append(self.epoch(objective, opt, sizes, frozen, frozen_values))
             val_loss = _evaluate(self.decoder, self.val, objective, config.batch_size)
@@ -181,8 +207,12 @@ class _Trainer:
         stats.best_val_loss = best_loss
 
 
-def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(), show_progress: bool = False,
-                  device: str | None = None) -> tuple[Decoder, TrainingStats]:
+def train_decoder(
+    embeddings: np.ndarray,
+    config: DecoderConfig = DecoderConfig(),
+    show_progress: bool = False,
+    device: str | None = None,
+) -> tuple[Decoder, TrainingStats]:
     """Train a decoder on (a sample of) corpus embeddings with the MRL similarity loss and
     the strategy ``config`` selects (loss weighting, sequential MRL, ADS, S-XBM memory).
 
@@ -205,6 +235,11 @@ def train_decoder(embeddings: np.ndarray, config: DecoderConfig = DecoderConfig(
         stats.dim_order = apply_selection(decoder, trainer.importance)
     decoder.eval()
     stats.seconds = time.perf_counter() - started
-    logger.info("decoder trained: %d epochs over %d stage(s), val loss %.5f, %.1fs", stats.epochs, len(stats.stages),
-                stats.best_val_loss, stats.seconds)
+    logger.info(
+        "decoder trained: %d epochs over %d stage(s), val loss %.5f, %.1fs",
+        stats.epochs,
+        len(stats.stages),
+        stats.best_val_loss,
+        stats.seconds,
+    )
     return decoder.cpu(), stats

@@ -82,7 +82,7 @@ def concatenate(parts: Sequence[np.ndarray], weights: Sequence[float] | None = N
     for p, n, w in zip(parts, norms, weights):
         ok = (n > EPS) & (total > EPS)
         scale = np.where(ok, np.float32(w) / (np.maximum(n, EPS) * np.maximum(total, EPS)), 0.0).astype(np.float32)
-        np.multiply(p, scale[:, None], out=out[:, col:col + p.shape[1]])
+        np.multiply(p, scale[:, None], out=out[:, col : col + p.shape[1]])
         col += p.shape[1]
     return out
 
@@ -144,7 +144,12 @@ class Encoder(ABC):
         """What identifies this encoder in a run's metadata (name, source, revision, dim)."""
 
 
-def embed(encoders: Sequence[Encoder], texts: Sequence[str], kind: TextKind = "document",
-          weights: Sequence[float] | None = None, show_progress: bool = False) -> np.ndarray:
+def embed(
+    encoders: Sequence[Encoder],
+    texts: Sequence[str],
+    kind: TextKind = "document",
+    weights: Sequence[float] | None = None,
+    show_progress: bool = False,
+) -> np.ndarray:
     """Embed texts with every encoder and return the normalised concatenation."""
     return concatenate([e.encode(texts, kind, show_progress) for e in encoders], weights)

@@ -21,7 +21,12 @@ class LexicalEncoder(Encoder):
 
     fitted: ClassVar[bool] = True
     files: ClassVar[tuple[str, ...]] = ("lexical.safetensors", "lexical.json")  # the json marks it complete
-    PARAMS: ClassVar[dict[str, Any]] = {"lowercase": True, "sublinear_tf": True, "token_pattern": r"(?u)\b\w\w+\b", "ngram_range": [1, 1]}
+    PARAMS: ClassVar[dict[str, Any]] = {
+        "lowercase": True,
+        "sublinear_tf": True,
+        "token_pattern": r"(?u)\b\w\w+\b",
+        "ngram_range": [1, 1],
+    }
 
     def __init__(self, vocabulary: list[str], idf: np.ndarray, components: np.ndarray, name: str = LEXICAL):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -40,7 +45,9 @@ class LexicalEncoder(Encoder):
         return cls.fit(texts, dim=spec.dim or DEFAULT_LEXICAL_DIM, seed=seed, name=spec.name)
 
     @classmethod
-    def fit(cls, texts: Sequence[str], dim: int = DEFAULT_LEXICAL_DIM, seed: int = 0, name: str = LEXICAL) -> LexicalEncoder:
+    def fit(
+        cls, texts: Sequence[str], dim: int = DEFAULT_LEXICAL_DIM, seed: int = 0, name: str = LEXICAL
+    ) -> LexicalEncoder:
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -73,7 +80,9 @@ class LexicalEncoder(Encoder):
                 rows.append(r)
                 cols.append(j)
                 vals.append((1.0 + np.log(c)) * self.idf[j])
-        m = sparse.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(texts), len(self.vocab_list)))
+        m = sparse.csr_matrix(
+            (np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(texts), len(self.vocab_list))
+        )
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
         return sparse.diags(1.0 / norms) @ m
@@ -89,7 +98,9 @@ class LexicalEncoder(Encoder):
         # safetensors writes the raw buffer: a non-contiguous view (SVD components are one) must be copied first.
         tensors = {"idf": np.ascontiguousarray(self.idf), "components": np.ascontiguousarray(self.components)}
         save_file(tensors, str(folder / "lexical.safetensors"))
-        (folder / "lexical.json").write_text(json.dumps({"name": self.name, "params": self.PARAMS, "vocabulary": self.vocab_list}))
+        (folder / "lexical.json").write_text(
+            json.dumps({"name": self.name, "params": self.PARAMS, "vocabulary": self.vocab_list})
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> LexicalEncoder:
@@ -103,4 +114,11 @@ class LexicalEncoder(Encoder):
         return cls(meta["vocabulary"], tensors["idf"], tensors["components"], name=meta["name"])
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "type": "lexical", "source": "tfidf-svd", "revision": None, "dim": self.dim, "vocabulary": len(self.vocab_list)}
+        return {
+            "name": self.name,
+            "type": "lexical",
+            "source": "tfidf-svd",
+            "revision": None,
+            "dim": self.dim,
+            "vocabulary": len(self.vocab_list),
+        }

@@ -115,9 +115,16 @@ class SentenceTransformerEncoder(Encoder):
             return None
         out = np.empty(len(texts), dtype=np.int64)
         for start in range(0, len(texts), chunk):
-            enc = tokenizer(texts[start:start + chunk], add_special_tokens=True, truncation=False, return_length=True,
-                            return_attention_mask=False, return_token_type_ids=False, verbose=False)
-            out[start:start + chunk] = enc["length"]
+            enc = tokenizer(
+                texts[start : start + chunk],
+                add_special_tokens=True,
+                truncation=False,
+                return_length=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+            out[start : start + chunk] = enc["length"]
         return out
 
     def _encode(self, texts: list[str], kind: TextKind, show_progress: bool) -> np.ndarray:
@@ -141,9 +148,15 @@ class SentenceTransformerEncoder(Encoder):
         bs = self.spec.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in tqdm(range(0, len(texts), bs), desc=f"embed {self.name}", unit="batch", disable=not show_progress):
-            idx = order[start:start + bs]
-            out[idx] = self.model.encode([texts[i] for i in idx], prompt_name=prompt_name, prompt=prompt, batch_size=bs,
-                                         show_progress_bar=False, convert_to_numpy=True)
+            idx = order[start : start + bs]
+            out[idx] = self.model.encode(
+                [texts[i] for i in idx],
+                prompt_name=prompt_name,
+                prompt=prompt,
+                batch_size=bs,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
         return out
 
     def info(self) -> dict[str, Any]:
@@ -151,4 +164,10 @@ class SentenceTransformerEncoder(Encoder):
         cfg = getattr(self.model, "model_card_data", None)
         if cfg is not None:
             revision = getattr(cfg, "base_model_revision", None)
-        return {"name": self.name, "type": "sentence-transformers", "source": self.source, "revision": revision, "dim": self.dim}
+        return {
+            "name": self.name,
+            "type": "sentence-transformers",
+            "source": self.source,
+            "revision": revision,
+            "dim": self.dim,
+        }

@@ -40,8 +40,14 @@ def pca(x: np.ndarray, dims: int) -> np.ndarray:
     return scores * np.where(signs == 0, 1, signs)
 
 
-def distill_static(model: str, out_dir: str | Path, pca_dims: int = 256, sif_coefficient: float = 1e-4,
-                   batch_size: int = 512, device: str = "cpu") -> Path:
+def distill_static(
+    model: str,
+    out_dir: str | Path,
+    pca_dims: int = 256,
+    sif_coefficient: float = 1e-4,
+    batch_size: int = 512,
+    device: str = "cpu",
+) -> Path:
     """Write a static model distilled from ``model`` (hub id or folder) to ``out_dir``."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -61,8 +67,11 @@ def distill_static(model: str, out_dir: str | Path, pca_dims: int = 256, sif_coe
         raise ValueError(f"{model}: distillation needs a BERT-style model with a fast tokenizer ([CLS] and [SEP])")
     special = set(tokenizer.all_special_ids)
     vocab_size = len(tokenizer)
-    keep = [i for tok, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-            if i not in special and not SKIPPED_TOKENS.fullmatch(tok)]
+    keep = [
+        i
+        for tok, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        if i not in special and not SKIPPED_TOKENS.fullmatch(tok)
+    ]
     if pca_dims > transformer.get_embedding_dimension():
         raise ValueError(f"pca_dims {pca_dims} exceeds the model's {transformer.get_embedding_dimension()} dims")
 
@@ -71,9 +80,9 @@ def distill_static(model: str, out_dir: str | Path, pca_dims: int = 256, sif_coe
     with torch.inference_mode():
         # Every sequence is [CLS] token [SEP]: equal lengths, so no padding and no mask.
         for start in tqdm(range(0, len(keep), batch_size), desc=f"distilling {Path(model).name}", unit="batch"):
-            ids = torch.tensor([[cls_id, i, sep_id] for i in keep[start:start + batch_size]], device=device)
+            ids = torch.tensor([[cls_id, i, sep_id] for i in keep[start : start + batch_size]], device=device)
             hidden = hf(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-            vectors[start:start + len(ids)] = hidden.float().mean(dim=1).cpu().numpy()
+            vectors[start : start + len(ids)] = hidden.float().mean(dim=1).cpu().numpy()
     reduced = pca(vectors.astype(np.float64), pca_dims) * sif_weights(len(keep), sif_coefficient)[:, None]
     table = np.zeros((vocab_size, pca_dims), dtype=np.float32)  # skipped tokens embed as zero
     table[keep] = reduced

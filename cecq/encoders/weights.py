@@ -26,4 +26,3 @@ def spread_weights(parts: Sequence[np.ndarray], sample_rows: int = 2000, seed: i
         spreads.append(float((x @ x.T)[off].std()))
     top = max(spreads)
     return [float(np.sqrt(s / top)) if top > 0 else 1.0 for s in spreads]
-

@@ -42,10 +42,16 @@ class BaselineResult:
     budget_bytes: int | None = None
 
 
-def quantized_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int | None, k: int,
-                     scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0,
-                     empty: np.ndarray | None = None,
-                     quantizer: CodeQuantizer | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
+def quantized_search(
+    doc_vecs: np.ndarray,
+    query_vecs: np.ndarray,
+    bits: int | None,
+    k: int,
+    scorings: Sequence[str] = ("symmetric", "asymmetric"),
+    rescore: int = 0,
+    empty: np.ndarray | None = None,
+    quantizer: CodeQuantizer | None = None,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
     """Percentile-quantize float document vectors (thresholds fitted on the non-zero rows) and
     search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc)``.
     ``empty`` (default: the zero rows) flags documents that score 0.
@@ -75,12 +81,28 @@ def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> It
         yield fit_quantizer(kind, calibration, budget_bytes=budget, seed=seed)
 
 
-def pq_baseline(model_name: str, doc_vecs: np.ndarray, query_vecs: np.ndarray, bits: int, k: int,
-                scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0) -> Iterator[BaselineResult]:
+def pq_baseline(
+    model_name: str,
+    doc_vecs: np.ndarray,
+    query_vecs: np.ndarray,
+    bits: int,
+    k: int,
+    scorings: Sequence[str] = ("symmetric", "asymmetric"),
+    rescore: int = 0,
+) -> Iterator[BaselineResult]:
     """(a) ``pq-<model>-<bits>b``: one base model's own vectors, percentile-quantized per dimension."""
     for scoring, s, i, nbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore):
-        yield BaselineResult(f"pq-{model_name}-{bits}b", scoring, s, i, nbytes, dims=doc_vecs.shape[1], bits=bits,
-                             method=f"pq-{model_name}", quantization=Quantizer.kind)
+        yield BaselineResult(
+            f"pq-{model_name}-{bits}b",
+            scoring,
+            s,
+            i,
+            nbytes,
+            dims=doc_vecs.shape[1],
+            bits=bits,
+            method=f"pq-{model_name}",
+            quantization=Quantizer.kind,
+        )
 
 
 @dataclass
@@ -126,14 +148,31 @@ class PCAProjection:
         return out
 
 
-def pca_baseline(pca: PCAProjection, docs: np.ndarray, queries: np.ndarray, dims: int, bits: int, k: int,
-                 scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0) -> Iterator[BaselineResult]:
+def pca_baseline(
+    pca: PCAProjection,
+    docs: np.ndarray,
+    queries: np.ndarray,
+    dims: int,
+    bits: int,
+    k: int,
+    scorings: Sequence[str] = ("symmetric", "asymmetric"),
+    rescore: int = 0,
+) -> Iterator[BaselineResult]:
     """(b) ``pca-<dims>d-<bits>b``: the float concatenation's top ``dims`` principal components
     (``pca`` fitted on the corpus), percentile-quantized."""
     d_docs, d_queries = pca.project(docs, dims), pca.project(queries, dims)
     for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, k, scorings, rescore):
-        yield BaselineResult(f"pca-{dims}d-{bits}b", scoring, s, i, nbytes, dims=dims, bits=bits, method="pca",
-                             quantization=Quantizer.kind)
+        yield BaselineResult(
+            f"pca-{dims}d-{bits}b",
+            scoring,
+            s,
+            i,
+            nbytes,
+            dims=dims,
+            bits=bits,
+            method="pca",
+            quantization=Quantizer.kind,
+        )
 
 
 def train_mrl_decoder(docs: np.ndarray, config: DecoderConfig, show_progress: bool = False) -> Decoder:
@@ -142,17 +181,39 @@ def train_mrl_decoder(docs: np.ndarray, config: DecoderConfig, show_progress: bo
     return decoder
 
 
-def mrl_baseline(decoder: Decoder, docs: np.ndarray, queries: np.ndarray, dims: int, bits: int, k: int,
-                 scorings: Sequence[str] = ("symmetric", "asymmetric"), rescore: int = 0) -> Iterator[BaselineResult]:
+def mrl_baseline(
+    decoder: Decoder,
+    docs: np.ndarray,
+    queries: np.ndarray,
+    dims: int,
+    bits: int,
+    k: int,
+    scorings: Sequence[str] = ("symmetric", "asymmetric"),
+    rescore: int = 0,
+) -> Iterator[BaselineResult]:
     """(c) ``mrl-<dims>d-<bits>b``: the ``dims``-prefix of a randomly initialised MRL decoder, quantized."""
     d_docs, d_queries = decode(decoder, docs, dims), decode(decoder, queries, dims)
     for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, k, scorings, rescore):
-        yield BaselineResult(f"mrl-{dims}d-{bits}b", scoring, s, i, nbytes, dims=dims, bits=bits, method="mrl",
-                             quantization=Quantizer.kind)
+        yield BaselineResult(
+            f"mrl-{dims}d-{bits}b",
+            scoring,
+            s,
+            i,
+            nbytes,
+            dims=dims,
+            bits=bits,
+            method="mrl",
+            quantization=Quantizer.kind,
+        )
 
 
-def binary_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, k: int, rescore_multiplier: int = RESCORE_MULTIPLIER,
-                  empty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def binary_search(
+    doc_vecs: np.ndarray,
+    query_vecs: np.ndarray,
+    k: int,
+    rescore_multiplier: int = RESCORE_MULTIPLIER,
+    empty: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """sentence-transformers' ``ubinary`` quantization (one bit a dimension: value > 0), searched
     by Hamming distance with binary queries; with ``rescore_multiplier`` > 0 the nearest
     ``rescore_multiplier * k`` are re-ranked by the float query against the documents' bits as
@@ -169,22 +230,44 @@ def binary_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, k: int, rescore_
     return rescore_signs(query_vecs, doc_bits, dim, candidates, k, empty=empty)
 
 
-def st_binary_baseline(model_name: str, doc_vecs: np.ndarray, query_vecs: np.ndarray, k: int,
-                       rescore_multiplier: int = RESCORE_MULTIPLIER) -> Iterator[BaselineResult]:
+def st_binary_baseline(
+    model_name: str, doc_vecs: np.ndarray, query_vecs: np.ndarray, k: int, rescore_multiplier: int = RESCORE_MULTIPLIER
+) -> Iterator[BaselineResult]:
     """(d) ``st-binary-<model>`` (Hamming only, symmetric) and ``st-binary-<model>+rescore``
     (float-query rescoring of the Hamming candidates, asymmetric): ``dim / 8`` bytes a document."""
     dim = doc_vecs.shape[1]
     nbytes = (dim + 7) // 8
-    yield BaselineResult(f"st-binary-{model_name}", "symmetric", *binary_search(doc_vecs, query_vecs, k, 0), nbytes, dims=dim,
-                         bits=1, method=f"st-binary-{model_name}")
-    yield BaselineResult(f"st-binary-{model_name}+rescore", "asymmetric",
-                         *binary_search(doc_vecs, query_vecs, k, rescore_multiplier), nbytes, dims=dim, bits=1,
-                         method=f"st-binary-{model_name}+rescore")
+    yield BaselineResult(
+        f"st-binary-{model_name}",
+        "symmetric",
+        *binary_search(doc_vecs, query_vecs, k, 0),
+        nbytes,
+        dims=dim,
+        bits=1,
+        method=f"st-binary-{model_name}",
+    )
+    yield BaselineResult(
+        f"st-binary-{model_name}+rescore",
+        "asymmetric",
+        *binary_search(doc_vecs, query_vecs, k, rescore_multiplier),
+        nbytes,
+        dims=dim,
+        bits=1,
+        method=f"st-binary-{model_name}+rescore",
+    )
 
 
-def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], query_parts: Sequence[np.ndarray],
-                  docs: np.ndarray, queries: np.ndarray, config: EvalConfig, decoder_config: DecoderConfig, k: int,
-                  show_progress: bool = False) -> Iterator[BaselineResult]:
+def run_baselines(
+    encoders: Sequence[Encoder],
+    doc_parts: Sequence[np.ndarray],
+    query_parts: Sequence[np.ndarray],
+    docs: np.ndarray,
+    queries: np.ndarray,
+    config: EvalConfig,
+    decoder_config: DecoderConfig,
+    k: int,
+    show_progress: bool = False,
+) -> Iterator[BaselineResult]:
     """Every baseline for an evaluation: (a) for each base model and bit width, (b) and (c) for
     each (dims, bits) pair the cecq variants use, (d) for every sentence-transformers model
     (a label-free choice: no "best model" is picked with the test judgements).
@@ -198,8 +281,11 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
     max_pca = min(docs.shape[1], int(nonempty_rows(docs).sum()) - 1)
     pca_pairs = [(dim, bits) for dim, bits in pairs if dim <= max_pca]
     if len(pca_pairs) < len(pairs):
-        logger.warning("PCA baseline: the concatenation has %d components; skipping dims %s",
-                       max_pca, sorted({d for d, _ in pairs} - {d for d, _ in pca_pairs}))
+        logger.warning(
+            "PCA baseline: the concatenation has %d components; skipping dims %s",
+            max_pca,
+            sorted({d for d, _ in pairs} - {d for d, _ in pca_pairs}),
+        )
     if pca_pairs:
         pca = PCAProjection.fit(docs, max(d for d, _ in pca_pairs))
         for dim, bits in pca_pairs:
@@ -212,9 +298,20 @@ def run_baselines(encoders: Sequence[Encoder], doc_parts: Sequence[np.ndarray], 
         calibration = p_docs[nonempty_rows(docs)][:ALLOCATION_ROWS]
         for budget in sorted(config.budgets):
             for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
-                for scoring, s, i, nbytes in quantized_search(p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer):
-                    yield BaselineResult(f"pca-{quantizer.label(quantizer.dim, None, budget)}", scoring, s, i, nbytes,
-                                         dims=quantizer.kept_dims, method="pca", quantization=quantizer.kind, budget_bytes=budget)
+                for scoring, s, i, nbytes in quantized_search(
+                    p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer
+                ):
+                    yield BaselineResult(
+                        f"pca-{quantizer.label(quantizer.dim, None, budget)}",
+                        scoring,
+                        s,
+                        i,
+                        nbytes,
+                        dims=quantizer.kept_dims,
+                        method="pca",
+                        quantization=quantizer.kind,
+                        budget_bytes=budget,
+                    )
 
     # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
     decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress)

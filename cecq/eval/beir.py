@@ -89,7 +89,11 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalTask:
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"BEIR folder not found: {root}")
-    corpus_path, queries_path, qrels_path = root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"
+    corpus_path, queries_path, qrels_path = (
+        root / "corpus.jsonl",
+        root / "queries.jsonl",
+        root / "qrels" / f"{split}.tsv",
+    )
     for p in (corpus_path, queries_path, qrels_path):
         if not p.is_file():
             raise DataError(f"BEIR folder {root} is missing {p.relative_to(root)}")
@@ -129,7 +133,9 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalTask:
     if unknown_docs or unknown_queries:
         logger.warning(
             "%s: dropped %d judgements naming unknown documents and %d naming unknown queries",
-            qrels_path, unknown_docs, unknown_queries,
+            qrels_path,
+            unknown_docs,
+            unknown_queries,
         )
     qrels = {q: r for q, r in qrels.items() if any(v > 0 for v in r.values())}
     if not qrels:

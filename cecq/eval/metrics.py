@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-
 from mteb import TaskMetadata
 from mteb.abstasks import AbsTaskRetrieval
 
@@ -84,8 +83,9 @@ class ReplaySearch:
     def index(self, corpus, *, task_metadata, hf_split, hf_subset, encode_kwargs, num_proc, **kwargs) -> None:
         pass  # nothing to index: the rankings already exist
 
-    def search(self, queries, *, task_metadata, hf_split, hf_subset, top_k, encode_kwargs,
-               top_ranked=None, num_proc, **kwargs) -> dict[str, dict[str, float]]:
+    def search(
+        self, queries, *, task_metadata, hf_split, hf_subset, top_k, encode_kwargs, top_ranked=None, num_proc, **kwargs
+    ) -> dict[str, dict[str, float]]:
         # Only the task's (positive-bearing) queries: mteb drops queries without
         # positives from qrels, and a result for an unknown query would crash its MRR.
         # No top_k cut: the private call scored the full lists too.
@@ -94,13 +94,13 @@ class ReplaySearch:
 
 def _seed_state() -> tuple[Any, ...]:
     torch = sys.modules.get("torch")
-    return random.getstate(), np.random.get_state(), torch.get_rng_state() if torch else None  # noqa: NPY002
+    return random.getstate(), np.random.get_state(), torch.get_rng_state() if torch else None
 
 
 def _restore_seed_state(state: tuple[Any, ...]) -> None:
     py, npy, tch = state
     random.setstate(py)
-    np.random.set_state(npy)  # noqa: NPY002
+    np.random.set_state(npy)
     if tch is not None:
         sys.modules["torch"].set_rng_state(tch)
 

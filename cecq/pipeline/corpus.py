@@ -70,7 +70,9 @@ def _jsonl_batches(fs, path: str, batch_rows: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _resolve_columns(names: Sequence[str], id_column: str | None, text_columns: Sequence[str] | None, where: str) -> tuple[str, list[str]]:
+def _resolve_columns(
+    names: Sequence[str], id_column: str | None, text_columns: Sequence[str] | None, where: str
+) -> tuple[str, list[str]]:
     if id_column is None:
         id_column = next((c for c in ID_CANDIDATES if c in names), None)
         if id_column is None:
@@ -100,15 +102,18 @@ def _rows(records: list[dict], id_column: str, text_columns: list[str], where: s
         for c in text_columns:
             v = r.get(c)
             if v is not None and not isinstance(v, str):
-                raise DataError(f"{where}: column {c!r} of document {raw_id!r} is {type(v).__name__}, expected a string")
+                raise DataError(
+                    f"{where}: column {c!r} of document {raw_id!r} is {type(v).__name__}, expected a string"
+                )
             parts.append(v or "")
         ids.append(str(raw_id))
         texts.append(" ".join(parts).strip())
     return ids, texts
 
 
-def iter_corpus(url: str, id_column: str | None = None, text_columns: Sequence[str] | None = None,
-                batch_rows: int = 10_000) -> Iterator[tuple[list[str], list[str], str, list[str]]]:
+def iter_corpus(
+    url: str, id_column: str | None = None, text_columns: Sequence[str] | None = None, batch_rows: int = 10_000
+) -> Iterator[tuple[list[str], list[str], str, list[str]]]:
     """Yield ``(ids, texts, id_column, text_columns)`` batches of the corpus at ``url``."""
     fs, files = _input_files(url)
     for path in files:
@@ -133,8 +138,13 @@ def corpus_key(url: str) -> str:
     return f"{slug(base, 32)}-{digest(url.rstrip('/'))[:8]}"
 
 
-def shard_corpus(url: str, store: Store, shard_rows: int = 50_000, id_column: str | None = None,
-                 text_columns: Sequence[str] | None = None) -> CorpusManifest:
+def shard_corpus(
+    url: str,
+    store: Store,
+    shard_rows: int = 50_000,
+    id_column: str | None = None,
+    text_columns: Sequence[str] | None = None,
+) -> CorpusManifest:
     """Cut the corpus into shards of ``shard_rows`` documents under ``corpus/<key>/``.
 
     Shard names are ``<key>-<index>``; a shard file's name also carries its content
@@ -179,5 +189,11 @@ def shard_corpus(url: str, store: Store, shard_rows: int = 50_000, id_column: st
         flush()
     if not store.exists(manifest_path(manifest)):  # named by its shards' content: never rewritten
         store.write_json(manifest_path(manifest), manifest.to_dict())
-    logger.info("corpus %s: %d documents in %d shards (%d empty texts)", url, manifest.rows, len(manifest.shards), manifest.empty_texts)
+    logger.info(
+        "corpus %s: %d documents in %d shards (%d empty texts)",
+        url,
+        manifest.rows,
+        len(manifest.shards),
+        manifest.empty_texts,
+    )
     return manifest

@@ -33,8 +33,15 @@ class EmbedJob:
         return f"shard {self.shard['name']}"
 
 
-def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: int = 64, ray_address: str | None = None,
-                previous: CorpusManifest | None = None, progress: Progress | None = None) -> EmbeddingResult:
+def embed_model(
+    store: Store,
+    manifest: CorpusManifest,
+    model: str,
+    batch_size: int = 64,
+    ray_address: str | None = None,
+    previous: CorpusManifest | None = None,
+    progress: Progress | None = None,
+) -> EmbeddingResult:
     """Embed every shard of the corpus with one model on Ray; shards already committed are
     skipped, and with ``previous`` unchanged documents reuse their earlier vectors."""
     check_model(model)  # a missing local path fails here, before any actor starts
@@ -60,7 +67,10 @@ def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: 
             p.value.node, p.value.pid = p.node, p.pid
             results.append(p.value)
     return EmbeddingResult(
-        model=model, model_key=mkey, shards=len(manifest.shards), skipped_shards=skipped,
+        model=model,
+        model_key=mkey,
+        shards=len(manifest.shards),
+        skipped_shards=skipped,
         embedded_documents=sum(r.embedded for r in results),
         truncated_documents=sum(r.truncated for r in results),  # longer than the model's limit
         seconds=sum(r.seconds for r in results),
@@ -69,21 +79,47 @@ def embed_model(store: Store, manifest: CorpusManifest, model: str, batch_size: 
     )
 
 
-def _compress_job(store_url: str, storage_options: dict[str, Any], shard: dict[str, Any], embedding_paths: list[str],
-                  decoder_rel: str, quantizer_rel: str, out_rel: str) -> CodesShard:
+def _compress_job(
+    store_url: str,
+    storage_options: dict[str, Any],
+    shard: dict[str, Any],
+    embedding_paths: list[str],
+    decoder_rel: str,
+    quantizer_rel: str,
+    out_rel: str,
+) -> CodesShard:
     import torch  # heavy: only compress tasks need it
 
     torch.set_num_threads(1)
-    return compress_shard(Store(store_url, storage_options), ShardInfo(**shard), embedding_paths, decoder_rel, quantizer_rel,
-                          out_rel)
+    return compress_shard(
+        Store(store_url, storage_options), ShardInfo(**shard), embedding_paths, decoder_rel, quantizer_rel, out_rel
+    )
 
 
-def compress_corpus(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], decoder_rel: str, quantizer_rel: str,
-                    compressor_id: str, ray_address: str | None = None, progress: Progress | None = None) -> list[CodesShard]:
+def compress_corpus(
+    store: Store,
+    manifest: CorpusManifest,
+    model_keys: Sequence[str],
+    decoder_rel: str,
+    quantizer_rel: str,
+    compressor_id: str,
+    ray_address: str | None = None,
+    progress: Progress | None = None,
+) -> list[CodesShard]:
     """Compress every shard (as Ray tasks); committed shards are skipped, not rewritten."""
     ray_pool.init_ray(ray_address)
-    jobs = [(store.url, store.storage_options, s.to_dict(), [embedding_path(k, s) for k in model_keys],
-             decoder_rel, quantizer_rel, codes_path(compressor_id, s)) for s in manifest.shards]
+    jobs = [
+        (
+            store.url,
+            store.storage_options,
+            s.to_dict(),
+            [embedding_path(k, s) for k in model_keys],
+            decoder_rel,
+            quantizer_rel,
+            codes_path(compressor_id, s),
+        )
+        for s in manifest.shards
+    ]
     results = ray_pool.run_tasks(_compress_job, jobs, num_cpus=ray_pool.cpus_per_task(), progress=progress)
     order = {s.name: i for i, s in enumerate(manifest.shards)}
     return sorted(results, key=lambda r: order[r.name])

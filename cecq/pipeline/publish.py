@@ -17,8 +17,9 @@ from cecq.errors import ConfigError
 from cecq.storage import Store
 
 
-def choose_compressor(config: PipelineConfig, previous: CatalogManifest | None,
-                      changed_fraction: float) -> tuple[str, str, str] | None:
+def choose_compressor(
+    config: PipelineConfig, previous: CatalogManifest | None, changed_fraction: float
+) -> tuple[str, str, str] | None:
     """The previous run's (compressor_id, decoder, quantizer) to reuse, or None to train anew.
 
     Reuse needs the same base models, dims and codes (kind, and bits or byte budget);
@@ -28,32 +29,61 @@ def choose_compressor(config: PipelineConfig, previous: CatalogManifest | None,
     policy = config.decoder_policy
     if previous is None or policy == "retrain":
         return None
-    same_codes = (previous.quantization == config.quantization and previous.budget_bytes == config.budget_bytes
-                  and previous.bits == config.code_bits)
+    same_codes = (
+        previous.quantization == config.quantization
+        and previous.budget_bytes == config.budget_bytes
+        and previous.bits == config.code_bits
+    )
     if not (list(previous.models) == list(config.models) and previous.dims == config.dims and same_codes):
         if policy == "reuse":
-            raise ConfigError(f"cannot reuse the decoder: the store was built with models {previous.models}, "
-                              f"{previous.dims} dims, {previous.code_layout}")
+            raise ConfigError(
+                f"cannot reuse the decoder: the store was built with models {previous.models}, "
+                f"{previous.dims} dims, {previous.code_layout}"
+            )
         return None
     if policy == "auto" and changed_fraction > config.retrain_fraction:
         return None
     return previous.compressor_id, previous.decoder, previous.quantizer
 
 
-def describe_run(store: Store, config: PipelineConfig, run_id: str, manifest: CorpusManifest,
-                 embedding: Sequence[EmbeddingResult], decoder_rel: str, quantizer_rel: str, compressor_id: str,
-                 started: str) -> RunRecord:
+def describe_run(
+    store: Store,
+    config: PipelineConfig,
+    run_id: str,
+    manifest: CorpusManifest,
+    embedding: Sequence[EmbeddingResult],
+    decoder_rel: str,
+    quantizer_rel: str,
+    compressor_id: str,
+    started: str,
+) -> RunRecord:
     """The run record stored in ``runs/<id>/run.json`` and shown by the ``runs`` view."""
     decoder_meta = store.read_json(f"{decoder_rel}/{CONFIG_FILE}")
     bytes_per_doc = load_quantizer(store, quantizer_rel).bytes_per_vector
     return RunRecord(
-        run_id=run_id, started=started, corpus=config.corpus, corpus_key=manifest.corpus_key,
-        documents=manifest.rows, empty_texts=manifest.empty_texts, shards=len(manifest.shards),
-        models=list(config.models), model_keys=[e.model_key for e in embedding], embedding=list(embedding),
-        corpus_manifest=manifest_path(manifest), decoder=decoder_rel, quantizer=quantizer_rel, compressor_id=compressor_id,
-        decoder_training=decoder_meta.get("training", {}), model_weights=decoder_meta.get("model_weights"),
-        dims=config.dims, bits=config.code_bits, budget_bytes=config.budget_bytes, quantization=str(config.quantization),
-        bytes_per_doc=bytes_per_doc, compression=4 * decoder_meta["in_dim"] / bytes_per_doc, config=config.to_dict(),
+        run_id=run_id,
+        started=started,
+        corpus=config.corpus,
+        corpus_key=manifest.corpus_key,
+        documents=manifest.rows,
+        empty_texts=manifest.empty_texts,
+        shards=len(manifest.shards),
+        models=list(config.models),
+        model_keys=[e.model_key for e in embedding],
+        embedding=list(embedding),
+        corpus_manifest=manifest_path(manifest),
+        decoder=decoder_rel,
+        quantizer=quantizer_rel,
+        compressor_id=compressor_id,
+        decoder_training=decoder_meta.get("training", {}),
+        model_weights=decoder_meta.get("model_weights"),
+        dims=config.dims,
+        bits=config.code_bits,
+        budget_bytes=config.budget_bytes,
+        quantization=str(config.quantization),
+        bytes_per_doc=bytes_per_doc,
+        compression=4 * decoder_meta["in_dim"] / bytes_per_doc,
+        config=config.to_dict(),
     )
 
 
@@ -70,24 +100,39 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
             return previous
     version = previous + 1
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    table = pa.table({
-        "version": pa.array([version] * len(shards), pa.int64()),
-        "run_id": pa.array([run.run_id] * len(shards), pa.string()),
-        "name": pa.array([s.name for s in shards], pa.string()),
-        "path": pa.array([store.uri(s.path) for s in shards], pa.string()),
-        "rows": pa.array([int(s.rows) for s in shards], pa.int64()),
-        "bytes": pa.array([int(s.bytes) for s in shards], pa.int64()),
-        "fingerprint": pa.array([s.fingerprint for s in shards], pa.string()),
-        "status": pa.array(["committed"] * len(shards), pa.string()),
-    })
+    table = pa.table(
+        {
+            "version": pa.array([version] * len(shards), pa.int64()),
+            "run_id": pa.array([run.run_id] * len(shards), pa.string()),
+            "name": pa.array([s.name for s in shards], pa.string()),
+            "path": pa.array([store.uri(s.path) for s in shards], pa.string()),
+            "rows": pa.array([int(s.rows) for s in shards], pa.int64()),
+            "bytes": pa.array([int(s.bytes) for s in shards], pa.int64()),
+            "fingerprint": pa.array([s.fingerprint for s in shards], pa.string()),
+            "status": pa.array(["committed"] * len(shards), pa.string()),
+        }
+    )
     vdir = version_dir(version)
     store.write_parquet(f"{vdir}/shards.parquet", table)
     manifest = CatalogManifest(
-        version=version, published=now, run_id=run.run_id, previous_version=previous or None,
-        codes=[s.path for s in shards], corpus_shards=[s.corpus_path for s in shards], models=list(run.models),
-        model_keys=list(run.model_keys), corpus_key=run.corpus_key, corpus_manifest=run.corpus_manifest,
-        decoder=run.decoder, quantizer=run.quantizer, dims=run.dims, bits=run.bits, compressor_id=run.compressor_id,
-        config=run.config, budget_bytes=run.budget_bytes, quantization=run.quantization,
+        version=version,
+        published=now,
+        run_id=run.run_id,
+        previous_version=previous or None,
+        codes=[s.path for s in shards],
+        corpus_shards=[s.corpus_path for s in shards],
+        models=list(run.models),
+        model_keys=list(run.model_keys),
+        corpus_key=run.corpus_key,
+        corpus_manifest=run.corpus_manifest,
+        decoder=run.decoder,
+        quantizer=run.quantizer,
+        dims=run.dims,
+        bits=run.bits,
+        compressor_id=run.compressor_id,
+        config=run.config,
+        budget_bytes=run.budget_bytes,
+        quantization=run.quantization,
     )
     store.write_json(f"{vdir}/manifest.json", manifest.to_dict())
     run.status, run.catalog_version, run.finished = "published", version, now

@@ -11,7 +11,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cecq.errors import ShardFailedError
@@ -52,7 +52,10 @@ class Placed:
 def _cause(error: Exception) -> str:
     """The last line of a remote traceback: the exception that actually happened."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1] if lines else repr(error))
+    return next(
+        (line for line in reversed(lines) if "Error" in line or "Exception" in line),
+        lines[-1] if lines else repr(error),
+    )
 
 
 def init_ray(address: str | None = None) -> None:
@@ -145,8 +148,14 @@ def _actor_class() -> Any:
     return PoolActor
 
 
-def run_on_actors(make_worker: Callable[[ActorContext], Callable[[Any], Any]], jobs: Sequence[PoolJob], label: str = "",
-                  max_retries: int = 2, progress: Progress | None = None, max_actors: int | None = None) -> list[Placed]:
+def run_on_actors(
+    make_worker: Callable[[ActorContext], Callable[[Any], Any]],
+    jobs: Sequence[PoolJob],
+    label: str = "",
+    max_retries: int = 2,
+    progress: Progress | None = None,
+    max_actors: int | None = None,
+) -> list[Placed]:
     """Run every job on a pool of actors, each holding a worker ``make_worker`` built once;
     return the results (in completion order) with where each ran.
 
@@ -166,7 +175,8 @@ def run_on_actors(make_worker: Callable[[ActorContext], Callable[[Any], Any]], j
 
     def new_actor() -> Any:
         return actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
-            make_worker, shape.threads)
+            make_worker, shape.threads
+        )
 
     actors = [new_actor() for _ in range(n)]
     logger.info("%s: %d jobs on %d actors (%s cpus, %s gpus each)", label, len(jobs), n, shape.num_cpus, shape.num_gpus)
@@ -206,8 +216,13 @@ def run_on_actors(make_worker: Callable[[ActorContext], Callable[[Any], Any]], j
     return results
 
 
-def run_tasks(fn: Callable[..., dict], jobs: Sequence[tuple], num_cpus: float = 1.0, max_retries: int = 2,
-              progress: Progress | None = None) -> list[dict]:
+def run_tasks(
+    fn: Callable[..., dict],
+    jobs: Sequence[tuple],
+    num_cpus: float = 1.0,
+    max_retries: int = 2,
+    progress: Progress | None = None,
+) -> list[dict]:
     """Run ``fn(*job)`` for every job as Ray tasks (retried on failure); return the results."""
     import ray
 

@@ -38,6 +38,7 @@ FIT_ROWS = 100_000  # documents a fitted encoder (lexical) is fitted on, sampled
 
 # ---------------------------------------------------------------- fitted encoders
 
+
 def fit_encoder(store: Store, manifest: CorpusManifest, model: str, max_rows: int = FIT_ROWS, seed: int = 0) -> str:
     """Fit a corpus-fitted encoder on (a sample of) the corpus once; later runs reuse it."""
     cls = encoder_class(model)
@@ -60,14 +61,17 @@ def fit_encoder(store: Store, manifest: CorpusManifest, model: str, max_rows: in
 
 # ---------------------------------------------------------------- embedding
 
+
 def embedding_table(ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray) -> pa.Table:
     dim = vectors.shape[1]
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
-    return pa.table({
-        "id": pa.array(ids, pa.string()),
-        "content_hash": pa.array(hashes, pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
-    })
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "content_hash": pa.array(hashes, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+        }
+    )
 
 
 def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
@@ -76,8 +80,13 @@ def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
     return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
 
 
-def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
-                previous: dict[tuple[str, str], np.ndarray] | None = None) -> EmbedShardResult:
+def embed_shard(
+    store: Store,
+    encoder: Encoder,
+    shard: ShardInfo,
+    out_rel: str,
+    previous: dict[tuple[str, str], np.ndarray] | None = None,
+) -> EmbedShardResult:
     """Embed one corpus shard with one encoder and commit the embedding shard.
 
     Skipped when ``out_rel`` already exists. ``previous`` maps ``(id, content_hash)`` to a
@@ -98,11 +107,20 @@ def embed_shard(store: Store, encoder: Encoder, shard: ShardInfo, out_rel: str,
     if todo:
         vectors[todo] = encoder.encode([texts[i] for i in todo], "document")
     nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
-    return EmbedShardResult(out_rel, len(ids), embedded=len(todo), bytes=nbytes, truncated=encoder.truncated - truncated_before,
-                            seconds=time.perf_counter() - started, model_info=encoder.info())
+    return EmbedShardResult(
+        out_rel,
+        len(ids),
+        embedded=len(todo),
+        bytes=nbytes,
+        truncated=encoder.truncated - truncated_before,
+        seconds=time.perf_counter() - started,
+        model_info=encoder.info(),
+    )
 
 
-def load_parts(store: Store, paths: Sequence[str], rows: np.ndarray | None = None) -> tuple[pa.Array, pa.Array, list[np.ndarray]]:
+def load_parts(
+    store: Store, paths: Sequence[str], rows: np.ndarray | None = None
+) -> tuple[pa.Array, pa.Array, list[np.ndarray]]:
     """One shard's embeddings from each model (same ids, same order), as ``(ids,
     content_hashes, per-model vectors)``; ids and hashes stay Arrow arrays (they are written
     straight back to Parquet, never needed as Python strings)."""
@@ -120,8 +138,9 @@ def load_parts(store: Store, paths: Sequence[str], rows: np.ndarray | None = Non
     return ids, hashes, parts
 
 
-def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | None = None,
-                      weights: Sequence[float] | None = None) -> tuple[pa.Array, pa.Array, np.ndarray]:
+def load_concatenated(
+    store: Store, paths: Sequence[str], rows: np.ndarray | None = None, weights: Sequence[float] | None = None
+) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """:func:`load_parts`, concatenated with the per-model ``weights``."""
     ids, hashes, parts = load_parts(store, paths, rows)
     return ids, hashes, concatenate(parts, weights)
@@ -129,14 +148,17 @@ def load_concatenated(store: Store, paths: Sequence[str], rows: np.ndarray | Non
 
 # ---------------------------------------------------------------- training
 
-def sample_parts(store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int) -> list[np.ndarray]:
+
+def sample_parts(
+    store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int
+) -> list[np.ndarray]:
     """A seeded sample of at most ``max_rows`` documents' embeddings, per model, spread over
     shards; documents empty for every model are left out (they carry no similarity signal)."""
     rng = np.random.default_rng(seed)
     share = min(1.0, max_rows / max(1, manifest.rows))
     out: list[list[np.ndarray]] = [[] for _ in model_keys]
     for shard in manifest.shards:
-        take = np.sort(rng.choice(shard.rows, max(1, int(round(shard.rows * share))), replace=False))
+        take = np.sort(rng.choice(shard.rows, max(1, round(shard.rows * share)), replace=False))
         for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
             acc.append(part)
     parts = [np.concatenate(p) for p in out]
@@ -149,8 +171,9 @@ def fit_model_weights(parts: Sequence[np.ndarray], how: ModelWeights, seed: int 
     return spread_weights(parts, seed=seed) if how == "spread" else [1.0] * len(parts)
 
 
-def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str],
-                     config: PipelineConfig) -> tuple[str, str]:
+def train_compressor(
+    store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str], config: PipelineConfig
+) -> tuple[str, str]:
     """Train the decoder and fit the quantizer; return their relative paths."""
     decoder_rel, quantizer_rel = decoder_path(run_id), quantizer_path(run_id)
     if store.exists(f"{decoder_rel}/decoder.json") and store.exists(quantizer_rel):
@@ -161,44 +184,65 @@ def train_compressor(store: Store, run_id: str, manifest: CorpusManifest, model_
     del parts
     decoder, stats = train_decoder(x, config.decoder)
     with tempfile.TemporaryDirectory() as tmp:
-        save_decoder(decoder, tmp, {"models": list(config.models), "model_keys": list(model_keys), "model_weights": weights,
-                                    "prefix_sizes": list(config.decoder.effective_prefix_sizes()), "training": asdict(stats)})
+        save_decoder(
+            decoder,
+            tmp,
+            {
+                "models": list(config.models),
+                "model_keys": list(model_keys),
+                "model_weights": weights,
+                "prefix_sizes": list(config.decoder.effective_prefix_sizes()),
+                "training": asdict(stats),
+            },
+        )
         store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
     calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
     prefix = decode(decoder, calib, config.dims)
-    quantizer = fit_quantizer(str(config.quantization), prefix, bits=config.bits, budget_bytes=config.budget_bytes,
-                              seed=config.decoder.seed)
+    quantizer = fit_quantizer(
+        str(config.quantization), prefix, bits=config.bits, budget_bytes=config.budget_bytes, seed=config.decoder.seed
+    )
     buf = io.BytesIO()
     quantizer.save(buf)
     store.write_bytes(quantizer_rel, buf.getvalue())
     return decoder_rel, quantizer_rel
 
 
-def compress_shard(store: Store, shard: ShardInfo, embedding_paths: Sequence[str], decoder_rel: str, quantizer_rel: str,
-                   out_rel: str, compressor: tuple[Decoder, dict[str, Any], CodeQuantizer] | None = None) -> CodesShard:
+def compress_shard(
+    store: Store,
+    shard: ShardInfo,
+    embedding_paths: Sequence[str],
+    decoder_rel: str,
+    quantizer_rel: str,
+    out_rel: str,
+    compressor: tuple[Decoder, dict[str, Any], CodeQuantizer] | None = None,
+) -> CodesShard:
     """Concatenate, decode, take the prefix, quantize and pack one shard; commit the codes shard."""
     if store.exists(out_rel):
-        return CodesShard(shard.name, out_rel, shard.rows, store.size(out_rel), shard.fingerprint, shard.path, skipped=True)
+        return CodesShard(
+            shard.name, out_rel, shard.rows, store.size(out_rel), shard.fingerprint, shard.path, skipped=True
+        )
     decoder, meta, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
     ids, hashes, x = load_concatenated(store, embedding_paths, weights=meta.get("model_weights"))
     nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer))
     return CodesShard(shard.name, out_rel, len(ids), nbytes, shard.fingerprint, shard.path)
 
 
-def codes_table(shard_name: str, ids: pa.Array, hashes: pa.Array, x: np.ndarray, decoder: Decoder, quantizer: CodeQuantizer) -> pa.Table:
+def codes_table(
+    shard_name: str, ids: pa.Array, hashes: pa.Array, x: np.ndarray, decoder: Decoder, quantizer: CodeQuantizer
+) -> pa.Table:
     """Decode, take the prefix, quantize and pack concatenated embeddings into a codes table."""
     packed = np.ascontiguousarray(quantizer.quantize(decode(decoder, x, quantizer.dim)))
     width = quantizer.bytes_per_vector
-    return pa.table({
-        "id": ids,
-        "shard": pa.array([shard_name] * len(ids), pa.string()),
-        "content_hash": hashes,
-        # The packed rows are already one contiguous buffer: wrap it, no per-row bytes objects.
-        "code": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(ids), [None, pa.py_buffer(packed)]),
-        "empty": pa.array(~nonempty_rows(x), pa.bool_()),
-    })
-
-
+    return pa.table(
+        {
+            "id": ids,
+            "shard": pa.array([shard_name] * len(ids), pa.string()),
+            "content_hash": hashes,
+            # The packed rows are already one contiguous buffer: wrap it, no per-row bytes objects.
+            "code": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(ids), [None, pa.py_buffer(packed)]),
+            "empty": pa.array(~nonempty_rows(x), pa.bool_()),
+        }
+    )
 
 
 def previous_vectors(store: Store, paths: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
@@ -216,8 +260,15 @@ class EmbedWorker:
     """What an embedding actor holds: one base model, loaded once, embedding shard after
     shard (:mod:`cecq.pipeline.ray_pool` runs it; it knows nothing of Ray)."""
 
-    def __init__(self, store_url: str, storage_options: dict[str, Any], model: str, corpus_key: str, batch_size: int,
-                 context: ActorContext):
+    def __init__(
+        self,
+        store_url: str,
+        storage_options: dict[str, Any],
+        model: str,
+        corpus_key: str,
+        batch_size: int,
+        context: ActorContext,
+    ):
         import torch  # heavy: only actors need it
 
         torch.set_num_threads(context.threads)
@@ -230,7 +281,8 @@ class EmbedWorker:
         return embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
 
 
-def embed_worker_factory(store_url: str, storage_options: dict[str, Any], model: str, corpus_key: str,
-                         batch_size: int) -> Callable[[ActorContext], EmbedWorker]:
+def embed_worker_factory(
+    store_url: str, storage_options: dict[str, Any], model: str, corpus_key: str, batch_size: int
+) -> Callable[[ActorContext], EmbedWorker]:
     """The factory an actor calls once, with its context, to build its :class:`EmbedWorker`."""
     return functools.partial(EmbedWorker, store_url, storage_options, model, corpus_key, batch_size)

@@ -19,7 +19,6 @@ from cecq.quantization.registry import (
 )
 from cecq.quantization.scalar import Quantizer
 
-
 __all__ = [
     "VALID_BITS",
     "CodeQuantizer",

@@ -44,7 +44,9 @@ class CodeQuantizer(ABC):
 
     @classmethod
     @abstractmethod
-    def fit_sample(cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0) -> CodeQuantizer:
+    def fit_sample(
+        cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0
+    ) -> CodeQuantizer:
         """Fit on a calibration sample of corpus rows (never queries)."""
 
     @classmethod

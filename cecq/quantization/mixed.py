@@ -83,11 +83,14 @@ class MixedQuantizer(CodeQuantizer):
     @classmethod
     def check(cls, dims: int, bits: int | None, budget_bytes: int | None) -> None:
         if budget_bytes is None or not 1 <= budget_bytes <= dims // 2:
-            raise ConfigError(f"budget_bytes must be in 1..{dims // 2} (4 bits for each of the {dims} dims), "
-                              f"got {budget_bytes}")
+            raise ConfigError(
+                f"budget_bytes must be in 1..{dims // 2} (4 bits for each of the {dims} dims), got {budget_bytes}"
+            )
 
     @classmethod
-    def fit_sample(cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0) -> MixedQuantizer:
+    def fit_sample(
+        cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0
+    ) -> MixedQuantizer:
         return cls.fit(sample, int(budget_bytes or 0))
 
     @classmethod
@@ -167,12 +170,18 @@ class MixedQuantizer(CodeQuantizer):
         centroids as lists); dropped columns have no row."""
         cols = np.concatenate([c for c, _ in self.parts]).astype(np.int32)
         bits = np.concatenate([np.full(len(c), q.bits, np.int8) for c, q in self.parts])
-        table = pa.table({
-            "dim": pa.array(cols),
-            "bits": pa.array(bits),
-            "thresholds": pa.array([row.tolist() for _, q in self.parts for row in q.thresholds], pa.list_(pa.float32())),
-            "centroids": pa.array([row.tolist() for _, q in self.parts for row in q.centroids], pa.list_(pa.float32())),
-        })
+        table = pa.table(
+            {
+                "dim": pa.array(cols),
+                "bits": pa.array(bits),
+                "thresholds": pa.array(
+                    [row.tolist() for _, q in self.parts for row in q.thresholds], pa.list_(pa.float32())
+                ),
+                "centroids": pa.array(
+                    [row.tolist() for _, q in self.parts for row in q.centroids], pa.list_(pa.float32())
+                ),
+            }
+        )
         return table, {"input_dim": self.input_dim}
 
     @classmethod
@@ -182,7 +191,14 @@ class MixedQuantizer(CodeQuantizer):
         parts = []
         for b in dict.fromkeys(bits.tolist()):  # widths in code order
             rows = np.flatnonzero(bits == b)
-            parts.append((cols[rows].astype(np.int64), Quantizer(
-                int(b), np.array([thresholds[i] for i in rows], np.float32).reshape(len(rows), (1 << b) - 1),
-                np.array([centroids[i] for i in rows], np.float32).reshape(len(rows), 1 << b))))
+            parts.append(
+                (
+                    cols[rows].astype(np.int64),
+                    Quantizer(
+                        int(b),
+                        np.array([thresholds[i] for i in rows], np.float32).reshape(len(rows), (1 << b) - 1),
+                        np.array([centroids[i] for i in rows], np.float32).reshape(len(rows), 1 << b),
+                    ),
+                )
+            )
         return cls(int(meta["input_dim"]), parts)

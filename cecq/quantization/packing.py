@@ -12,7 +12,6 @@ def bytes_per_vector(dim: int, bits: int) -> int:
     return (dim * bits + 7) // 8
 
 
-
 def per_byte(bits: int) -> int:
     return 8 // bits  # codes a byte holds (8 bits: one)
 

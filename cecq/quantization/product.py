@@ -48,7 +48,7 @@ def _nearest(y: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     ct = np.ascontiguousarray(centroids.transpose(0, 2, 1))
     for a in range(0, y.shape[1], _CHUNK):
         # argmin |y - c|^2 = argmax (y.c - |c|^2 / 2)
-        out[a:a + _CHUNK] = (np.matmul(y[:, a:a + _CHUNK], ct) - half_norms).argmax(axis=2).T
+        out[a : a + _CHUNK] = (np.matmul(y[:, a : a + _CHUNK], ct) - half_norms).argmax(axis=2).T
     return out
 
 
@@ -70,7 +70,9 @@ def _kmeans(y: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
         counts = np.bincount(flat, minlength=m * k).reshape(m, k)
         sums = np.stack([np.bincount(flat, weights=y[:, :, j].ravel(), minlength=m * k) for j in range(d)], axis=-1)
         sums = sums.reshape(m, k, d)
-        centroids = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], centroids).astype(np.float32)
+        centroids = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], centroids).astype(
+            np.float32
+        )
     return centroids
 
 
@@ -91,11 +93,15 @@ class ProductQuantizer(CodeQuantizer):
         if budget_bytes is None:
             raise ConfigError("product quantization spends a byte budget: set budget_bytes")
         if not 1 <= budget_bytes <= dims // DEFAULT_SUB_DIM:
-            raise ConfigError(f"budget_bytes must be in 1..{dims // DEFAULT_SUB_DIM} for product quantization "
-                              f"(a byte codes {DEFAULT_SUB_DIM} of the {dims} dims), got {budget_bytes}")
+            raise ConfigError(
+                f"budget_bytes must be in 1..{dims // DEFAULT_SUB_DIM} for product quantization "
+                f"(a byte codes {DEFAULT_SUB_DIM} of the {dims} dims), got {budget_bytes}"
+            )
 
     @classmethod
-    def fit_sample(cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0) -> ProductQuantizer:
+    def fit_sample(
+        cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0
+    ) -> ProductQuantizer:
         return cls.fit(sample, int(budget_bytes or 0), seed=seed)
 
     @property
@@ -119,8 +125,14 @@ class ProductQuantizer(CodeQuantizer):
         return self.subspaces
 
     @classmethod
-    def fit(cls, x: np.ndarray, budget_bytes: int, sub_dim: int = DEFAULT_SUB_DIM, seed: int = 0,
-            iterations: int = KMEANS_ITERATIONS) -> ProductQuantizer:
+    def fit(
+        cls,
+        x: np.ndarray,
+        budget_bytes: int,
+        sub_dim: int = DEFAULT_SUB_DIM,
+        seed: int = 0,
+        iterations: int = KMEANS_ITERATIONS,
+    ) -> ProductQuantizer:
         """Fit on a calibration sample ``x`` (corpus rows): ``budget_bytes`` subspaces of
         ``sub_dim`` dims each, so the first ``budget_bytes * sub_dim`` dims are coded."""
         x = np.asarray(x, dtype=np.float32)
@@ -129,15 +141,23 @@ class ProductQuantizer(CodeQuantizer):
         if not np.all(np.isfinite(x)):
             raise ValueError("calibration sample contains NaN or infinity")
         if budget_bytes < 1 or sub_dim < 1 or iterations < 1:
-            raise ValueError(f"budget_bytes, sub_dim and iterations must be >= 1, got {budget_bytes}, {sub_dim}, {iterations}")
+            raise ValueError(
+                f"budget_bytes, sub_dim and iterations must be >= 1, got {budget_bytes}, {sub_dim}, {iterations}"
+            )
         kept = budget_bytes * sub_dim
         if kept > x.shape[1]:
-            raise ValueError(f"{budget_bytes} bytes of {sub_dim}-dim subspaces code {kept} dims, but the vectors have "
-                             f"{x.shape[1]}: keep more dims or use fewer dims a byte")
+            raise ValueError(
+                f"{budget_bytes} bytes of {sub_dim}-dim subspaces code {kept} dims, but the vectors have "
+                f"{x.shape[1]}: keep more dims or use fewer dims a byte"
+            )
         if len(x) < MIN_ROWS_PER_CENTROID * CODEBOOK_SIZE:
-            logger.warning("product quantization fitted on %d rows, fewer than %d a centroid: the codebooks memorise "
-                           "the sample and symmetric scoring suffers (82 ADI documents: 91%% retention against 94%% "
-                           "with scalar codes); scalar codes suit corpora this small", len(x), MIN_ROWS_PER_CENTROID)
+            logger.warning(
+                "product quantization fitted on %d rows, fewer than %d a centroid: the codebooks memorise "
+                "the sample and symmetric scoring suffers (82 ADI documents: 91%% retention against 94%% "
+                "with scalar codes); scalar codes suit corpora this small",
+                len(x),
+                MIN_ROWS_PER_CENTROID,
+            )
         rotation = random_rotation(kept, seed)
         y = (x[:, :kept] @ rotation).reshape(len(x), budget_bytes, sub_dim).transpose(1, 0, 2)
         codebooks = _kmeans(np.ascontiguousarray(y), CODEBOOK_SIZE, iterations, seed)
@@ -174,7 +194,8 @@ class ProductQuantizer(CodeQuantizer):
 
     def dequantize_packed(self, packed: np.ndarray) -> np.ndarray:
         packed = self._checked(packed)
-        # A centroid viewed as one opaque item: np.take copies it whole (see cecq.quantization.scalar.Quantizer.dequantize_packed).
+        # A centroid viewed as one opaque item: np.take copies it whole
+        # (see cecq.quantization.scalar.Quantizer.dequantize_packed).
         items = np.ascontiguousarray(self.codebooks).view(np.dtype((np.void, 4 * self.sub_dim)))
         index = packed.astype(np.intp)
         index += np.arange(0, self.subspaces * CODEBOOK_SIZE, CODEBOOK_SIZE, dtype=np.intp)
@@ -184,11 +205,13 @@ class ProductQuantizer(CodeQuantizer):
         """A row per subspace, with its block of rotation columns and its codebook as lists."""
         m, s, kept = self.subspaces, self.sub_dim, self.kept_dims
         blocks = self.rotation.T.reshape(m, s * kept)  # subspace j: rotation[:, j*s:(j+1)*s] transposed
-        table = pa.table({
-            "subspace": pa.array(np.arange(m, dtype=np.int32)),
-            "rotation": pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), s * kept),
-            "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.codebooks.ravel()), CODEBOOK_SIZE * s),
-        })
+        table = pa.table(
+            {
+                "subspace": pa.array(np.arange(m, dtype=np.int32)),
+                "rotation": pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), s * kept),
+                "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.codebooks.ravel()), CODEBOOK_SIZE * s),
+            }
+        )
         return table, {"input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s}
 
     @classmethod
@@ -197,4 +220,6 @@ class ProductQuantizer(CodeQuantizer):
         m = kept // s
         blocks = table.column("rotation").combine_chunks().flatten().to_numpy().reshape(m * s, kept)
         codebooks = table.column("centroids").combine_chunks().flatten().to_numpy().reshape(m, CODEBOOK_SIZE, s)
-        return cls(int(meta["input_dim"]), np.ascontiguousarray(blocks.T, dtype=np.float32), codebooks.astype(np.float32))
+        return cls(
+            int(meta["input_dim"]), np.ascontiguousarray(blocks.T, dtype=np.float32), codebooks.astype(np.float32)
+        )

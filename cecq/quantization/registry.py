@@ -55,8 +55,10 @@ def quantizer_class(kind: str) -> type[CodeQuantizer]:
     if kind not in _QUANTIZERS:
         load_plugins()
     if kind not in _QUANTIZERS:
-        raise ConfigError(f"unknown quantization {kind!r}; choose from {', '.join(quantizer_kinds())} (a kind from a "
-                          f"plugin needs its module in {ENV_VAR} or an installed {ENTRY_POINT_GROUP!r} entry point)")
+        raise ConfigError(
+            f"unknown quantization {kind!r}; choose from {', '.join(quantizer_kinds())} (a kind from a "
+            f"plugin needs its module in {ENV_VAR} or an installed {ENTRY_POINT_GROUP!r} entry point)"
+        )
     return _QUANTIZERS[kind]
 
 
@@ -72,8 +74,9 @@ def resolve_kind(kind: str | None, budget_bytes: int | None) -> str:
     return kind
 
 
-def fit_quantizer(kind: str, sample: np.ndarray, *, bits: int | None = None, budget_bytes: int | None = None,
-                  seed: int = 0) -> CodeQuantizer:
+def fit_quantizer(
+    kind: str, sample: np.ndarray, *, bits: int | None = None, budget_bytes: int | None = None, seed: int = 0
+) -> CodeQuantizer:
     """Fit a quantizer of ``kind`` on a calibration sample."""
     return quantizer_class(kind).fit_sample(sample, bits=bits, budget_bytes=budget_bytes, seed=seed)
 
@@ -84,6 +87,7 @@ def load_quantizer(path: str | Path | BinaryIO, filesystem: Any = None) -> CodeQ
     try:
         cls = quantizer_class(meta["kind"])
     except ConfigError:
-        raise ValueError(f"{path}: unknown quantizer kind {meta['kind']!r} (this cecq reads "
-                         f"{', '.join(quantizer_kinds())})") from None
+        raise ValueError(
+            f"{path}: unknown quantizer kind {meta['kind']!r} (this cecq reads {', '.join(quantizer_kinds())})"
+        ) from None
     return cls.from_table(table, meta)

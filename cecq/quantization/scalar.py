@@ -81,7 +81,7 @@ class Quantizer(CodeQuantizer):
         levels = 1 << self.bits
         thr_t = np.ascontiguousarray(self.thresholds.T)  # (levels-1, dim): row k is every dim's k-th threshold
         for a in range(0, x.shape[0], _CHUNK):
-            block, out = x[a:a + _CHUNK], codes[a:a + _CHUNK]
+            block, out = x[a : a + _CHUNK], codes[a : a + _CHUNK]
             if self.bits <= 4:
                 # Few thresholds: count them with whole-row comparisons (vectorised over
                 # dims, unlike a searchsorted per dim, which walks strided columns).
@@ -108,7 +108,11 @@ class Quantizer(CodeQuantizer):
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         """Replace each code by its bin centroid."""
         codes = np.asarray(codes)
-        return np.take_along_axis(self.centroids.T, codes.astype(np.intp), axis=0) if codes.shape[0] else np.zeros((0, self.dim), np.float32)
+        return (
+            np.take_along_axis(self.centroids.T, codes.astype(np.intp), axis=0)
+            if codes.shape[0]
+            else np.zeros((0, self.dim), np.float32)
+        )
 
     def dequantize_packed(self, packed: np.ndarray) -> np.ndarray:
         """``dequantize(unpack(packed))`` in one gather: a table maps every (byte position,
@@ -138,11 +142,13 @@ class Quantizer(CodeQuantizer):
     def to_table(self) -> tuple[pa.Table, dict[str, Any]]:
         """A row per dimension, with thresholds and centroids as lists."""
         levels = 1 << self.bits
-        table = pa.table({
-            "dim": pa.array(np.arange(self.dim, dtype=np.int32)),
-            "thresholds": pa.FixedSizeListArray.from_arrays(pa.array(self.thresholds.ravel()), levels - 1),
-            "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.centroids.ravel()), levels),
-        })
+        table = pa.table(
+            {
+                "dim": pa.array(np.arange(self.dim, dtype=np.int32)),
+                "thresholds": pa.FixedSizeListArray.from_arrays(pa.array(self.thresholds.ravel()), levels - 1),
+                "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.centroids.ravel()), levels),
+            }
+        )
         return table, {"bits": self.bits, "dim": self.dim}
 
     @classmethod

@@ -26,13 +26,35 @@ SHARDS = DOCS // SHARD_ROWS
 
 
 def cecq_command(corpus: Path, store: Path, model: Path) -> list[str]:
-    return [CECQ, "embed-corpus", str(corpus), "--store", str(store), "--model", str(model), "--model", "lexical",
-            "--shard-rows", str(SHARD_ROWS), "--dims", "16", "--bits", "2", "--max-epochs", "3"]
+    return [
+        CECQ,
+        "embed-corpus",
+        str(corpus),
+        "--store",
+        str(store),
+        "--model",
+        str(model),
+        "--model",
+        "lexical",
+        "--shard-rows",
+        str(SHARD_ROWS),
+        "--dims",
+        "16",
+        "--bits",
+        "2",
+        "--max-epochs",
+        "3",
+    ]
 
 
 def env_for(tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "PREFECT_HOME": str(tmp / "prefect-home")}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_HOME": str(tmp / "prefect-home"),
+    }
     for key in ("RAY_ADDRESS", "PREFECT_API_URL"):
         env.pop(key, None)
     return env
@@ -42,7 +64,9 @@ def committed(store: Path, pattern: str) -> list[Path]:
     return sorted(p for p in store.glob(pattern) if ".tmp-" not in p.name)
 
 
-def run_until(cmd: list[str], env: dict[str, str], killed_when: Callable[[], bool] | None, timeout: float = 420) -> bool:
+def run_until(
+    cmd: list[str], env: dict[str, str], killed_when: Callable[[], bool] | None, timeout: float = 420
+) -> bool:
     """Run ``cmd``; SIGKILL its process group as soon as ``killed_when()`` holds.
     Returns True when it was killed, False when it finished (successfully) first."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -32,8 +32,19 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.e2e import (REPO_ROOT, TERMINAL_STATES, Background, PrefectAPI, exe, free_port, jsonl, quiet_env,
-                         run_cli, topical_corpus, wait_until)
+from tests.helpers.e2e import (
+    REPO_ROOT,
+    TERMINAL_STATES,
+    Background,
+    PrefectAPI,
+    exe,
+    free_port,
+    jsonl,
+    quiet_env,
+    run_cli,
+    topical_corpus,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +77,13 @@ def s3_endpoint() -> Iterator[str]:
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
         s3.create_bucket(Bucket=BUCKET)
         yield endpoint
     finally:
@@ -78,8 +94,13 @@ def s3_endpoint() -> Iterator[str]:
 def s3_client(s3_endpoint: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +111,16 @@ def prefect_server(workdir: Path) -> Iterator[str]:
     server = None
     for _attempt in range(3):  # a free port can be taken between free_port() and the bind
         port = free_port()
-        env = quiet_env(PREFECT_HOME=str(home), PREFECT_SERVER_UI_ENABLED="false",
-                        PREFECT_SERVER_LOGGING_LEVEL="WARNING")
-        server = Background("prefect server", [exe("prefect"), "server", "start", "--host", "127.0.0.1",
-                                               "--port", str(port)], env, workdir / f"server-{port}.log", cwd=workdir)
+        env = quiet_env(
+            PREFECT_HOME=str(home), PREFECT_SERVER_UI_ENABLED="false", PREFECT_SERVER_LOGGING_LEVEL="WARNING"
+        )
+        server = Background(
+            "prefect server",
+            [exe("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            workdir / f"server-{port}.log",
+            cwd=workdir,
+        )
         api = PrefectAPI(f"http://127.0.0.1:{port}/api")
 
         def up_or_exited(server: Background = server, api: PrefectAPI = api) -> bool:
@@ -163,8 +190,13 @@ def worker(workdir: Path, client_env: dict[str, str], deployed) -> Iterator[Back
     # ray.init() without an address would otherwise join.
     ray_tmp = tempfile.mkdtemp(prefix="cecq-e2e-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
     env = {**client_env, "PREFECT_WORKER_QUERY_SECONDS": "2", "RAY_TMPDIR": ray_tmp}
-    proc = Background("prefect worker", [exe("prefect"), "worker", "start", "--pool", "cecq-process",
-                                         "--name", "e2e-worker"], env, workdir / "worker.log", cwd=scratch)
+    proc = Background(
+        "prefect worker",
+        [exe("prefect"), "worker", "start", "--pool", "cecq-process", "--name", "e2e-worker"],
+        env,
+        workdir / "worker.log",
+        cwd=scratch,
+    )
     try:
         yield proc
     finally:
@@ -192,7 +224,7 @@ def wait_for_run(api: PrefectAPI, worker: Background, flow_run_id: str, timeout:
     def report() -> str:
         try:
             logs = api.logs_of(flow_run_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             logs = f"(could not read logs: {exc!r})"
         return f"{worker.describe()}\n--- flow run logs from the API\n{logs[-6000:]}"
 
@@ -204,7 +236,8 @@ def wait_for_run(api: PrefectAPI, worker: Background, flow_run_id: str, timeout:
 
     run = wait_until(terminal, timeout, 1.0, f"flow run {flow_run_id}", on_timeout=report)
     assert run["state_type"] == "COMPLETED", (
-        f"flow run {flow_run_id} ended {run['state_type']}: {run['state'].get('message')}\n{report()}")
+        f"flow run {flow_run_id} ended {run['state_type']}: {run['state'].get('message')}\n{report()}"
+    )
     return run
 
 
@@ -223,8 +256,17 @@ def models(tiny_model_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def embedded(client_env, api, worker, corpus_docs, models) -> dict:
     """One run of `embed-corpus/local` over the S3 corpus into the S3 store; returns the flow run."""
-    run_id = deployment_run(client_env, "embed-corpus/local", f"corpus={CORPUS_URL}", f"store={STORE_URL}",
-                            f"models={json.dumps(models)}", "shard_rows=15", "dims=16", "bits=2", "max_epochs=3")
+    run_id = deployment_run(
+        client_env,
+        "embed-corpus/local",
+        f"corpus={CORPUS_URL}",
+        f"store={STORE_URL}",
+        f"models={json.dumps(models)}",
+        "shard_rows=15",
+        "dims=16",
+        "bits=2",
+        "max_epochs=3",
+    )
     return wait_for_run(api, worker, run_id)
 
 
@@ -246,16 +288,25 @@ def test_embed_corpus_deployment_publishes_catalog_on_s3(embedded, client_env, c
     assert ids == {d["_id"] for d in corpus_docs}
 
     [run] = sql(client_env, "SELECT status, models, dims, bits, shards, catalog_version FROM runs")
-    assert run == {"status": "published", "models": models, "dims": 16, "bits": 2,
-                   "shards": -(-n // 15), "catalog_version": 1}
+    assert run == {
+        "status": "published",
+        "models": models,
+        "dims": 16,
+        "bits": 2,
+        "shards": -(-n // 15),
+        "catalog_version": 1,
+    }
     shards = sql(client_env, "SELECT name, rows, status FROM shards ORDER BY name")
     assert [s["rows"] for s in shards] == [15, 15, 10]
     assert {s["status"] for s in shards} == {"committed"}
 
 
 def test_credentials_appear_in_no_artifact_or_log(embedded, s3_client, worker, api):
-    stored = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="store/")
-              for o in page.get("Contents", [])]
+    stored = [
+        o["Key"]
+        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="store/")
+        for o in page.get("Contents", [])
+    ]
     assert any(k.endswith("run.json") for k in stored) and any(k.startswith("store/catalog/") for k in stored)
     for key in stored:
         assert SECRET_KEY.encode() not in s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read(), key
@@ -291,13 +342,16 @@ def _time(ts: str) -> dt.datetime:
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def test_reindex_deployment_runs_add_only_new_documents_one_at_a_time(embedded, client_env, api, worker, s3_client,
-                                                                     corpus_docs):
+def test_reindex_deployment_runs_add_only_new_documents_one_at_a_time(
+    embedded, client_env, api, worker, s3_client, corpus_docs
+):
     """After the corpus grows, two `reindex/nightly` runs started together (its default
     corpus/store, one with a parameter overridden) run one after the other, and the catalog
     then holds every document."""
-    extra = [{"_id": f"new-{i}", "title": "comet", "text": f"a new comet orbit telescope report number {i}"}
-             for i in range(5)]
+    extra = [
+        {"_id": f"new-{i}", "title": "comet", "text": f"a new comet orbit telescope report number {i}"}
+        for i in range(5)
+    ]
     s3_client.put_object(Bucket=BUCKET, Key="corpus/docs.jsonl", Body=jsonl([*corpus_docs, *extra]))
     first_id = deployment_run(client_env, "reindex/nightly", "decoder_policy=reuse")
     second_id = deployment_run(client_env, "reindex/nightly")

@@ -12,8 +12,14 @@ from tests.helpers.models import COMMON_WORDS, TOPICS
 Line = dict | str  # a JSON object, or a raw line written verbatim (to make malformed files)
 
 
-def write_beir(folder: Path, corpus: Sequence[Line] | None, queries: Sequence[Line] | None,
-               qrels: Sequence[tuple[str, str, int | str]] | None, split: str = "test", header: bool = True) -> Path:
+def write_beir(
+    folder: Path,
+    corpus: Sequence[Line] | None,
+    queries: Sequence[Line] | None,
+    qrels: Sequence[tuple[str, str, int | str]] | None,
+    split: str = "test",
+    header: bool = True,
+) -> Path:
     """Write a BEIR folder; ``None`` for a part leaves that file out."""
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -37,15 +43,16 @@ def synthetic_beir_parts(docs_per_topic: int = 12, seed: int = 0):
     corpus: list[dict] = []
     queries: list[dict] = []
     qrels: list[tuple[str, str, int]] = []
-    for t, (topic, words) in enumerate(TOPICS.items()):
+    for topic, words in TOPICS.items():
         ids = []
         for i in range(docs_per_topic):
             body = rng.choices(words, k=10) + rng.choices(COMMON_WORDS[:20], k=4)
             rng.shuffle(body)
             did = f"{topic}-{i}"
             ids.append(did)
-            corpus.append({"_id": did, "title": f"{words[i % len(words)]} {words[(i + 3) % len(words)]}",
-                           "text": " ".join(body)})
+            corpus.append(
+                {"_id": did, "title": f"{words[i % len(words)]} {words[(i + 3) % len(words)]}", "text": " ".join(body)}
+            )
         for j in range(2):
             qid = f"q-{topic}-{j}"
             queries.append({"_id": qid, "text": " ".join(rng.sample(words, 3))})

@@ -15,7 +15,9 @@ def write_corpus(path: Path, n: int = 45, edits: dict[int, str] | None = None, e
     docs = []
     for i in range(n + extra):
         words = topics[i % len(topics)]
-        docs.append({"_id": f"d{i:03d}", "title": words[i % 7], "text": " ".join(words[(i + j) % len(words)] for j in range(9))})
+        docs.append(
+            {"_id": f"d{i:03d}", "title": words[i % 7], "text": " ".join(words[(i + j) % len(words)] for j in range(9))}
+        )
     docs[3]["text"] = ""  # an empty document travels through the pipeline as a zero vector
     for i, text in (edits or {}).items():
         docs[i]["text"] = text

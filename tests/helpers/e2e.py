@@ -55,8 +55,15 @@ class Background:
         self.args = list(args)
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.args, env=dict(env), cwd=str(cwd), stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args,
+            env=dict(env),
+            cwd=str(cwd),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -87,8 +94,13 @@ class Background:
         return f"--- {self.name} ({state}): {' '.join(self.args)}\n{tail(self.log)}"
 
 
-def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition",
-               on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.5,
+    what: str = "condition",
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """Call ``check`` until it returns something truthy; return that. Fail after ``timeout`` s.
     Other exceptions from ``check`` are retried; an AssertionError ends the wait at once."""
     deadline = time.monotonic() + timeout
@@ -100,40 +112,62 @@ def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.5, 
                 return result
         except AssertionError:
             raise  # a definite failure (a process died): no point in waiting
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval)
     details = on_timeout() if on_timeout else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_exc!r})\n{details}")
 
 
-def run_cli(args: Sequence[str], env: Mapping[str, str], timeout: float = 120, check: bool = True,
-            cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+def run_cli(
+    args: Sequence[str], env: Mapping[str, str], timeout: float = 120, check: bool = True, cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess:
     """Run a command to completion; on failure raise with its full output."""
-    proc = subprocess.run(list(args), env=dict(env), cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        list(args),
+        env=dict(env),
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(args)}\n"
-                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(args)}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
 def quiet_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     """``base`` (default: this process's environment) with telemetry off and offline settings."""
     env = dict(os.environ if base is None else base)
-    env.update({
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     # Never talk to a server or profile of the developer running the tests.
-    for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "RAY_ADDRESS", "AWS_PROFILE",
-                "AWS_ENDPOINT_URL", "CECQ_S3_ENDPOINT_URL", "CECQ_PROJECT_DIR", "CECQ_CORPUS", "CECQ_STORE"):
+    for key in (
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "PREFECT_PROFILE",
+        "RAY_ADDRESS",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "CECQ_S3_ENDPOINT_URL",
+        "CECQ_PROJECT_DIR",
+        "CECQ_CORPUS",
+        "CECQ_STORE",
+    ):
         env.pop(key, None)
     env.update(extra)
     return env
@@ -184,8 +218,9 @@ class PrefectAPI:
         return sorted(r.json(), key=lambda st: st["timestamp"])
 
     def logs_of(self, flow_run_id: str, limit: int = 200) -> str:
-        rows = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC",
-                                          "limit": limit})
+        rows = self.post(
+            "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": limit}
+        )
         return "\n".join(f"{r['timestamp']} {r['level']:>3} {r['name']}: {r['message']}" for r in rows)
 
     def work_pool(self, name: str) -> dict:
@@ -198,12 +233,82 @@ TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 # --- a small corpus ------------------------------------------------------------------------------
 
 CORPUS_TOPICS = {
-    "astronomy": "star planet galaxy orbit telescope comet nebula moon solar gravity asteroid eclipse".split(),
-    "cooking": "recipe oven flour butter sugar bake dough sauce pepper garlic onion roast".split(),
-    "football": "goal striker referee penalty stadium league match keeper pitch tackle coach season".split(),
-    "gardening": "soil seed compost flower garden prune tomato root water weed leaf greenhouse".split(),
+    "astronomy": [
+        "star",
+        "planet",
+        "galaxy",
+        "orbit",
+        "telescope",
+        "comet",
+        "nebula",
+        "moon",
+        "solar",
+        "gravity",
+        "asteroid",
+        "eclipse",
+    ],
+    "cooking": [
+        "recipe",
+        "oven",
+        "flour",
+        "butter",
+        "sugar",
+        "bake",
+        "dough",
+        "sauce",
+        "pepper",
+        "garlic",
+        "onion",
+        "roast",
+    ],
+    "football": [
+        "goal",
+        "striker",
+        "referee",
+        "penalty",
+        "stadium",
+        "league",
+        "match",
+        "keeper",
+        "pitch",
+        "tackle",
+        "coach",
+        "season",
+    ],
+    "gardening": [
+        "soil",
+        "seed",
+        "compost",
+        "flower",
+        "garden",
+        "prune",
+        "tomato",
+        "root",
+        "water",
+        "weed",
+        "leaf",
+        "greenhouse",
+    ],
 }
-FILLER = "the a of and to in is for on with at by from this that it as".split()
+FILLER = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "at",
+    "by",
+    "from",
+    "this",
+    "that",
+    "it",
+    "as",
+]
 
 
 def topical_corpus(docs_per_topic: int = 10, seed: int = 0) -> list[dict]:
@@ -214,7 +319,9 @@ def topical_corpus(docs_per_topic: int = 10, seed: int = 0) -> list[dict]:
         for i in range(docs_per_topic):
             body = rng.choices(words, k=12) + rng.choices(FILLER, k=5)
             rng.shuffle(body)
-            docs.append({"_id": f"{topic}-{i:02d}", "title": f"{words[i % len(words)]} {topic}", "text": " ".join(body)})
+            docs.append(
+                {"_id": f"{topic}-{i:02d}", "title": f"{words[i % len(words)]} {topic}", "text": " ".join(body)}
+            )
     return docs
 
 

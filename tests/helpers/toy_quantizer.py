@@ -32,7 +32,9 @@ class ToyQuantizer(CodeQuantizer):
             raise ConfigError(f"toy codes need 1..{dims // 8} bytes for {dims} dims, got {budget_bytes}")
 
     @classmethod
-    def fit_sample(cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0) -> ToyQuantizer:
+    def fit_sample(
+        cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0
+    ) -> ToyQuantizer:
         x = np.asarray(sample, dtype=np.float32)
         cls.check(x.shape[1], bits, budget_bytes)
         return cls(x.shape[1], np.abs(x[:, : 8 * int(budget_bytes or 0)]).mean(axis=0).astype(np.float32))

@@ -13,10 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cecq.config import DecoderConfig
-from cecq.errors import ConfigError
-from cecq.errors import DataError
-from cecq.errors import ModelNotFoundError
-from cecq.errors import ModelLoadError
+from cecq.errors import ConfigError, DataError, ModelLoadError, ModelNotFoundError
 from tests.helpers.corpora import published, write_corpus
 
 pytestmark = pytest.mark.slow
@@ -31,7 +28,9 @@ def run_flow(corpus: Path | str, store: Path, models: list[str] | None = None, *
 
 
 def committed_files(store: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file() and ".tmp-" not in p.name}
+    return {
+        str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file() and ".tmp-" not in p.name
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,10 @@ def jsonl(path: Path, lines: list[bytes]) -> Path:
 
 
 def good_lines(n: int, start: int = 0) -> list[bytes]:
-    return [json.dumps({"_id": f"n{i}", "text": f"document number {i} about the garden soil"}).encode() for i in range(start, start + n)]
+    return [
+        json.dumps({"_id": f"n{i}", "text": f"document number {i} about the garden soil"}).encode()
+        for i in range(start, start + n)
+    ]
 
 
 def corrupt_parquet_among_good(folder: Path) -> Path:
@@ -67,28 +69,73 @@ def not_a_model(folder: Path) -> Path:
 
 # name -> (make the corpus under tmp, extra flow arguments, expected error, message pattern)
 CASES: dict[str, tuple[Callable[[Path], Path], dict, type[Exception], str]] = {
-    "non-UTF-8 bytes": (lambda t: jsonl(t / "c.jsonl", [*good_lines(3), b'{"_id": "x", "text": "caf\xe9"}']), {},
-                        DataError, r"c\.jsonl:4: not valid UTF-8"),
-    "malformed JSON line": (lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": "x", "text": ']), {},
-                            DataError, r"c\.jsonl:3: malformed JSON"),
-    "duplicate ids across shards": (lambda t: jsonl(t / "c.jsonl", [*good_lines(25), *good_lines(1, start=3)]), {},
-                                    DataError, r"duplicate document id 'n3'"),
-    "missing id column": (lambda t: jsonl(t / "c.jsonl", [b'{"key": "a", "text": "t"}']), {},
-                          DataError, r"no id column \(looked for _id, id, doc_id"),
-    "missing text column": (lambda t: jsonl(t / "c.jsonl", good_lines(3)), {"text_columns": ["body"]},
-                            DataError, r"text column\(s\) \['body'\] missing"),
-    "wrong text type": (lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": "x", "text": 42}']), {},
-                        DataError, r"column 'text' of document 'x' is int, expected a string"),
-    "wrong id type": (lambda t: jsonl(t / "c.jsonl", [b'{"_id": 1.5, "text": "t"}']), {},
-                      DataError, r"id 1\.5 must be a string or an integer, not float"),
-    "None id": (lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": null, "text": "t"}']), {},
-                DataError, r"a document has no '_id'"),
+    "non-UTF-8 bytes": (
+        lambda t: jsonl(t / "c.jsonl", [*good_lines(3), b'{"_id": "x", "text": "caf\xe9"}']),
+        {},
+        DataError,
+        r"c\.jsonl:4: not valid UTF-8",
+    ),
+    "malformed JSON line": (
+        lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": "x", "text": ']),
+        {},
+        DataError,
+        r"c\.jsonl:3: malformed JSON",
+    ),
+    "duplicate ids across shards": (
+        lambda t: jsonl(t / "c.jsonl", [*good_lines(25), *good_lines(1, start=3)]),
+        {},
+        DataError,
+        r"duplicate document id 'n3'",
+    ),
+    "missing id column": (
+        lambda t: jsonl(t / "c.jsonl", [b'{"key": "a", "text": "t"}']),
+        {},
+        DataError,
+        r"no id column \(looked for _id, id, doc_id",
+    ),
+    "missing text column": (
+        lambda t: jsonl(t / "c.jsonl", good_lines(3)),
+        {"text_columns": ["body"]},
+        DataError,
+        r"text column\(s\) \['body'\] missing",
+    ),
+    "wrong text type": (
+        lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": "x", "text": 42}']),
+        {},
+        DataError,
+        r"column 'text' of document 'x' is int, expected a string",
+    ),
+    "wrong id type": (
+        lambda t: jsonl(t / "c.jsonl", [b'{"_id": 1.5, "text": "t"}']),
+        {},
+        DataError,
+        r"id 1\.5 must be a string or an integer, not float",
+    ),
+    "None id": (
+        lambda t: jsonl(t / "c.jsonl", [*good_lines(2), b'{"_id": null, "text": "t"}']),
+        {},
+        DataError,
+        r"a document has no '_id'",
+    ),
     "empty corpus": (lambda t: jsonl(t / "c.jsonl", []), {}, DataError, r"corpus .*c\.jsonl is empty"),
-    "corrupt Parquet among good ones": (lambda t: corrupt_parquet_among_good(t / "corpus"), {}, DataError, r"b\.parquet: not a readable Parquet file"),
-    "missing model path": (lambda t: jsonl(t / "c.jsonl", good_lines(3)), {"models": ["/nonexistent/model"]},
-                           ModelNotFoundError, r"model path does not exist: /nonexistent/model"),
-    "model that fails to load": (lambda t: jsonl(t / "c.jsonl", good_lines(3)), {"models": ["<not-a-model>"]},
-                                 ModelLoadError, r"could not be loaded by the embedding actors"),
+    "corrupt Parquet among good ones": (
+        lambda t: corrupt_parquet_among_good(t / "corpus"),
+        {},
+        DataError,
+        r"b\.parquet: not a readable Parquet file",
+    ),
+    "missing model path": (
+        lambda t: jsonl(t / "c.jsonl", good_lines(3)),
+        {"models": ["/nonexistent/model"]},
+        ModelNotFoundError,
+        r"model path does not exist: /nonexistent/model",
+    ),
+    "model that fails to load": (
+        lambda t: jsonl(t / "c.jsonl", good_lines(3)),
+        {"models": ["<not-a-model>"]},
+        ModelLoadError,
+        r"could not be loaded by the embedding actors",
+    ),
 }
 
 
@@ -114,9 +161,14 @@ def test_accepted_odd_input_is_published_as_documented(published_store, tmp_path
     from cecq.storage import Store
 
     big = "the garden soil and compost " * 37_500  # ~1 MB
-    docs = [{"_id": "empty", "text": ""}, {"_id": "blank", "text": "   \n\t "}, {"_id": "null", "text": None},
-            {"_id": "big", "text": big}, {"_id": "unicode", "text": "Große Straße, 東京, naïve café ☕"},
-            *({"_id": f"ok{i}", "text": f"recipe {i} with flour butter and sugar"} for i in range(20))]
+    docs = [
+        {"_id": "empty", "text": ""},
+        {"_id": "blank", "text": "   \n\t "},
+        {"_id": "null", "text": None},
+        {"_id": "big", "text": big},
+        {"_id": "unicode", "text": "Große Straße, 東京, naïve café ☕"},
+        *({"_id": f"ok{i}", "text": f"recipe {i} with flour butter and sugar"} for i in range(20)),
+    ]
     corpus = tmp_path / "odd.jsonl"
     corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
     result = run_flow(corpus, published_store, models=[str(tiny_model_dir), "lexical"])
@@ -143,38 +195,91 @@ def test_search_query_with_sql_metacharacters_is_a_parameter(published_store):
     assert connect(store).execute("SELECT count(*) FROM documents").fetchone()[0] > 0
 
 
+def _manifest(models, dims, bits, budget_bytes=None, quantization=None):
+    """A published manifest, as a store holds it (version 1 spelling of the code layout)."""
+    from cecq.catalog import CatalogManifest
+
+    return CatalogManifest.from_dict(
+        {
+            "version": 1,
+            "published": "",
+            "run_id": "r",
+            "codes": [],
+            "corpus_shards": [],
+            "models": models,
+            "model_keys": [],
+            "corpus_key": "",
+            "corpus_manifest": "",
+            "decoder": "d",
+            "quantizer": "q",
+            "dims": dims,
+            "bits": bits,
+            "compressor_id": "c",
+            "config": {},
+            "budget_bytes": budget_bytes,
+            "quantization": quantization,
+        }
+    )
+
+
+def _config(policy, models, dims=16, bits=2, budget_bytes=None, quantization=None):
+    from cecq.config import PipelineConfig
+
+    return PipelineConfig(
+        corpus="c",
+        store="s",
+        models=tuple(models),
+        dims=dims,
+        bits=bits,
+        budget_bytes=budget_bytes,
+        quantization=quantization,
+        decoder_policy=policy,
+        decoder=DecoderConfig(out_dim=32),
+    )
+
+
 def test_reusing_a_decoder_built_for_other_models_is_refused():
     from cecq.pipeline.publish import choose_compressor
 
-    previous = {"models": ["lexical"], "dims": 16, "bits": 2, "compressor_id": "c", "decoder": "d", "quantizer": "q"}
+    previous = _manifest(["lexical"], 16, 2)
     with pytest.raises(ConfigError, match=r"cannot reuse the decoder: the store was built with models \['lexical'\]"):
-        choose_compressor("reuse", previous, ["other-model", "lexical"], 16, 2, 0.0, 0.25)
-    assert choose_compressor("auto", previous, ["other-model", "lexical"], 16, 2, 0.0, 0.25) is None  # retrains
+        choose_compressor(_config("reuse", ["other-model", "lexical"]), previous, 0.0)
+    assert choose_compressor(_config("auto", ["other-model", "lexical"]), previous, 0.0) is None  # retrains
 
 
 def test_reuse_needs_the_same_code_layout_and_budgets_are_validated():
     from cecq.config import PipelineConfig
     from cecq.pipeline.publish import choose_compressor
 
-    fixed = {"models": ["lexical"], "dims": 16, "bits": 2, "compressor_id": "c", "decoder": "d", "quantizer": "q"}
-    fitted = {**fixed, "bits": None, "budget_bytes": 5}
-    assert choose_compressor("reuse", fitted, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5) == ("c", "d", "q")
-    assert choose_compressor("reuse", fixed, ["lexical"], 16, 2, 0.0, 0.25) == ("c", "d", "q")
+    fixed = _manifest(["lexical"], 16, 2)
+    fitted = _manifest(["lexical"], 16, None, budget_bytes=5, quantization="scalar")  # as version 1 spelt fitted bits
+    assert choose_compressor(_config("reuse", ["lexical"], budget_bytes=5), fitted, 0.0) == ("c", "d", "q")
+    assert choose_compressor(_config("reuse", ["lexical"]), fixed, 0.0) == ("c", "d", "q")
     with pytest.raises(ConfigError, match="16 dims, bits fitted within 5 bytes"):
-        choose_compressor("reuse", fitted, ["lexical"], 16, 2, 0.0, 0.25)
-    assert choose_compressor("auto", fixed, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=4) is None  # retrains
+        choose_compressor(_config("reuse", ["lexical"]), fitted, 0.0)
+    assert choose_compressor(_config("auto", ["lexical"], budget_bytes=4), fixed, 0.0) is None  # retrains
     with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.8 \(4 bits for each of the 16 dims\), got 9"):
         PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=9, decoder=DecoderConfig(out_dim=32))
     # product codes: a different layout from fitted bits at the same budget, and their own limits
-    product = {**fitted, "quantization": "product"}
-    assert choose_compressor("reuse", product, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5,
-                             quantization="product") == ("c", "d", "q")
-    with pytest.raises(ConfigError, match="16 dims, product codes of 5 bytes"):
-        choose_compressor("reuse", product, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5)
-    assert choose_compressor("auto", fitted, ["lexical"], 16, 2, 0.0, 0.25, budget_bytes=5, quantization="product") is None
+    product = _manifest(["lexical"], 16, None, budget_bytes=4, quantization="product")
+    assert choose_compressor(_config("reuse", ["lexical"], budget_bytes=4, quantization="product"), product, 0.0) == (
+        "c",
+        "d",
+        "q",
+    )
+    with pytest.raises(ConfigError, match="16 dims, product codes of 4 bytes"):
+        choose_compressor(_config("reuse", ["lexical"], budget_bytes=4), product, 0.0)
+    assert choose_compressor(_config("auto", ["lexical"], budget_bytes=4, quantization="product"), fitted, 0.0) is None
     with pytest.raises(ConfigError, match="product quantization spends a byte budget: set budget_bytes"):
         PipelineConfig(corpus="c", store="s", dims=16, quantization="product", decoder=DecoderConfig(out_dim=32))
-    with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.4 for product quantization \(a byte codes 4 of the 16 dims\), got 5"):
-        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=5, quantization="product", decoder=DecoderConfig(out_dim=32))
-    with pytest.raises(ConfigError, match="quantization must be 'scalar' or 'product', got 'vector'"):
-        PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=4, quantization="vector", decoder=DecoderConfig(out_dim=32))
+    with pytest.raises(
+        ConfigError,
+        match=r"budget_bytes must be in 1\.\.4 for product quantization \(a byte codes 4 of the 16 dims\), got 5",
+    ):
+        PipelineConfig(
+            corpus="c", store="s", dims=16, budget_bytes=5, quantization="product", decoder=DecoderConfig(out_dim=32)
+        )
+    with pytest.raises(ConfigError, match="unknown quantization 'vector'; choose from scalar, mixed, product"):
+        PipelineConfig(
+            corpus="c", store="s", dims=16, budget_bytes=4, quantization="vector", decoder=DecoderConfig(out_dim=32)
+        )

@@ -25,11 +25,36 @@ def _finite(x: float) -> bool:
 
 def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path, capsys):
     out = tmp_path / "perf.json"
-    rc = main(["bench", "perf", "--corpus", str(tiny_beir), "--model", str(tiny_model_dir), "--docs", "24",
-               "--repeats", "1", "--compress-rows", "500", "--search-rows", "3000", "--search-shard-rows", "1000",
-               "--search-queries", "2", "--only", "embed,compress,search,scaleout", "--scaleout-node-cpus", "4096",
-               "--json", str(out),
-               "--workdir", str(tmp_path / "work")])
+    rc = main(
+        [
+            "bench",
+            "perf",
+            "--corpus",
+            str(tiny_beir),
+            "--model",
+            str(tiny_model_dir),
+            "--docs",
+            "24",
+            "--repeats",
+            "1",
+            "--compress-rows",
+            "500",
+            "--search-rows",
+            "3000",
+            "--search-shard-rows",
+            "1000",
+            "--search-queries",
+            "2",
+            "--only",
+            "embed,compress,search,scaleout",
+            "--scaleout-node-cpus",
+            "4096",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ]
+    )
     assert rc == 0
     import ray
 
@@ -58,8 +83,26 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS from /proc")
 def test_bench_perf_memory_reports_every_stage(tmp_path: Path, tiny_beir: Path):
     out = tmp_path / "perf.json"
-    rc = main(["bench", "perf", "--only", "memory", "--corpus", str(tiny_beir), "--memory-docs", "60",
-               "--memory-factor", "2", "--memory-shard-rows", "30", "--memory-sample-rows", "40", "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "perf",
+            "--only",
+            "memory",
+            "--corpus",
+            str(tiny_beir),
+            "--memory-docs",
+            "60",
+            "--memory-factor",
+            "2",
+            "--memory-shard-rows",
+            "30",
+            "--memory-sample-rows",
+            "40",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     stages = json.loads(out.read_text())["memory"]["stages"]
     assert [s["stage"] for s in stages] == ["imports", "shard", "fit-lexical", "embed", "train", "compress", "search"]
@@ -78,7 +121,7 @@ def test_length_bucketed_encode_keeps_order_and_values(tiny_model_dir: Path):
     from cecq.encoders import SentenceTransformerEncoder
 
     enc = SentenceTransformerEncoder(ModelSpec(str(tiny_model_dir), batch_size=4))
-    words = "star planet galaxy orbit telescope comet nebula moon solar gravity".split()
+    words = ["star", "planet", "galaxy", "orbit", "telescope", "comet", "nebula", "moon", "solar", "gravity"]
     texts = [" ".join(words[: 1 + (i * 7) % 10] * (1 + i % 3)) for i in range(23)] + [""]
     got = enc.encode(texts)
     # reference: every text alone (no padding at all), normalised
@@ -119,13 +162,33 @@ def test_search_published_streams_the_catalog_and_agrees_with_search_codes(tmp_p
     assert all(set(a) == set(b) for a, b in zip(i_np, i_ref))
 
 
-
 @pytest.mark.slow
 def test_bench_perf_scale_out_runs_one_node_then_two(tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path):
     out = tmp_path / "perf.json"
-    rc = main(["bench", "perf", "--corpus", str(tiny_beir), "--model", str(tiny_model_dir), "--only", "scaleout",
-               "--scaleout-docs", "40", "--scaleout-shards", "4", "--scaleout-node-cpus", "1", "--repeats", "1",
-               "--json", str(out), "--workdir", str(tmp_path / "work")])
+    rc = main(
+        [
+            "bench",
+            "perf",
+            "--corpus",
+            str(tiny_beir),
+            "--model",
+            str(tiny_model_dir),
+            "--only",
+            "scaleout",
+            "--scaleout-docs",
+            "40",
+            "--scaleout-shards",
+            "4",
+            "--scaleout-node-cpus",
+            "1",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ]
+    )
     assert rc == 0
     import ray
 
@@ -135,5 +198,10 @@ def test_bench_perf_scale_out_runs_one_node_then_two(tmp_path: Path, tiny_model_
     # the two-node run really spread over both nodes, the one-node run did not
     assert result["scale_out"]["nodes_used"] == {"one-node": [1], "two-nodes": [2]}
     (r,) = result["ratios"]
-    assert (r["measurement"], r["numerator"], r["denominator"], r["target"]) == ("scaleout", "two-nodes", "one-node", 1.7)
+    assert (r["measurement"], r["numerator"], r["denominator"], r["target"]) == (
+        "scaleout",
+        "two-nodes",
+        "one-node",
+        1.7,
+    )
     assert _finite(r["ratio"])

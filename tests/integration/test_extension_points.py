@@ -22,13 +22,21 @@ PLUGINS = "tests.helpers.toy_quantizer,tests.helpers.toy_encoder"
 
 
 def cli(*args: str, plugins: str | None = PLUGINS, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("CECQ_PLUGINS", None)
     if plugins:
         env["CECQ_PLUGINS"] = plugins
-    return subprocess.run([sys.executable, "-m", "cecq.cli", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "cecq.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def test_a_kind_registered_in_process_is_everywhere_the_registry_is(tmp_path):
@@ -38,7 +46,7 @@ def test_a_kind_registered_in_process_is_everywhere_the_registry_is(tmp_path):
         assert "toy" in quantizer_kinds("budget")
         config = PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=2, quantization="toy")
         assert config.quantizer is ToyQuantizer and config.code_bits is None
-        with pytest.raises(ConfigError, match="toy codes need 1..2 bytes"):
+        with pytest.raises(ConfigError, match=r"toy codes need 1\.\.2 bytes"):
             PipelineConfig(corpus="c", store="s", dims=16, budget_bytes=3, quantization="toy")
         x = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
         q = fit_quantizer("toy", x, budget_bytes=2)
@@ -55,8 +63,24 @@ def test_a_kind_registered_in_process_is_everywhere_the_registry_is(tmp_path):
 @pytest.mark.slow
 def test_toy_kinds_run_through_cecq_eval(tiny_beir, tmp_path):
     out = tmp_path / "eval.json"
-    done = cli("eval", str(tiny_beir), "--model", "toy-hash", "--model", "lexical", "--dims", "16", "--bits", "2",
-               "--budget", "1", "--epochs", "2", "--json", str(out))
+    done = cli(
+        "eval",
+        str(tiny_beir),
+        "--model",
+        "toy-hash",
+        "--model",
+        "lexical",
+        "--dims",
+        "16",
+        "--bits",
+        "2",
+        "--budget",
+        "1",
+        "--epochs",
+        "2",
+        "--json",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = {(r["name"], r["scoring"]): r for r in json.loads(out.read_text())}
     assert ("model:toy-hash", "float") in records
@@ -69,14 +93,38 @@ def test_toy_kinds_run_through_cecq_eval(tiny_beir, tmp_path):
 def test_toy_kinds_run_through_embed_corpus_and_search(tmp_path):
     write_corpus(tmp_path / "docs.jsonl", n=40)
     store = tmp_path / "store"
-    done = cli("embed-corpus", str(tmp_path / "docs.jsonl"), "--store", str(store), "--model", "toy-hash", "--model",
-               "lexical", "--shard-rows", "20", "--out-dim", "32", "--dims", "16", "--budget-bytes", "2",
-               "--quantization", "toy", "--max-epochs", "2")
+    done = cli(
+        "embed-corpus",
+        str(tmp_path / "docs.jsonl"),
+        "--store",
+        str(store),
+        "--model",
+        "toy-hash",
+        "--model",
+        "lexical",
+        "--shard-rows",
+        "20",
+        "--out-dim",
+        "32",
+        "--dims",
+        "16",
+        "--budget-bytes",
+        "2",
+        "--quantization",
+        "toy",
+        "--max-epochs",
+        "2",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["catalog_version"] == 1
-    done = cli("sql", "--store", str(store), "--json",
-               "SELECT r.quantization, r.budget_bytes, count(*) AS n, min(octet_length(d.code)) AS width "
-               "FROM documents d, runs r GROUP BY ALL")
+    done = cli(
+        "sql",
+        "--store",
+        str(store),
+        "--json",
+        "SELECT r.quantization, r.budget_bytes, count(*) AS n, min(octet_length(d.code)) AS width "
+        "FROM documents d, runs r GROUP BY ALL",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout) == {"quantization": "toy", "budget_bytes": 2, "n": 40, "width": 2}
     done = cli("search", "--store", str(store), "star planet galaxy", "-k", "3", "--json")

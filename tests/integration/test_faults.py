@@ -11,17 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from cecq.pipeline.corpus import shard_corpus
 from cecq.errors import StorageError
+from cecq.pipeline.corpus import shard_corpus
 from cecq.storage import Store
+from tests.helpers.corpora import write_corpus
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.paths import REPO_ROOT
-from tests.helpers.corpora import write_corpus
 
 
 @pytest.fixture()
@@ -136,11 +135,21 @@ def test_disk_full_is_a_clear_error_and_keeps_committed_files(tmp_path, kind):
         cmd = [sys.executable, "-c", DISK_FULL_SCRIPT, str(root), str(256 * 1024)]
     else:
         if not _full_tmpfs_available():
-            pytest.skip("user namespaces are not available here for a private tmpfs (the file-size-limit case still runs)")
+            pytest.skip(
+                "user namespaces are not available here for a private tmpfs (the file-size-limit case still runs)"
+            )
         script = tmp_path / "full.py"
         script.write_text(DISK_FULL_SCRIPT)
-        cmd = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=512k tmpfs "{root}" && exec "{sys.executable}" "{script}" "{root}" none']
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        cmd = [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=512k tmpfs "{root}" && exec "{sys.executable}" "{script}" "{root}" none',
+        ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     error = json.loads(out.stdout.strip().splitlines()[-1])["error"]
     assert error and "could not write" in error and "big.parquet" in error and "no space left" in error
@@ -150,6 +159,7 @@ def test_disk_full_is_a_clear_error_and_keeps_committed_files(tmp_path, kind):
 
 
 # ------------------------------------------------------------------ Ray
+
 
 def _embedding_actor_pids() -> list[int]:
     """Processes of embedding actors that are running a shard right now (Ray's process titles)."""
@@ -182,6 +192,8 @@ def test_actor_killed_mid_shard_is_retried_and_every_document_lands_once(tmp_pat
     killer.join()
     assert killed, "no embedding actor was seen running a shard"
     mkey = model_key(str(tiny_model_dir), manifest.corpus_key)
-    ids = [i for s in manifest.shards for i in store.read_parquet(embedding_path(mkey, s), ["id"]).column("id").to_pylist()]
+    ids = [
+        i for s in manifest.shards for i in store.read_parquet(embedding_path(mkey, s), ["id"]).column("id").to_pylist()
+    ]
     assert sorted(ids) == sorted(d["_id"] for d in docs)
     assert store.glob(f"embeddings/{mkey}/*") == sorted(embedding_path(mkey, s) for s in manifest.shards)

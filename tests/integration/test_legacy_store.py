@@ -30,14 +30,24 @@ def _flag(args: list[str], name: str, default=None):
 def flow_kwargs(args: list[str]) -> dict:
     """The embed-corpus flow's parameters for the CLI arguments a fixture run was made with."""
     budget = _flag(args, "--budget-bytes")
-    return {"models": ["lexical"], "shard_rows": int(_flag(args, "--shard-rows")), "out_dim": int(_flag(args, "--out-dim")),
-            "dims": int(_flag(args, "--dims")), "max_epochs": int(_flag(args, "--max-epochs")),
-            "bits": int(_flag(args, "--bits", 2)), "budget_bytes": int(budget) if budget else None,
-            "quantization": _flag(args, "--quantization")}
+    return {
+        "models": ["lexical"],
+        "shard_rows": int(_flag(args, "--shard-rows")),
+        "out_dim": int(_flag(args, "--out-dim")),
+        "dims": int(_flag(args, "--dims")),
+        "max_epochs": int(_flag(args, "--max-epochs")),
+        "bits": int(_flag(args, "--bits", 2)),
+        "budget_bytes": int(budget) if budget else None,
+        "quantization": _flag(args, "--quantization"),
+    }
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,9 @@ def test_read_and_search_as_the_old_code_did(legacy):
     codes = {i: c.hex() for i, c in con.execute("SELECT id, code FROM documents").fetchall()}
     assert codes == EXPECTED["documents"]
     assert con.execute("SELECT count(*) FROM versions").fetchone()[0] == 3
-    assert sorted(r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()) == sorted(r["run_id"] for r in EXPECTED["runs"])
+    assert sorted(r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()) == sorted(
+        r["run_id"] for r in EXPECTED["runs"]
+    )
     hits = search_store(store, EXPECTED["search"]["query"], k=EXPECTED["search"]["k"])
     assert hits == EXPECTED["search"]["hits"]
 
@@ -115,7 +127,10 @@ def test_reindex_reuses_the_legacy_compressor_and_unchanged_shards(legacy):
     result = reindex(corpus="corpus.jsonl", store="store", decoder_policy="reuse")
     assert result["compressor_id"] == mixed  # the decoder and quantizer of the old run, not retrained
     after = digests(legacy / "store")
-    assert not any(p.startswith("runs/") and p.endswith(("decoder.safetensors", "quantizer.parquet")) for p in set(after) - set(before))
+    assert not any(
+        p.startswith("runs/") and p.endswith(("decoder.safetensors", "quantizer.parquet"))
+        for p in set(after) - set(before)
+    )
     assert all(after[p] == h for p, h in before.items() if not p.startswith("catalog/") and not p.endswith("run.json"))
     published = dict(connect(Store("store")).execute("SELECT id, code FROM documents").fetchall())
     assert len(published) == 49 and "d900" in published

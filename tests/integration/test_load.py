@@ -25,7 +25,10 @@ def write_short_docs(path: Path, n: int) -> None:
     words = [w for ws in TOPICS.values() for w in ws]
     with path.open("w") as f:
         for i in range(n):
-            f.write(json.dumps({"_id": f"d{i}", "text": " ".join(words[(i * 7 + j * 13) % len(words)] for j in range(6))}) + "\n")
+            f.write(
+                json.dumps({"_id": f"d{i}", "text": " ".join(words[(i * 7 + j * 13) % len(words)] for j in range(6))})
+                + "\n"
+            )
 
 
 def session_rss_mb(sid: int) -> dict[int, float]:
@@ -36,7 +39,7 @@ def session_rss_mb(sid: int) -> dict[int, float]:
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[3]) == sid:  # field 6 of stat: the session id
                 out[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20  # field 24: rss pages
         except (OSError, ValueError, IndexError):
@@ -47,14 +50,42 @@ def session_rss_mb(sid: int) -> dict[int, float]:
 def run_job(tmp: Path, model: Path, n: int) -> dict:
     corpus, store = tmp / f"docs{n}.jsonl", tmp / f"store{n}"
     write_short_docs(corpus, n)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "PREFECT_HOME": str(tmp / "prefect-home")}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_HOME": str(tmp / "prefect-home"),
+    }
     for key in ("RAY_ADDRESS", "PREFECT_API_URL"):
         env.pop(key, None)
-    cmd = [CECQ, "embed-corpus", str(corpus), "--store", str(store), "--model", str(model), "--shard-rows", "10000",
-           "--dims", "16", "--bits", "2", "--out-dim", "32", "--max-epochs", "1", "--max-train-rows", "20000", "--batch-size", "256"]
+    cmd = [
+        CECQ,
+        "embed-corpus",
+        str(corpus),
+        "--store",
+        str(store),
+        "--model",
+        str(model),
+        "--shard-rows",
+        "10000",
+        "--dims",
+        "16",
+        "--bits",
+        "2",
+        "--out-dim",
+        "32",
+        "--max-epochs",
+        "1",
+        "--max-train-rows",
+        "20000",
+        "--batch-size",
+        "256",
+    ]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     peak_process, peak_total, stop = 0.0, 0.0, threading.Event()
 
     def sample() -> None:
@@ -68,7 +99,7 @@ def run_job(tmp: Path, model: Path, n: int) -> dict:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        stdout, stderr = proc.communicate(timeout=1500)
+        _stdout, stderr = proc.communicate(timeout=1500)
     finally:
         stop.set()
         sampler.join()
@@ -76,9 +107,17 @@ def run_job(tmp: Path, model: Path, n: int) -> dict:
     from cecq.catalog import connect
     from cecq.storage import Store
 
-    count, distinct = connect(Store(str(store))).execute("SELECT count(*), count(DISTINCT id) FROM documents").fetchone()
-    return {"documents": n, "published": count, "distinct": distinct, "seconds": round(time.monotonic() - started, 1),
-            "peak_process_mb": round(peak_process), "peak_total_mb": round(peak_total)}
+    count, distinct = (
+        connect(Store(str(store))).execute("SELECT count(*), count(DISTINCT id) FROM documents").fetchone()
+    )
+    return {
+        "documents": n,
+        "published": count,
+        "distinct": distinct,
+        "seconds": round(time.monotonic() - started, 1),
+        "peak_process_mb": round(peak_process),
+        "peak_total_mb": round(peak_total),
+    }
 
 
 def test_200k_documents_exactly_once_with_bounded_memory(tmp_path, tiny_model_dir):

@@ -31,8 +31,13 @@ def free_port() -> int:
 
 def start_node(args: list[str], env: dict) -> subprocess.Popen:
     # --block keeps the node in the foreground, so the test stops exactly its own processes.
-    return subprocess.Popen([RAY, "start", "--block", "--num-cpus=1", *args], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--num-cpus=1", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -47,7 +52,10 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
-    code = f"import ray; ray.init(address={address!r}, log_to_driver=False); print(len([x for x in ray.nodes() if x['Alive']]))"
+    code = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+        "print(len([x for x in ray.nodes() if x['Alive']]))"
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -69,8 +77,16 @@ def two_nodes():
     address = f"127.0.0.1:{port}"
     # A short temp dir: Ray's Unix sockets live there, and pytest's tmp_path is too long for them.
     ray_tmp = tempfile.mkdtemp(prefix="cecq-ray-", dir="/tmp")
-    head = start_node(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                       f"--temp-dir={ray_tmp}"], env)
+    head = start_node(
+        [
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            f"--temp-dir={ray_tmp}",
+        ],
+        env,
+    )
     worker = None
     try:
         wait_for_nodes(address, 1, env)
@@ -85,12 +101,29 @@ def two_nodes():
 
 
 def embed_command(corpus: Path, store: Path, model: Path, address: str) -> list[str]:
-    return [CECQ, "embed-corpus", str(corpus), "--store", str(store), "--model", str(model), "--shard-rows", "10",
-            "--dims", "16", "--bits", "2", "--max-epochs", "2", "--ray-address", address]
+    return [
+        CECQ,
+        "embed-corpus",
+        str(corpus),
+        "--store",
+        str(store),
+        "--model",
+        str(model),
+        "--shard-rows",
+        "10",
+        "--dims",
+        "16",
+        "--bits",
+        "2",
+        "--max-epochs",
+        "2",
+        "--ray-address",
+        address,
+    ]
 
 
 def run_record(store: Path, stdout: str) -> dict:
-    run_id = json.loads(stdout[stdout.index("{"):])["run_id"]
+    run_id = json.loads(stdout[stdout.index("{") :])["run_id"]
     return json.loads((store / "runs" / run_id / "run.json").read_text())
 
 
@@ -98,7 +131,9 @@ def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir, two_nodes):
     address, env, _ = two_nodes
     corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
     write_corpus(corpus, n=80)
-    out = subprocess.run(embed_command(corpus, store, tiny_model_dir, address), env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        embed_command(corpus, store, tiny_model_dir, address), env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     run = run_record(store, out.stdout)
     nodes = run["embedding"][0]["nodes"]
@@ -114,8 +149,13 @@ def test_losing_a_worker_node_mid_job_finishes_on_the_survivor(tmp_path, tiny_mo
     address, env, worker = two_nodes
     corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
     docs = write_corpus(corpus, n=400)
-    proc = subprocess.Popen(embed_command(corpus, store, tiny_model_dir, address), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        embed_command(corpus, store, tiny_model_dir, address),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not list(store.glob("embeddings/*/*.parquet")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -19,16 +19,22 @@ pytestmark = pytest.mark.slow
 def run_flow(corpus: Path, store: Path, model: Path) -> dict:
     from flows.embed_corpus import embed_corpus
 
-    return embed_corpus(corpus=str(corpus), store=str(store), models=[str(model), "lexical"], shard_rows=20,
-                        dims=16, bits=2, out_dim=32, max_epochs=3)
+    return embed_corpus(
+        corpus=str(corpus),
+        store=str(store),
+        models=[str(model), "lexical"],
+        shard_rows=20,
+        dims=16,
+        bits=2,
+        out_dim=32,
+        max_epochs=3,
+    )
 
 
 def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefect_api):
-    from cecq.catalog import current_manifest
-    from cecq.catalog import CorpusManifest
+    from cecq.catalog import CorpusManifest, current_manifest, load_compressor, load_store_encoder
     from cecq.decoder import decode
     from cecq.encoders import concatenate, load_encoder
-    from cecq.catalog import load_compressor, load_store_encoder
     from cecq.pipeline.steps import vectors_of
     from cecq.storage import Store
     from flows.reindex import reindex
@@ -87,22 +93,40 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
 
     corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
     write_corpus(corpus, n=30)
-    embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16, bits=2, out_dim=32, max_epochs=2)
+    embed_corpus(
+        corpus=str(corpus),
+        store=str(store_dir),
+        models=["lexical"],
+        shard_rows=20,
+        dims=16,
+        bits=2,
+        out_dim=32,
+        max_epochs=2,
+    )
     before = published(store_dir)
     with corpus.open("a") as f:
         f.write(json.dumps({"_id": "d001", "text": "a duplicate id"}) + "\n")
     with pytest.raises(DataError, match="duplicate document id 'd001'"):
-        embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16, bits=2, out_dim=32, max_epochs=2)
+        embed_corpus(
+            corpus=str(corpus),
+            store=str(store_dir),
+            models=["lexical"],
+            shard_rows=20,
+            dims=16,
+            bits=2,
+            out_dim=32,
+            max_epochs=2,
+        )
     assert published(store_dir) == before
 
 
 @pytest.mark.parametrize("quantization,budget", [("scalar", 5), ("product", 4)])
-def test_a_byte_budget_is_published_searched_and_kept_by_reindex(tmp_path, ray_cluster, prefect_api, quantization, budget):
-    from cecq.catalog import connect, current_manifest, search_store
+def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
+    tmp_path, ray_cluster, prefect_api, quantization, budget
+):
+    from cecq.catalog import connect, current_manifest, load_compressor, search_store
     from cecq.cli import main
-    from cecq.catalog import load_compressor
-    from cecq.quantization import ProductQuantizer
-    from cecq.quantization import MixedQuantizer
+    from cecq.quantization import MixedQuantizer, ProductQuantizer
     from cecq.storage import Store
     from flows.embed_corpus import embed_corpus
     from flows.reindex import reindex
@@ -111,8 +135,17 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(tmp_path, ray_c
     beir.mkdir()
     corpus = beir / "corpus.jsonl"
     docs = write_corpus(corpus, n=40)
-    result = embed_corpus(corpus=str(beir), store=str(store_dir), models=["lexical"], shard_rows=20, dims=16,
-                          budget_bytes=budget, quantization=quantization, out_dim=32, max_epochs=2)
+    result = embed_corpus(
+        corpus=str(beir),
+        store=str(store_dir),
+        models=["lexical"],
+        shard_rows=20,
+        dims=16,
+        budget_bytes=budget,
+        quantization=quantization,
+        out_dim=32,
+        max_epochs=2,
+    )
     store = Store(str(store_dir))
     run = store.read_json(f"runs/{result['run_id']}/run.json")
     assert run["bits"] is None and run["budget_bytes"] == budget and 1 <= run["bytes_per_doc"] <= budget
@@ -134,17 +167,34 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(tmp_path, ray_c
     # cecq eval-store scores the published index on the task's queries: one query a topic,
     # every document of that topic relevant
     topics = list(TOPICS.values())
-    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{t}", "text": " ".join(words[:4])}) + "\n"
-                                                for t, words in enumerate(topics)))
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{t}", "text": " ".join(words[:4])}) + "\n" for t, words in enumerate(topics))
+    )
     (beir / "qrels").mkdir()
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"q{int(d['_id'][1:]) % n_topics}\t{d['_id']}\t1\n" for d in docs if d["text"]))
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"q{int(d['_id'][1:]) % n_topics}\t{d['_id']}\t1\n" for d in docs if d["text"])
+    )
     assert main(["eval-store", str(beir), "--store", str(store_dir), "--json", str(tmp_path / "eval.json")]) == 0
     scores = json.loads((tmp_path / "eval.json").read_text())
     assert scores["queries"] == n_topics and scores["budget_bytes"] == budget and scores["bits"] is None
     assert scores["quantization"] == quantization
     assert scores["ndcg_at_10"] > 0.8 and scores["recall_at_100"] > 0.9, scores
-    assert main(["eval-store", str(beir), "--store", str(store_dir), "--scoring", "symmetric", "--json", str(tmp_path / "sym.json")]) == 0
+    assert (
+        main(
+            [
+                "eval-store",
+                str(beir),
+                "--store",
+                str(store_dir),
+                "--scoring",
+                "symmetric",
+                "--json",
+                str(tmp_path / "sym.json"),
+            ]
+        )
+        == 0
+    )
     symmetric = json.loads((tmp_path / "sym.json").read_text())
     assert symmetric["scoring"] == "symmetric" and symmetric["ndcg_at_10"] > 0.8, symmetric
 

@@ -8,9 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cecq.errors import DataError, StorageError
 from cecq.pipeline.corpus import iter_corpus, shard_corpus
-from cecq.errors import DataError
-from cecq.errors import StorageError
 from cecq.storage import Store, slug
 
 
@@ -43,12 +42,15 @@ def test_parquet_corpus_with_configured_columns(tmp_path):
         list(iter_corpus(str(tmp_path / "c.parquet"), id_column="doc", text_columns=["n"]))
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "\xff\xfe"}\n', "line 2|:2: not valid UTF-8"),
-    (b'{"_id": "a", "text": "ok"}\n{not json\n', ":2: malformed JSON"),
-    (b'{"text": "no id"}\n', "no id column"),
-    (b'', "is empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "\xff\xfe"}\n', "line 2|:2: not valid UTF-8"),
+        (b'{"_id": "a", "text": "ok"}\n{not json\n', ":2: malformed JSON"),
+        (b'{"text": "no id"}\n', "no id column"),
+        (b"", "is empty"),
+    ],
+)
 def test_bad_jsonl_corpora(tmp_path, content, message):
     (tmp_path / "c.jsonl").write_bytes(content)
     with pytest.raises(DataError, match=message):
@@ -60,7 +62,7 @@ def test_corrupt_parquet_among_good_ones(tmp_path):
     folder.mkdir()
     pq.write_table(pa.table({"id": ["a"], "text": ["fine"]}), folder / "0.parquet")
     (folder / "1.parquet").write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(DataError, match="1.parquet: not a readable Parquet file"):
+    with pytest.raises(DataError, match=r"1\.parquet: not a readable Parquet file"):
         shard_corpus(str(folder), Store(str(tmp_path / "store")), 10)
     assert not (tmp_path / "store" / "corpus").exists() or not list((tmp_path / "store").rglob("manifest-*.json"))
 

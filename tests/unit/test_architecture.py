@@ -13,8 +13,21 @@ from tests.helpers.paths import REPO_ROOT
 PACKAGES = ("cecq", "flows", "tasks")
 # Third-party modules slow enough to import (measured here: sentence-transformers 13 s,
 # mteb 8 s, torch 3 s, prefect 2 s, sklearn 2 s) that code may import them where used.
-HEAVY = {"torch", "sentence_transformers", "transformers", "sklearn", "scipy", "ray", "prefect", "matplotlib", "mteb",
-         "datasets", "tqdm", "faiss", "safetensors"}
+HEAVY = {
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "sklearn",
+    "scipy",
+    "ray",
+    "prefect",
+    "matplotlib",
+    "mteb",
+    "datasets",
+    "tqdm",
+    "faiss",
+    "safetensors",
+}
 OPTIONAL = {"botocore", "aiohttp"}  # S3 client libraries, absent where only local stores are used
 HEAVY_MARKER = "# heavy"  # a project import inside a function says why: it pulls a heavy dependency
 
@@ -42,8 +55,10 @@ def _imports(path: Path, module: str, modules: set[str]) -> list[tuple[str, int,
                 names = [a.name for a in child.names]
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 # `from pkg import sub` imports the submodule pkg.sub where there is one
-                names = [f"{child.module}.{a.name}" if f"{child.module}.{a.name}" in modules else child.module
-                         for a in child.names]
+                names = [
+                    f"{child.module}.{a.name}" if f"{child.module}.{a.name}" in modules else child.module
+                    for a in child.names
+                ]
             for name in names:
                 out.append((name, child.lineno, in_function, lines[child.lineno - 1]))
             visit(child, inner)
@@ -84,7 +99,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 walk(nxt, stack)
         stack.pop()
@@ -103,9 +118,13 @@ def test_no_import_cycle_in_the_project():
 
 def test_the_cycle_check_finds_cycles_and_spares_package_reexports():
     assert find_cycles({"cecq.cli": {"cecq.bench.quality"}, "cecq.bench.quality": {"cecq.cli"}}) == [
-        ["cecq.bench.quality", "cecq.cli", "cecq.bench.quality"]]
+        ["cecq.bench.quality", "cecq.cli", "cecq.bench.quality"]
+    ]
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
-    assert find_cycles({"cecq.quantization": {"cecq.quantization.base"}, "cecq.quantization.base": {"cecq.quantization"}}) == []
+    assert (
+        find_cycles({"cecq.quantization": {"cecq.quantization.base"}, "cecq.quantization.base": {"cecq.quantization"}})
+        == []
+    )
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
@@ -167,7 +186,10 @@ def test_imports_inside_functions_are_only_of_heavy_dependencies():
             top = name.split(".")[0]
             if top in PACKAGES:
                 if HEAVY_MARKER not in text:
-                    wrong.append(f"{module}:{line}: {text.strip()} (a project import inside a function, not marked {HEAVY_MARKER!r})")
+                    wrong.append(
+                        f"{module}:{line}: {text.strip()} (a project import inside a function, "
+                        f"not marked {HEAVY_MARKER!r})"
+                    )
             elif top not in HEAVY | OPTIONAL:
                 wrong.append(f"{module}:{line}: {text.strip()} (import it at the top of the module)")
     assert not wrong, "\n".join(wrong)

@@ -121,7 +121,9 @@ def test_raycluster_start_params_are_strings():
     groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
     for group in groups:
         for key, value in group["rayStartParams"].items():
-            assert isinstance(value, str), f"rayStartParams[{key!r}] must be a string (map[string]string), got {value!r}"
+            assert isinstance(value, str), (
+                f"rayStartParams[{key!r}] must be a string (map[string]string), got {value!r}"
+            )
 
 
 def test_raycluster_has_cpu_and_gpu_worker_groups_with_sane_replicas():
@@ -248,8 +250,12 @@ def test_dockerfile_base_args_env_user_workdir():
     base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1)) or "", base)
     assert base.startswith("python:3.11-slim"), base
     env_text = " ".join(a for i, a in instrs if i == "ENV")
-    for pair in ("DO_NOT_TRACK=1", "PREFECT_SERVER_ANALYTICS_ENABLED=false",
-                 "RAY_USAGE_STATS_ENABLED=0", "HF_HUB_OFFLINE=1"):
+    for pair in (
+        "DO_NOT_TRACK=1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED=false",
+        "RAY_USAGE_STATS_ENABLED=0",
+        "HF_HUB_OFFLINE=1",
+    ):
         assert re.search(rf"(^|\s){re.escape(pair)}(\s|$)", env_text), pair
     assert [a for i, a in instrs if i == "WORKDIR"][-1] == "/opt/cecq"
     users = [a for i, a in instrs if i == "USER"]

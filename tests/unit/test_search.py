@@ -100,8 +100,9 @@ def test_rescoring_returns_float_top_k_among_candidates(data, chunk_rows):
     packed = q.quantize(docs)
     k, rescore_k = 5, 30
     _, cand = search_codes(queries, packed, q, k=rescore_k, scoring="asymmetric", chunk_rows=chunk_rows)
-    scores, idx = search_codes(queries, packed, q, k=k, scoring="asymmetric", chunk_rows=chunk_rows,
-                               rescore_vectors=docs, rescore_k=rescore_k)
+    scores, idx = search_codes(
+        queries, packed, q, k=k, scoring="asymmetric", chunk_rows=chunk_rows, rescore_vectors=docs, rescore_k=rescore_k
+    )
     assert idx.shape == (len(queries), k)
     full = unit(queries) @ unit(docs).T
     for r in range(len(queries)):
@@ -110,7 +111,7 @@ def test_rescoring_returns_float_top_k_among_candidates(data, chunk_rows):
         np.testing.assert_array_equal(idx[r], best)
         np.testing.assert_allclose(scores[r], full[r, best], atol=1e-5)
     # Rescoring can only help against the float ground truth.
-    plain_scores, plain_idx = search_codes(queries, packed, q, k=k, scoring="asymmetric", chunk_rows=chunk_rows)
+    _plain_scores, plain_idx = search_codes(queries, packed, q, k=k, scoring="asymmetric", chunk_rows=chunk_rows)
     float_of_plain = np.take_along_axis(full, plain_idx, axis=1)
     assert np.all(scores.sum(axis=1) >= float_of_plain.sum(axis=1) - 1e-6)
 
@@ -123,8 +124,9 @@ def test_rescoring_in_another_space(data):
     q = Quantizer.fit(docs, 2)
     packed = q.quantize(docs)
     _, cand = search_codes(queries, packed, q, k=20)
-    scores, idx = search_codes(queries, packed, q, k=4, rescore_vectors=big_docs, rescore_k=20,
-                               rescore_queries=big_queries)
+    _scores, idx = search_codes(
+        queries, packed, q, k=4, rescore_vectors=big_docs, rescore_k=20, rescore_queries=big_queries
+    )
     full = big_queries @ big_docs.T
     for r in range(len(queries)):
         best = cand[r][np.argsort(-full[r, cand[r]], kind="stable")[:4]]

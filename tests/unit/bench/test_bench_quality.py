@@ -14,7 +14,6 @@ from tests.helpers.beir import synthetic_beir_parts, write_beir
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
 def test_budget_pairs_fill_each_budget_exactly():
     assert budget_pairs([48], [1, 2, 4], 768) == [(96, 4), (192, 2), (384, 1)]
     assert budget_pairs([48, 128], [1, 2], 512) == [(192, 2), (384, 1), (512, 2)]  # 1024 x 1 bit is too wide
@@ -25,19 +24,43 @@ def test_summary_needs_every_task_and_sorts_by_retention():
     def rec(task, name, scoring, ndcg, nbytes, retention, **fields):
         return EvalRecord(task, name, scoring, ndcg, 0.5, nbytes, 100 / nbytes, retention, **fields)
 
-    records = [rec("a", "concat", "float", 0.5, 100, 1.0), rec("b", "concat", "float", 0.4, 100, 1.0),
-               rec("a", "cecq-8d-2b", "asymmetric", 0.45, 2, 0.9, bits=2, method="cecq", quantization="scalar"), rec("b", "cecq-8d-2b", "asymmetric", 0.4, 2, 1.0),
-               rec("a", "pca-8d-2b", "asymmetric", 0.5, 2, 1.0), rec("b", "pca-8d-2b", "asymmetric", 0.2, 2, 0.5),
-               rec("a", "only-a-4d-4b", "asymmetric", 0.5, 2, 1.0), rec("a", "cecq-16d-2b", "asymmetric", 0.5, 4, 1.0),
-               rec("b", "cecq-16d-2b", "asymmetric", 0.5, 4, 1.0)]
+    records = [
+        rec("a", "concat", "float", 0.5, 100, 1.0),
+        rec("b", "concat", "float", 0.4, 100, 1.0),
+        rec("a", "cecq-8d-2b", "asymmetric", 0.45, 2, 0.9, bits=2, method="cecq", quantization="scalar"),
+        rec("b", "cecq-8d-2b", "asymmetric", 0.4, 2, 1.0),
+        rec("a", "pca-8d-2b", "asymmetric", 0.5, 2, 1.0),
+        rec("b", "pca-8d-2b", "asymmetric", 0.2, 2, 0.5),
+        rec("a", "only-a-4d-4b", "asymmetric", 0.5, 2, 1.0),
+        rec("a", "cecq-16d-2b", "asymmetric", 0.5, 4, 1.0),
+        rec("b", "cecq-16d-2b", "asymmetric", 0.5, 4, 1.0),
+    ]
     rows = summarise(records, [2])
     assert [(r["name"], r["budget"]) for r in rows] == [("concat", None), ("cecq-8d-2b", 2), ("pca-8d-2b", 2)]
     assert rows[1]["mean_retention"] == pytest.approx(0.95) and rows[1]["min_retention"] == pytest.approx(0.9)
     assert series_of(records[2]) == "cecq 2b asymmetric" and series_of(records[0]) is None
-    assert series_of(rec("a", "cecq[ads]-48B-product", "symmetric", 0.5, 48, 1.0, method="cecq[ads]",
-                         quantization="product", budget_bytes=48)) == "cecq[ads] product symmetric"
-    assert series_of(rec("a", "pca-48B-mixed", "asymmetric", 0.5, 48, 1.0, method="pca", quantization="mixed",
-                         budget_bytes=48)) == "pca mixed asymmetric"
+    assert (
+        series_of(
+            rec(
+                "a",
+                "cecq[ads]-48B-product",
+                "symmetric",
+                0.5,
+                48,
+                1.0,
+                method="cecq[ads]",
+                quantization="product",
+                budget_bytes=48,
+            )
+        )
+        == "cecq[ads] product symmetric"
+    )
+    assert (
+        series_of(
+            rec("a", "pca-48B-mixed", "asymmetric", 0.5, 48, 1.0, method="pca", quantization="mixed", budget_bytes=48)
+        )
+        == "pca mixed asymmetric"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +71,30 @@ def second_beir(tmp_path_factory):
 
 def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "bench"
-    args = ["bench", "quality", str(tiny_beir), str(second_beir), "--out", str(out), "--model", str(tiny_model_dir),
-            "--model", "lexical", "--bytes", "2,4", "--bits", "1,2", "--out-dim", "16", "--epochs", "2",
-            "--strategies", "sequential,ads,xbm", "--weights", "spread"]
+    args = [
+        "bench",
+        "quality",
+        str(tiny_beir),
+        str(second_beir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--model",
+        "lexical",
+        "--bytes",
+        "2,4",
+        "--bits",
+        "1,2",
+        "--out-dim",
+        "16",
+        "--epochs",
+        "2",
+        "--strategies",
+        "sequential,ads,xbm",
+        "--weights",
+        "spread",
+    ]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "### 4 bytes a document" in stdout and "### References (float)" in stdout
@@ -59,13 +103,35 @@ def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, ti
     assert report["pairs"] == [[8, 2], [16, 1], [16, 2]]
     names = {(r["name"], r["task"]) for r in report["records"]}
     for task in ("tinybeir", "tinybeir2"):
-        for name in ("concat", "concat[equal]", "cecq-16d-1b", "cecq-4B-mixed", "cecq[ads]-2B-mixed", "pca-4B-mixed",
-                     "cecq-4B-product", "cecq[xbm]-2B-product", "pca-4B-product", "cecq[sequential]-16d-2b", "cecq[ads]-16d-1b",
-                     "cecq[xbm]-8d-2b", "pca-16d-2b", "mrl-8d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"):
+        for name in (
+            "concat",
+            "concat[equal]",
+            "cecq-16d-1b",
+            "cecq-4B-mixed",
+            "cecq[ads]-2B-mixed",
+            "pca-4B-mixed",
+            "cecq-4B-product",
+            "cecq[xbm]-2B-product",
+            "pca-4B-product",
+            "cecq[sequential]-16d-2b",
+            "cecq[ads]-16d-1b",
+            "cecq[xbm]-8d-2b",
+            "pca-16d-2b",
+            "mrl-8d-2b",
+            f"pq-{tiny_model_dir}-1b",
+            f"st-binary-{tiny_model_dir}+rescore",
+        ):
             assert (name, task) in names, name
     # The summary compares methods at equal bytes, over both tasks.
     at4 = [r for r in report["summary"] if r["budget"] == 4]
-    assert {r["name"] for r in at4} >= {"cecq-16d-2b", "cecq-4B-mixed", "cecq-4B-product", "pca-16d-2b", f"pq-{tiny_model_dir}-1b", f"st-binary-{tiny_model_dir}+rescore"}
+    assert {r["name"] for r in at4} >= {
+        "cecq-16d-2b",
+        "cecq-4B-mixed",
+        "cecq-4B-product",
+        "pca-16d-2b",
+        f"pq-{tiny_model_dir}-1b",
+        f"st-binary-{tiny_model_dir}+rescore",
+    }
     assert all(set(r["retention"]) == {"tinybeir", "tinybeir2"} for r in at4)
     markdown = (out / "quality.md").read_text()
     assert "| cecq[sequential]-16d-2b | asymmetric | 4 |" in markdown
@@ -76,8 +142,29 @@ def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, ti
 
 def test_eval_strategy_flags(tiny_beir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["eval", str(tiny_beir), "--model", str(tiny_model_dir), "--dims", "8", "--bits", "2", "--epochs", "1",
-                 "--strategy", "sequential", "--ablate", "ads,neighbours", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_beir),
+                "--model",
+                str(tiny_model_dir),
+                "--dims",
+                "8",
+                "--bits",
+                "2",
+                "--epochs",
+                "1",
+                "--strategy",
+                "sequential",
+                "--ablate",
+                "ads,neighbours",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     names = {r["name"] for r in json.loads(out.read_text())}
     assert {"cecq-8d-2b", "cecq[ads]-8d-2b", "cecq[neighbours]-8d-2b", "decoder[ads]-8"} <= names
     assert main(["eval", str(tiny_beir), "--ablate", "magic"]) == 2

@@ -54,7 +54,9 @@ def test_records_round_trip_and_refuse_a_newer_schema():
     assert isinstance(record.embedding[0], EmbeddingResult) and record.quantization == "product"
     assert RunRecord.from_dict(record.to_dict()) == record
     assert record.to_dict()["schema_version"] == SCHEMA_VERSION
-    with pytest.raises(RecordVersionError, match=f"schema version {SCHEMA_VERSION + 1}; this cecq reads up to {SCHEMA_VERSION}"):
+    with pytest.raises(
+        RecordVersionError, match=f"schema version {SCHEMA_VERSION + 1}; this cecq reads up to {SCHEMA_VERSION}"
+    ):
         RunRecord.from_dict({**run, "schema_version": SCHEMA_VERSION + 1})
     with pytest.raises(RecordVersionError, match="catalog manifest v3"):
         CatalogManifest.from_dict({**legacy_manifest(3), "schema_version": SCHEMA_VERSION + 1})
@@ -76,8 +78,12 @@ def test_run_ids_change_with_identity_fields_and_not_with_the_store():
     assert run_id_for(replace(base, store="s3://elsewhere"), "corpus/m.json") == rid
     assert run_id_for(base, "corpus/other.json") != rid
     assert run_id_for(PipelineConfig(corpus="c.jsonl", store="a", dims=128), "corpus/m.json") != rid
-    assert run_id_for(PipelineConfig(corpus="c.jsonl", store="a", decoder=replace(PIPELINE_DECODER, seed=1)),
-                      "corpus/m.json") != rid
+    assert (
+        run_id_for(
+            PipelineConfig(corpus="c.jsonl", store="a", decoder=replace(PIPELINE_DECODER, seed=1)), "corpus/m.json"
+        )
+        != rid
+    )
     product = PipelineConfig(corpus="c.jsonl", store="a", budget_bytes=8, quantization="product")
     mixed = PipelineConfig(corpus="c.jsonl", store="a", budget_bytes=8)
     assert run_identity(product)["quantization"] == "product" and "quantization" not in run_identity(mixed)
@@ -90,7 +96,9 @@ def test_a_field_added_later_joins_the_identity_only_away_from_its_default(monke
 
     Later = make_dataclass("Later", [("temperature", float, field(default=1.0))], bases=(DecoderConfig,), frozen=True)
     config = PipelineConfig(corpus="c.jsonl", store="a")
-    at_default = replace(config, decoder=Later(**PIPELINE_DECODER.to_dict() | {"prefix_sizes": PIPELINE_DECODER.prefix_sizes}))
+    at_default = replace(
+        config, decoder=Later(**PIPELINE_DECODER.to_dict() | {"prefix_sizes": PIPELINE_DECODER.prefix_sizes})
+    )
     assert run_id_for(at_default, "m") == run_id_for(config, "m")
     changed = replace(at_default, decoder=replace(at_default.decoder, temperature=0.5))
     assert run_identity(changed)["decoder"]["temperature"] == 0.5

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from cecq.cli import build_parser, main
-
 from tests.helpers.paths import REPO_ROOT
 
 
@@ -18,17 +17,44 @@ def test_eval_runs_end_to_end_and_writes_json(tiny_beir, tiny_model_dir, tmp_pat
     out = tmp_path / "out.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CECQ_PROGRESS="")
     proc = subprocess.run(
-        [sys.executable, "-m", "cecq.cli", "eval", str(tiny_beir), "--model", str(tiny_model_dir), "--model", "lexical",
-         "--dims", "8", "--bits", "1", "--epochs", "2", "--json", str(out)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "cecq.cli",
+            "eval",
+            str(tiny_beir),
+            "--model",
+            str(tiny_model_dir),
+            "--model",
+            "lexical",
+            "--dims",
+            "8",
+            "--bits",
+            "1",
+            "--epochs",
+            "2",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "61 documents, 10 queries" in proc.stderr and "1 empty documents" in proc.stderr
     assert "| concat |" in proc.stdout and "cecq-8d-1b" in proc.stdout
     records = json.loads(out.read_text())
     assert {(r["name"], r["scoring"]) for r in records} == {
-        (f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
-        ("decoder-8", "float"), ("cecq-8d-1b", "symmetric"), ("cecq-8d-1b", "asymmetric")}
+        (f"model:{tiny_model_dir}", "float"),
+        ("model:lexical", "float"),
+        ("concat", "float"),
+        ("concat[equal]", "float"),
+        ("decoder-8", "float"),
+        ("cecq-8d-1b", "symmetric"),
+        ("cecq-8d-1b", "asymmetric"),
+    }
     for r in records:
         assert {"name", "ndcg_at_10", "retention", "bytes_per_doc", "compression", "scoring"} <= set(r)
         assert 0.0 <= r["ndcg_at_10"] <= 1.0
@@ -48,8 +74,24 @@ def test_eval_help(capsys):
 
 
 def test_eval_parses_options():
-    args = build_parser().parse_args(["eval", "some/dir", "--model", "a", "--model", "b", "--dims", "64,128",
-                                      "--bits", "2", "--scoring", "asymmetric", "--decoder", "mlp"])
+    args = build_parser().parse_args(
+        [
+            "eval",
+            "some/dir",
+            "--model",
+            "a",
+            "--model",
+            "b",
+            "--dims",
+            "64,128",
+            "--bits",
+            "2",
+            "--scoring",
+            "asymmetric",
+            "--decoder",
+            "mlp",
+        ]
+    )
     assert args.models == ["a", "b"] and args.dims == (64, 128) and args.bits == (2,)
     assert args.scoring == "asymmetric" and args.decoder == "mlp"
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from cecq.config import DecoderConfig
-from cecq.errors import ConfigError
 from cecq.decoder import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -22,6 +21,7 @@ from cecq.decoder import (
     save_decoder,
     train_decoder,
 )
+from cecq.errors import ConfigError
 
 # --- loss -------------------------------------------------------------------------------
 
@@ -172,7 +172,9 @@ def test_early_stopping_and_best_weights_are_kept():
     # Unstructured data and a large learning rate: the validation loss stops improving soon.
     rng = np.random.default_rng(5)
     x = rng.normal(size=(120, 16)).astype(np.float32)
-    cfg = DecoderConfig(out_dim=8, prefix_sizes=(8,), batch_size=16, lr=0.5, max_epochs=60, patience=2, seed=0, init="random")
+    cfg = DecoderConfig(
+        out_dim=8, prefix_sizes=(8,), batch_size=16, lr=0.5, max_epochs=60, patience=2, seed=0, init="random"
+    )
     decoder, stats = train_decoder(x, cfg, device="cpu")
     assert stats.epochs < cfg.max_epochs
     assert stats.epochs == stats.best_epoch + cfg.patience
@@ -180,7 +182,7 @@ def test_early_stopping_and_best_weights_are_kept():
     # The returned weights are the best epoch's: recompute the validation loss on the documented
     # split (a permutation from default_rng(seed), first round(n * val_fraction) rows held out).
     perm = np.random.default_rng(cfg.seed).permutation(len(x))
-    val = x[perm[: int(round(len(x) * cfg.val_fraction))]]
+    val = x[perm[: round(len(x) * cfg.val_fraction)]]
     assert held_out_loss(decoder, val, cfg.effective_prefix_sizes()) == pytest.approx(stats.best_val_loss, rel=1e-4)
 
 
@@ -198,9 +200,9 @@ def test_pca_initialisation_starts_near_the_optimum_and_is_never_made_worse():
     assert torch.allclose(w @ w.T, torch.eye(12), atol=1e-4)  # orthonormal directions
     assert held_out_loss(pca_start, held_out, prefixes) < 0.2 * held_out_loss(random_start, held_out, prefixes)
     cfg = DecoderConfig(out_dim=12, prefix_sizes=prefixes, batch_size=64, lr=1e-2, max_epochs=5, patience=5, seed=0)
-    trained, stats = train_decoder(x, cfg, device="cpu")
+    trained, _stats = train_decoder(x, cfg, device="cpu")
     perm = np.random.default_rng(cfg.seed).permutation(len(x))
-    n_val = int(round(len(x) * cfg.val_fraction))
+    n_val = round(len(x) * cfg.val_fraction)
     val, train_split = x[perm[:n_val]], x[perm[n_val:]]
     start = Decoder(x.shape[1], 12)
     pca_initialise(start, torch.from_numpy(train_split))  # train_decoder's starting point

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from cecq.config import STRATEGIES, DecoderConfig, EvalConfig
-from cecq.errors import ConfigError
 from cecq.decoder import (
     Decoder,
     MemoryQueue,
@@ -23,7 +22,7 @@ from cecq.decoder import (
     train_decoder,
     training_stages,
 )
-
+from cecq.errors import ConfigError
 
 # Tiny tensors gain nothing from threads (see conftest.one_torch_thread).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,9 +31,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def unit_rows(n: int, dim: int, seed: int = 0, rank: int | None = None) -> np.ndarray:
     """Random unit rows; with ``rank``, near a random ``rank``-dim subspace (so a small decoder can learn them)."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, dim)) if rank is None else rng.normal(size=(n, rank)) @ rng.normal(size=(rank, dim)) + 0.05 * rng.normal(size=(n, dim))
+    x = (
+        rng.normal(size=(n, dim))
+        if rank is None
+        else rng.normal(size=(n, rank)) @ rng.normal(size=(rank, dim)) + 0.05 * rng.normal(size=(n, dim))
+    )
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
 
 
 TINY = dict(out_dim=12, prefix_sizes=(4, 8, 12), batch_size=32, lr=1e-2, init="random", max_epochs=3, patience=3)
@@ -78,8 +80,12 @@ def test_sequential_mrl_freezes_the_dims_each_stage_drops():
     full, stats = train_decoder(x, cfg, device="cpu")
     assert stats.stages == [12, 8, 4]
     # The same seed with fewer sizes runs exactly the first stages: their results must survive.
-    after_first, _ = train_decoder(x, DecoderConfig(**{**TINY, "prefix_sizes": (12,)}, sequential=True, weight_decay=0.1, seed=2), device="cpu")
-    after_second, _ = train_decoder(x, DecoderConfig(**{**TINY, "prefix_sizes": (8, 12)}, sequential=True, weight_decay=0.1, seed=2), device="cpu")
+    after_first, _ = train_decoder(
+        x, DecoderConfig(**{**TINY, "prefix_sizes": (12,)}, sequential=True, weight_decay=0.1, seed=2), device="cpu"
+    )
+    after_second, _ = train_decoder(
+        x, DecoderConfig(**{**TINY, "prefix_sizes": (8, 12)}, sequential=True, weight_decay=0.1, seed=2), device="cpu"
+    )
     w, w1, w2 = full.net.weight.detach(), after_first.net.weight.detach(), after_second.net.weight.detach()
     assert torch.equal(w[8:], w1[8:]) and torch.equal(full.net.bias[8:], after_first.net.bias[8:])
     assert torch.equal(w[4:8], w2[4:8]) and torch.equal(full.net.bias[4:8], after_second.net.bias[4:8])
@@ -119,7 +125,9 @@ def test_apply_selection_makes_prefixes_the_most_important_dims(tmp_path):
     importance = torch.tensor([0.1, 0.9, -0.3, 0.5, 0.0, 0.7])
     assert apply_selection(dec, importance) == [1, 5, 3, 0, 4, 2]
     picked = raw[:, [1, 5, 3]]
-    np.testing.assert_allclose(decode(dec, x, 3), picked / np.linalg.norm(picked, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        decode(dec, x, 3), picked / np.linalg.norm(picked, axis=1, keepdims=True), rtol=1e-5, atol=1e-6
+    )
     save_decoder(dec, tmp_path, {"dim_order": [1, 5, 3, 0, 4, 2]})
     loaded, meta = load_decoder(tmp_path)
     np.testing.assert_array_equal(decode(loaded, x, 3), decode(dec, x, 3))
@@ -169,7 +177,7 @@ def test_memory_loss_on_hard_neighbours():
 
 def test_training_with_memory_runs_and_validates():
     x = unit_rows(128, 16, seed=4)
-    dec, stats = train_decoder(x, DecoderConfig(**TINY, memory_size=48, memory_neighbours=4), device="cpu")
+    _dec, stats = train_decoder(x, DecoderConfig(**TINY, memory_size=48, memory_neighbours=4), device="cpu")
     assert stats.epochs >= 1 and np.isfinite(stats.best_val_loss)
     with pytest.raises(ConfigError, match="memory_neighbours"):
         DecoderConfig(memory_size=8, memory_neighbours=9)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from cecq.config import ModelSpec
-from cecq.errors import DataError, ModelNotFoundError
 from cecq.encoders import (
     LexicalEncoder,
     SentenceTransformerEncoder,
@@ -20,6 +19,7 @@ from cecq.encoders import (
     load_encoder,
     resolve_model,
 )
+from cecq.errors import DataError, ModelNotFoundError
 
 TEXTS = ["the star and the planet", "bake the dough in the oven", "goal by the striker", "python compiler cache"]
 
@@ -135,9 +135,13 @@ def test_document_prompt_and_stored_prompt_names(tiny_model_dir, enc32):
     np.testing.assert_allclose(enc.encode(texts, "document"), enc32.encode(["passage: " + t for t in texts]), atol=1e-5)
     np.testing.assert_allclose(enc.encode(texts, "query"), enc32.encode(texts), atol=1e-5)
     # prompts saved in the model's own config, selected by name
-    named = load_encoder(ModelSpec(str(tiny_model_dir), query_prompt_name="query", document_prompt_name="passage", device="cpu"))
+    named = load_encoder(
+        ModelSpec(str(tiny_model_dir), query_prompt_name="query", document_prompt_name="passage", device="cpu")
+    )
     np.testing.assert_allclose(named.encode(texts, "query"), enc32.encode(["query: " + t for t in texts]), atol=1e-5)
-    np.testing.assert_allclose(named.encode(texts, "document"), enc32.encode(["passage: " + t for t in texts]), atol=1e-5)
+    np.testing.assert_allclose(
+        named.encode(texts, "document"), enc32.encode(["passage: " + t for t in texts]), atol=1e-5
+    )
 
 
 def test_missing_model_path_raises_model_not_found():
@@ -172,10 +176,17 @@ def test_resolve_model_prefers_local_folder(tmp_path, tiny_model_dir):
 # --- lexical --------------------------------------------------------------------------------
 
 CORPUS = [
-    "the star orbits the galaxy", "a comet near the moon", "telescope images of a nebula",
-    "bake bread with flour and butter", "roast garlic in the oven", "simmer the sauce with pepper",
-    "the striker scored a goal", "the referee gave a penalty", "kernel threads share memory",
-    "", "a database query uses the index",
+    "the star orbits the galaxy",
+    "a comet near the moon",
+    "telescope images of a nebula",
+    "bake bread with flour and butter",
+    "roast garlic in the oven",
+    "simmer the sauce with pepper",
+    "the striker scored a goal",
+    "the referee gave a penalty",
+    "kernel threads share memory",
+    "",
+    "a database query uses the index",
 ]
 
 

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from cecq.eval.baselines import PCAProjection, binary_search, pca_baseline, pq_baseline, run_baselines
 from cecq.cli import build_parser
 from cecq.config import DecoderConfig, EvalConfig, ModelSpec
-from cecq.eval.beir import load_beir
 from cecq.encoders import l2_normalize
+from cecq.eval.baselines import PCAProjection, binary_search, pca_baseline, pq_baseline, run_baselines
+from cecq.eval.beir import load_beir
 from cecq.eval.evaluate import evaluate_task
 from cecq.search import rescore_signs, search_hamming, unpack_signs
 
@@ -119,11 +119,28 @@ def test_pca_is_fitted_on_the_corpus_only(monkeypatch):
         name = "fake"
 
     config = EvalConfig(models=(ModelSpec("lexical"),), dims=(4, 8, 12), bits=(1,), scorings=("asymmetric",))
-    results = list(run_baselines([FakeEncoder()], [docs], [queries], docs, queries, config,
-                                 DecoderConfig(out_dim=12, max_epochs=1, batch_size=16), k=5))
+    results = list(
+        run_baselines(
+            [FakeEncoder()],
+            [docs],
+            [queries],
+            docs,
+            queries,
+            config,
+            DecoderConfig(out_dim=12, max_epochs=1, batch_size=16),
+            k=5,
+        )
+    )
     assert len(fitted_on) == 1 and fitted_on[0] is docs
-    assert [r.name for r in results] == ["pq-fake-1b", "pca-4d-1b", "pca-8d-1b", "pca-12d-1b",
-                                         "mrl-4d-1b", "mrl-8d-1b", "mrl-12d-1b"]
+    assert [r.name for r in results] == [
+        "pq-fake-1b",
+        "pca-4d-1b",
+        "pca-8d-1b",
+        "pca-12d-1b",
+        "mrl-4d-1b",
+        "mrl-8d-1b",
+        "mrl-12d-1b",
+    ]
     # Other queries: the same projection and the same document codes, so the same scores for the same query.
     pca = PCAProjection.fit(docs, 8)
     a = list(pca_baseline(pca, docs, queries, 8, 2, 5))
@@ -138,7 +155,10 @@ def test_pq_bytes_per_doc():
     docs, queries = l2_normalize(rng.standard_normal((40, 20))), l2_normalize(rng.standard_normal((5, 20)))
     for bits, nbytes in ((1, 3), (2, 5), (4, 10), (8, 20)):
         results = list(pq_baseline("m", docs, queries, bits, 10))
-        assert [(r.name, r.scoring) for r in results] == [(f"pq-m-{bits}b", "symmetric"), (f"pq-m-{bits}b", "asymmetric")]
+        assert [(r.name, r.scoring) for r in results] == [
+            (f"pq-m-{bits}b", "symmetric"),
+            (f"pq-m-{bits}b", "asymmetric"),
+        ]
         assert all(r.bytes_per_doc == nbytes and r.dims == 20 and r.bits == bits for r in results)
         assert all(r.indices.shape == (5, 10) for r in results)
 
@@ -152,16 +172,27 @@ def test_eval_option():
 @pytest.fixture(scope="module")
 def records(tiny_beir, tiny_model_dir):
     task = load_beir(tiny_beir)
-    config = EvalConfig(models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
-                        dims=(8, 16), bits=(1, 2), decoder=DecoderConfig(max_epochs=2, seed=0), baselines=True)
+    config = EvalConfig(
+        models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
+        dims=(8, 16),
+        bits=(1, 2),
+        decoder=DecoderConfig(max_epochs=2, seed=0),
+        baselines=True,
+    )
     return evaluate_task(task, config)
 
 
 def test_evaluate_task_with_baselines(records, tiny_model_dir):
     tiny = str(tiny_model_dir)
     both = ("symmetric", "asymmetric")
-    expected = {(f"model:{tiny}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
-                ("decoder-8", "float"), ("decoder-16", "float")}
+    expected = {
+        (f"model:{tiny}", "float"),
+        ("model:lexical", "float"),
+        ("concat", "float"),
+        ("concat[equal]", "float"),
+        ("decoder-8", "float"),
+        ("decoder-16", "float"),
+    }
     for d in (8, 16):
         for b in (1, 2):
             expected |= {(f"{kind}-{d}d-{b}b", s) for kind in ("cecq", "pca", "mrl") for s in both}

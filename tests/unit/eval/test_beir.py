@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cecq.encoders import validate_texts
+from cecq.encoders import LexicalEncoder, validate_texts
 from cecq.errors import DataError
 from cecq.eval.beir import join_title_text, load_beir
-from cecq.encoders import LexicalEncoder
 
 
 def test_load_tiny_beir(tiny_beir, beir_parts):
@@ -37,14 +36,18 @@ def test_join_title_text():
 @pytest.mark.parametrize("missing", ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"])
 def test_missing_file_is_named(tmp_path, make_beir, beir_parts, missing):
     corpus, queries, qrels = beir_parts
-    folder = make_beir(tmp_path / "b", None if missing == "corpus.jsonl" else corpus,
-                       None if missing == "queries.jsonl" else queries, None if missing.startswith("qrels") else qrels)
+    folder = make_beir(
+        tmp_path / "b",
+        None if missing == "corpus.jsonl" else corpus,
+        None if missing == "queries.jsonl" else queries,
+        None if missing.startswith("qrels") else qrels,
+    )
     with pytest.raises(DataError, match=missing):
         load_beir(folder)
 
 
 def test_missing_split_and_folder(tmp_path, tiny_beir):
-    with pytest.raises(DataError, match="dev.tsv"):
+    with pytest.raises(DataError, match=r"dev\.tsv"):
         load_beir(tiny_beir, split="dev")
     with pytest.raises(DataError, match="nowhere"):
         load_beir(tmp_path / "nowhere")
@@ -91,8 +94,12 @@ def test_missing_id_and_bad_fields(tmp_path, make_beir, beir_parts):
 
 
 def test_numeric_ids_become_strings(tmp_path, make_beir):
-    folder = make_beir(tmp_path / "b", [{"_id": 1, "text": "one"}, {"_id": 2, "text": "two"}],
-                       [{"_id": 10, "text": "q"}], [("10", "2", 1)])
+    folder = make_beir(
+        tmp_path / "b",
+        [{"_id": 1, "text": "one"}, {"_id": 2, "text": "two"}],
+        [{"_id": 10, "text": "q"}],
+        [("10", "2", 1)],
+    )
     task = load_beir(folder)
     assert task.doc_ids == ["1", "2"] and task.query_ids == ["10"] and task.qrels == {"10": {"2": 1}}
 
@@ -112,7 +119,9 @@ def test_unknown_ids_in_qrels_are_dropped_and_counted(tmp_path, make_beir, beir_
 def test_queries_without_positive_judgements_are_dropped(tmp_path, make_beir, beir_parts):
     corpus, queries, qrels = beir_parts
     qrels = [r for r in qrels if r[0] != "q-football-0"] + [("q-football-0", "football-1", 0)]
-    folder = make_beir(tmp_path / "b", corpus, queries + [{"_id": "lonely", "text": "no judgements"}], qrels, header=False)
+    folder = make_beir(
+        tmp_path / "b", corpus, queries + [{"_id": "lonely", "text": "no judgements"}], qrels, header=False
+    )
     task = load_beir(folder)
     assert "q-football-0" not in task.query_ids and "lonely" not in task.query_ids
     assert len(task.query_ids) == len(queries) - 1 == len(task.query_texts)
@@ -135,7 +144,11 @@ def test_bad_qrels_rows(tmp_path, make_beir, beir_parts):
 
 def test_empty_documents_are_counted(tmp_path, make_beir, beir_parts):
     corpus, queries, qrels = beir_parts
-    corpus += [{"_id": "blank", "title": " ", "text": "\n"}, {"_id": "title-only", "title": "moon"}, {"_id": "n", "title": None, "text": None}]
+    corpus += [
+        {"_id": "blank", "title": " ", "text": "\n"},
+        {"_id": "title-only", "title": "moon"},
+        {"_id": "n", "title": None, "text": None},
+    ]
     task = load_beir(make_beir(tmp_path / "b", corpus, queries, qrels))
     assert task.notes["empty_documents"] == 3  # empty-doc, blank, n (title-only has text)
     assert task.doc_texts[task.doc_ids.index("title-only")] == "moon"

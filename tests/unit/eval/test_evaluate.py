@@ -18,7 +18,8 @@ def records(tiny_beir, tiny_model_dir):
     task = load_beir(tiny_beir)
     config = EvalConfig(
         models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
-        dims=(8, 16), bits=(1, 2),
+        dims=(8, 16),
+        bits=(1, 2),
         decoder=DecoderConfig(max_epochs=3, seed=0),
     )
     return evaluate_task(task, config)
@@ -31,8 +32,14 @@ def by_name(records, name, scoring):
 
 def test_records_cover_every_configuration(records, tiny_model_dir):
     keys = {(r.name, r.scoring) for r in records}
-    expected = {(f"model:{tiny_model_dir}", "float"), ("model:lexical", "float"), ("concat", "float"), ("concat[equal]", "float"),
-                ("decoder-8", "float"), ("decoder-16", "float")}
+    expected = {
+        (f"model:{tiny_model_dir}", "float"),
+        ("model:lexical", "float"),
+        ("concat", "float"),
+        ("concat[equal]", "float"),
+        ("decoder-8", "float"),
+        ("decoder-16", "float"),
+    }
     expected |= {(f"cecq-{d}d-{b}b", s) for d in (8, 16) for b in (1, 2) for s in ("symmetric", "asymmetric")}
     assert keys == expected
     assert len(records) == len(expected)
@@ -79,8 +86,18 @@ def test_table_and_json(records, tmp_path):
     write_json(records, tmp_path / "out.json")
     data = json.loads((tmp_path / "out.json").read_text())
     assert len(data) == len(records)
-    assert {"task", "name", "scoring", "ndcg_at_10", "recall_at_100", "bytes_per_doc", "compression", "retention",
-            "dims", "bits"} <= set(data[0])
+    assert {
+        "task",
+        "name",
+        "scoring",
+        "ndcg_at_10",
+        "recall_at_100",
+        "bytes_per_doc",
+        "compression",
+        "retention",
+        "dims",
+        "bits",
+    } <= set(data[0])
 
 
 def test_mteb_scores_of_perfect_and_reversed_rankings(tiny_beir):
@@ -101,11 +118,20 @@ def test_mteb_scores_of_perfect_and_reversed_rankings(tiny_beir):
 
 def test_single_model_with_rescoring(tiny_beir):
     task = load_beir(tiny_beir)
-    config = EvalConfig(models=(ModelSpec("lexical", dim=24),), dims=(8,), bits=(2,), scorings=("asymmetric",),
-                        decoder=DecoderConfig(max_epochs=2), rescore=20)
+    config = EvalConfig(
+        models=(ModelSpec("lexical", dim=24),),
+        dims=(8,),
+        bits=(2,),
+        scorings=("asymmetric",),
+        decoder=DecoderConfig(max_epochs=2),
+        rescore=20,
+    )
     records = evaluate_task(task, config)
     assert [(r.name, r.scoring) for r in records] == [
-        ("model:lexical", "float"), ("decoder-8", "float"), ("cecq-8d-2b", "asymmetric")]
+        ("model:lexical", "float"),
+        ("decoder-8", "float"),
+        ("cecq-8d-2b", "asymmetric"),
+    ]
     assert records[0].retention == 1.0 and records[0].dims == 24
     assert records[2].bytes_per_doc == 2 and records[2].compression == 24 * 4 / 2
     assert all(0.0 <= r.ndcg_at_10 <= 1.0 for r in records)

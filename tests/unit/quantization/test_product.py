@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cecq.encoders import l2_normalize
-from cecq.quantization.product import CODEBOOK_SIZE, ProductQuantizer, random_rotation
 from cecq.quantization import MixedQuantizer, Quantizer, load_quantizer
+from cecq.quantization.product import CODEBOOK_SIZE, ProductQuantizer, random_rotation
 from cecq.search import search_codes
 
 

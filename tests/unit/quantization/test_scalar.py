@@ -41,8 +41,21 @@ def test_pack_handles_no_rows():
     assert unpack_codes(packed, 10, 2).shape == (0, 10)
 
 
-@pytest.mark.parametrize("dim,bits,expected", [(13, 1, 2), (13, 2, 4), (13, 4, 7), (13, 8, 13), (768, 2, 192),
-                                               (256, 4, 128), (512, 2, 128), (1, 1, 1), (8, 1, 1), (9, 1, 2)])
+@pytest.mark.parametrize(
+    "dim,bits,expected",
+    [
+        (13, 1, 2),
+        (13, 2, 4),
+        (13, 4, 7),
+        (13, 8, 13),
+        (768, 2, 192),
+        (256, 4, 128),
+        (512, 2, 128),
+        (1, 1, 1),
+        (8, 1, 1),
+        (9, 1, 2),
+    ],
+)
 def test_bytes_per_vector(dim, bits, expected):
     assert bytes_per_vector(dim, bits) == expected
     q = Quantizer(bits, np.zeros((dim, (1 << bits) - 1), np.float32), np.zeros((dim, 1 << bits), np.float32))
@@ -111,7 +124,9 @@ def test_centroids_are_bin_means(bits):
             members = x[bins == b, j]
             assert members.size > 0
             assert q.centroids[j, b] == pytest.approx(members.mean(), rel=1e-5, abs=1e-6)
-            assert (b == 0 or members.min() >= q.thresholds[j, b - 1]) and (b == (1 << bits) - 1 or members.max() < q.thresholds[j, b])
+            assert (b == 0 or members.min() >= q.thresholds[j, b - 1]) and (
+                b == (1 << bits) - 1 or members.max() < q.thresholds[j, b]
+            )
     # dequantize replaces every code by its centroid
     codes = q.encode(x)
     deq = q.dequantize(codes)
@@ -193,7 +208,7 @@ def test_mixed_quantizer_round_trip_and_search_interface():
     assert np.all(deq[:, mq.bits_per_dim == 0] == 0)
     kept = mq.bits_per_dim > 0
     assert np.mean((deq[:, kept] - x[:, kept]) ** 2) < 0.5 * np.mean(x[:, kept] ** 2)
-    scores, idx = search_codes(x[:5], packed, mq, k=3)
+    _scores, idx = search_codes(x[:5], packed, mq, k=3)
     assert idx.shape == (5, 3) and np.all(idx[:, 0] == np.arange(5))  # each row finds itself
     with pytest.raises(ValueError):
         mq.encode(x[:, :10])
