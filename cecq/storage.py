@@ -222,11 +222,21 @@ class Store:
 
     @_io("copy")
     def local_copy(self, rel: str, dest: str) -> str:
-        """Copy a folder under the root to a local folder (for loaders that need a local path)."""
+        """Copy a folder under the root to a local folder (for loaders that need a local path).
+
+        Object names come from the store and may be anything an object store allows
+        (``a/../../x`` is a valid S3 key): a name that would land outside ``dest`` is refused
+        with a StorageError, before anything is written."""
         os.makedirs(dest, exist_ok=True)
+        root = os.path.realpath(dest)
+        copies = []
         for path in self.fs.find(self.path(rel)):
             name = path[len(self.path(rel)) :].lstrip("/")
-            target = os.path.join(dest, name)
+            target = os.path.realpath(os.path.join(root, name))
+            if ".." in name.replace("\\", "/").split("/") or os.path.commonpath([root, target]) != root:
+                raise StorageError(f"refusing to copy {self.uri(rel)}/{name}: its name leaves the destination folder")
+            copies.append((path, target))
+        for path, target in copies:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(self.fs.cat_file(path))

@@ -25,6 +25,7 @@ from cecq.catalog import load_compressor, load_store_encoder, search_published
 from cecq.catalog.layout import codes_path, decoder_path, embedding_path, model_key, quantizer_path
 from cecq.catalog.records import CorpusManifest
 from cecq.config import DecoderConfig, PipelineConfig
+from cecq.encoders import is_fitted
 from cecq.pipeline.corpus import shard_corpus
 from cecq.pipeline.publish import publish
 from cecq.pipeline.steps import compress_shard, embed_shard, fit_encoder, train_compressor
@@ -119,7 +120,7 @@ def measure(
     source: list[str], docs: int, factor: int, model: str, shard_rows: int, sample_rows: int, workdir: Path
 ) -> dict:
     """Peak RSS of every stage at ``docs`` and ``factor * docs`` documents, and the growth."""
-    stages = [s for s in STAGES if s != "fit-lexical" or model == "lexical"]
+    stages = [s for s in STAGES if s != "fit-lexical" or is_fitted(model)]  # the fit stage of a fitted encoder
     peaks: dict[str, dict[int, int]] = {s: {} for s in stages}
     for n in (docs, docs * factor):
         root = workdir / f"memory-{n}"

@@ -90,3 +90,22 @@ def test_s3_store_and_sharding(s3_endpoint, tmp_path):
     assert [s.rows for s in manifest.shards] == [5, 5, 2]
     assert store.read_parquet(manifest.shards[2].path).column("id").to_pylist() == ["d10", "d11"]
     assert len(store.glob("corpus/*/*.parquet")) == 3
+
+
+def test_a_key_planted_to_escape_is_refused_by_local_copy(s3_endpoint, tmp_path):
+    """An object key with ``..`` (valid on S3) must not write outside the folder that
+    loaders copy a decoder or a fitted model into (issue: path traversal in local_copy)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    prefix = "traversal/models/lexical-x"
+    s3.put_object(Bucket="cecq-test", Key=f"{prefix}/lexical.json", Body=b"{}")
+    s3.put_object(Bucket="cecq-test", Key=f"{prefix}/../../../../../escaped.txt", Body=b"owned")
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket="cecq-test", Prefix=prefix)["Contents"]]
+    assert any(".." in k for k in listed)  # the server keeps the key as written
+    store = Store("s3://cecq-test/traversal")
+    dest = tmp_path / "a" / "b" / "copy"
+    with pytest.raises(StorageError, match=r"escaped\.txt: its name leaves the destination folder"):
+        store.local_copy("models/lexical-x", str(dest))
+    assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
+    assert not (dest / "lexical.json").exists()  # refused before anything was written
