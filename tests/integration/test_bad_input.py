@@ -185,14 +185,44 @@ def test_accepted_odd_input_is_published_as_documented(published_store, tmp_path
     assert [v for v, _ in versions] == [1, 2] and versions[0][1] == ["lexical"]
 
 
-def test_search_query_with_sql_metacharacters_is_a_parameter(published_store):
-    from cecq.catalog import connect, search_store
-    from cecq.storage import Store
+HOSTILE_IDS = ["a'b", "c;d", "e--f", 'g"h', "'; DROP VIEW documents; --", "x' OR '1'='1"]
 
-    store = Store(str(published_store))
-    hits = search_store(store, "'; DROP VIEW documents; SELECT '", k=3)
-    assert len(hits) == 3
-    assert connect(store).execute("SELECT count(*) FROM documents").fetchone()[0] > 0
+
+def test_ids_and_store_paths_with_sql_metacharacters_reach_duckdb_safely(tmp_path, capsys, ray_cluster, prefect_api):
+    """The values that do reach SQL are document ids (hit lookups) and store paths (views):
+    ids with quotes, semicolons and comments, in a store whose path holds a quote, through
+    `cecq sql`, `cecq search` and `cecq eval-store`."""
+    from cecq.catalog import search_store
+    from cecq.cli import main
+    from cecq.storage import Store
+    from tests.helpers.beir import write_beir
+    from tests.helpers.models import TOPICS
+
+    words = list(TOPICS.values())
+    corpus = [
+        {"_id": f"{hid}-{i}", "title": "", "text": " ".join(words[i % 5][j] for j in range(8))}
+        for i in range(30)
+        for hid in [HOSTILE_IDS[i % len(HOSTILE_IDS)]]
+    ]
+    queries = [{"_id": "q1", "text": " ".join(words[0][:4])}, {"_id": "q2", "text": " ".join(words[1][:4])}]
+    qrels = [("q1", d["_id"], 1) for d in corpus[0::5]] + [("q2", d["_id"], 1) for d in corpus[1::5]]
+    beir = write_beir(tmp_path / "beir", corpus, queries, qrels)
+    store_dir = tmp_path / "it's a store"
+    run_flow(beir / "corpus.jsonl", store_dir)
+
+    assert main(["sql", "--store", str(store_dir), "--json", "SELECT id FROM documents ORDER BY id"]) == 0
+    ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert ids == sorted(d["_id"] for d in corpus)
+    store = Store(str(store_dir))
+    hits = search_store(store, queries[0]["text"], k=30)
+    texts = {d["_id"]: d["text"] for d in corpus}
+    assert {h["id"] for h in hits} >= {d["_id"] for d in corpus[0::5]}  # every hostile id comes back...
+    assert all(h["text"] == texts[h["id"]] for h in hits)  # ...with its own text, found by id
+    assert main(["search", "--store", str(store_dir), "'; DROP VIEW documents; SELECT '", "-k", "3", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    out = tmp_path / "eval.json"
+    assert main(["eval-store", str(beir), "--store", str(store_dir), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["ndcg_at_10"] > 0.5  # judged ids matched the ids searched back
 
 
 def _manifest(models, dims, bits, budget_bytes=None, quantization=None):
