@@ -164,7 +164,7 @@ def test_disk_full_is_a_clear_error_and_keeps_committed_files(tmp_path, kind):
 def _embedding_actor_pids() -> list[int]:
     """Processes of embedding actors that are running a shard right now (Ray's process titles)."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if re.search(r"ray::EmbedActor\.embed", line)]
+    return [int(line.split()[0]) for line in out.splitlines() if re.search(r"ray::PoolActor\.run", line)]
 
 
 @pytest.mark.slow

@@ -52,19 +52,19 @@ def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefec
     m = current_manifest(store)
     texts = [(f"{d['title']} {d['text']}").strip() for d in docs]
     tiny = load_encoder(str(tiny_model_dir)).encode(texts)
-    lexical = load_store_encoder(store, "lexical", m["corpus_key"]).encode(texts)
+    lexical = load_store_encoder(store, "lexical", m.corpus_key).encode(texts)
     stored = {}
-    for key in m["model_keys"]:
+    for key in m.model_keys:
         for path in store.glob(f"embeddings/{key}/*.parquet"):
             t = store.read_parquet(path)
             stored.setdefault(key, {}).update(zip(t.column("id").to_pylist(), vectors_of(t)))
     order = [d["_id"] for d in docs]
-    np.testing.assert_allclose(np.stack([stored[m["model_keys"][0]][i] for i in order]), tiny, atol=1e-5)
-    np.testing.assert_allclose(np.stack([stored[m["model_keys"][1]][i] for i in order]), lexical, atol=1e-5)
-    decoder, meta, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    np.testing.assert_allclose(np.stack([stored[m.model_keys[0]][i] for i in order]), tiny, atol=1e-5)
+    np.testing.assert_allclose(np.stack([stored[m.model_keys[1]][i] for i in order]), lexical, atol=1e-5)
+    decoder, meta, quantizer = load_compressor(store, m.decoder, m.quantizer)
     weights = meta["model_weights"]  # fitted on the corpus: the two models' similarity spreads differ
     assert len(weights) == 2 and max(weights) == 1.0 and min(weights) < 1.0
-    x = concatenate([np.stack([stored[k][i] for i in order]) for k in m["model_keys"]], weights)
+    x = concatenate([np.stack([stored[k][i] for i in order]) for k in m.model_keys], weights)
     expected = quantizer.quantize(decode(decoder, x, quantizer.dim))
     assert [codes[i] for i in order] == [bytes(r) for r in expected]
 
@@ -83,7 +83,7 @@ def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefec
     assert all(codes2[i] == codes[i] for i in unchanged)
     for p, mtime in files_before.items():  # nothing committed before was rewritten
         assert os.stat(p).st_mtime_ns == mtime, p
-    manifest = CorpusManifest.from_dict(store.read_json(m["corpus_manifest"]))
+    manifest = CorpusManifest.from_dict(store.read_json(m.corpus_manifest))
     assert manifest.rows == 45  # the first version's manifest is still readable
 
 
@@ -120,7 +120,7 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
     assert published(store_dir) == before
 
 
-@pytest.mark.parametrize("quantization,budget", [("scalar", 5), ("product", 4)])
+@pytest.mark.parametrize("quantization,budget", [("mixed", 5), ("product", 4)])
 def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
     tmp_path, ray_cluster, prefect_api, quantization, budget
 ):
@@ -151,9 +151,9 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
     assert run["bits"] is None and run["budget_bytes"] == budget and 1 <= run["bytes_per_doc"] <= budget
     assert run["quantization"] == quantization
     m = current_manifest(store)
-    _, _, quantizer = load_compressor(store, m["decoder"], m["quantizer"])
+    _, _, quantizer = load_compressor(store, m.decoder, m.quantizer)
     assert quantizer.bytes_per_vector == run["bytes_per_doc"]
-    if quantization == "scalar":
+    if quantization == "mixed":
         assert isinstance(quantizer, MixedQuantizer)
         assert len(set(quantizer.bits_per_dim.tolist())) >= 2  # fitted per dim, not one width for all
     else:
