@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from cecq.errors import ConfigError
+from cecq.quantization.base import CodeQuantizer
 from cecq.quantization.packing import VALID_BITS
 from cecq.quantization.registry import quantizer_class, resolve_kind
 
@@ -265,7 +266,7 @@ class PipelineConfig:
             raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
 
     @property
-    def quantizer(self) -> type:
+    def quantizer(self) -> type[CodeQuantizer]:
         """The quantizer class of this run's kind."""
         return quantizer_class(str(self.quantization))
 
