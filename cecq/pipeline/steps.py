@@ -278,7 +278,9 @@ class EmbedWorker:
 
     def __call__(self, job: Any) -> EmbedShardResult:
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
-        return embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
+        result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
+        result.model_info = self.encoder.info()  # a shard skipped on a retry still says which model ran
+        return result
 
 
 def embed_worker_factory(

@@ -16,6 +16,8 @@ LEGACY_KIND = "scalar"  # files of the first release's (scalar) quantizers carry
 
 def write_quantizer_table(table: pa.Table, meta: dict[str, Any], path: str | Path | BinaryIO, filesystem=None) -> None:
     """Write ``table`` with ``meta`` to ``path`` (a path, URL or open binary file)."""
+    if meta.get("kind") == LEGACY_KIND:  # scalar files keep the first release's format, byte for byte
+        meta = {k: v for k, v in meta.items() if k != "kind"}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)})
     pq.write_table(table, path if hasattr(path, "write") else str(path), filesystem=filesystem)
 
