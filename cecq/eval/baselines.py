@@ -81,6 +81,23 @@ def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> It
         yield fit_quantizer(kind, calibration, budget_bytes=budget, seed=seed)
 
 
+def _scalar_baseline(
+    name: str,
+    method: str,
+    doc_vecs: np.ndarray,
+    query_vecs: np.ndarray,
+    bits: int,
+    k: int,
+    scorings: Sequence[str],
+    rescore: int,
+) -> Iterator[BaselineResult]:
+    """Float vectors of a baseline method, percentile-quantized at ``bits`` and searched with each scoring."""
+    for scoring, s, i, nbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore):
+        yield BaselineResult(
+            name, scoring, s, i, nbytes, dims=doc_vecs.shape[1], bits=bits, method=method, quantization=Quantizer.kind
+        )
+
+
 def pq_baseline(
     model_name: str,
     doc_vecs: np.ndarray,
@@ -91,18 +108,9 @@ def pq_baseline(
     rescore: int = 0,
 ) -> Iterator[BaselineResult]:
     """(a) ``pq-<model>-<bits>b``: one base model's own vectors, percentile-quantized per dimension."""
-    for scoring, s, i, nbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore):
-        yield BaselineResult(
-            f"pq-{model_name}-{bits}b",
-            scoring,
-            s,
-            i,
-            nbytes,
-            dims=doc_vecs.shape[1],
-            bits=bits,
-            method=f"pq-{model_name}",
-            quantization=Quantizer.kind,
-        )
+    yield from _scalar_baseline(
+        f"pq-{model_name}-{bits}b", f"pq-{model_name}", doc_vecs, query_vecs, bits, k, scorings, rescore
+    )
 
 
 @dataclass
@@ -161,18 +169,7 @@ def pca_baseline(
     """(b) ``pca-<dims>d-<bits>b``: the float concatenation's top ``dims`` principal components
     (``pca`` fitted on the corpus), percentile-quantized."""
     d_docs, d_queries = pca.project(docs, dims), pca.project(queries, dims)
-    for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, k, scorings, rescore):
-        yield BaselineResult(
-            f"pca-{dims}d-{bits}b",
-            scoring,
-            s,
-            i,
-            nbytes,
-            dims=dims,
-            bits=bits,
-            method="pca",
-            quantization=Quantizer.kind,
-        )
+    yield from _scalar_baseline(f"pca-{dims}d-{bits}b", "pca", d_docs, d_queries, bits, k, scorings, rescore)
 
 
 def train_mrl_decoder(docs: np.ndarray, config: DecoderConfig, show_progress: bool = False) -> Decoder:
@@ -193,18 +190,7 @@ def mrl_baseline(
 ) -> Iterator[BaselineResult]:
     """(c) ``mrl-<dims>d-<bits>b``: the ``dims``-prefix of a randomly initialised MRL decoder, quantized."""
     d_docs, d_queries = decode(decoder, docs, dims), decode(decoder, queries, dims)
-    for scoring, s, i, nbytes in quantized_search(d_docs, d_queries, bits, k, scorings, rescore):
-        yield BaselineResult(
-            f"mrl-{dims}d-{bits}b",
-            scoring,
-            s,
-            i,
-            nbytes,
-            dims=dims,
-            bits=bits,
-            method="mrl",
-            quantization=Quantizer.kind,
-        )
+    yield from _scalar_baseline(f"mrl-{dims}d-{bits}b", "mrl", d_docs, d_queries, bits, k, scorings, rescore)
 
 
 def binary_search(

@@ -20,6 +20,7 @@ from cecq.eval.baselines import ALLOCATION_ROWS, budget_quantizers, quantized_se
 from cecq.eval.beir import RetrievalTask
 from cecq.eval.metrics import RETRIEVE_K, ranking_scores
 from cecq.quantization import quantizer_class
+from cecq.quantization.registry import DEFAULT_KINDS
 from cecq.search import search_float
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def evaluate_task(
     if pairs and dcfg.out_dim < max(d for d, _ in pairs):
         dcfg = replace(dcfg, out_dim=max(d for d, _ in pairs))
     empty = ~nonempty_rows(docs)
-    scalar = quantizer_class("scalar")  # the fixed-bits kind the (dims, bits) pairs use
+    scalar = quantizer_class(DEFAULT_KINDS["bits"])  # the fixed-bits kind the (dims, bits) pairs use
     variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
     for tag, cfg in variants:
         decoder, stats = train_decoder(docs[~empty], cfg, show_progress=show_progress)

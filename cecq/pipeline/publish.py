@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from cecq.catalog.layout import CURRENT, manifest_path, run_record_path, version_dir
-from cecq.catalog.reader import current_manifest, current_version, load_quantizer
+from cecq.catalog.reader import current_version, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
 from cecq.config import PipelineConfig
 from cecq.decoder import CONFIG_FILE
@@ -95,7 +95,7 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
     """
     previous = current_version(store)
     if previous:
-        current = current_manifest(store)
+        current = read_manifest(store, previous)
         if current.run_id == run.run_id and current.codes == [s.path for s in shards]:
             return previous
     version = previous + 1

@@ -114,7 +114,6 @@ def embed_shard(
         bytes=nbytes,
         truncated=encoder.truncated - truncated_before,
         seconds=time.perf_counter() - started,
-        model_info=encoder.info(),
     )
 
 
@@ -279,7 +278,7 @@ class EmbedWorker:
     def __call__(self, job: Any) -> EmbedShardResult:
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
         result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
-        result.model_info = self.encoder.info()  # a shard skipped on a retry still says which model ran
+        result.model_info = self.encoder.info()  # skipped shards too: a retried job still says which model ran
         return result
 
 
