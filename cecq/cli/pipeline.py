@@ -8,8 +8,12 @@ import json
 
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.pipeline.summary import RunSummary
+from cecq.quantization import quantizer_class
+from cecq.targets import DEFAULT_COMPRESSION, PREFERRED_KINDS
 
 P = PipelineConfig  # the defaults of every option below
+PRODUCT_ROWS = quantizer_class(PREFERRED_KINDS[0]).min_calibration_rows
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -23,15 +27,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True, help="storage root URL (local folder or s3://bucket/prefix)")
     add_models(p)
     p.add_argument("--shard-rows", type=int, default=P.shard_rows, help=f"documents per shard (default {P.shard_rows})")
-    p.add_argument("--dims", type=int, default=P.dims, help=f"decoder prefix size to publish (default {P.dims})")
     p.add_argument(
-        "--bits", type=int, default=P.bits, choices=VALID_BITS, help=f"bits per dimension (default {P.bits})"
+        "--compression",
+        type=float,
+        default=DEFAULT_COMPRESSION,
+        metavar="R",
+        help=f"target ratio to the float32 concatenation (default {DEFAULT_COMPRESSION:g}): picks --out-dim, "
+        "--dims, --budget-bytes and --quantization for these models and this corpus (product codes from "
+        f"{PRODUCT_ROWS:,} documents, fitted bits below); the options below override the parts they name",
     )
+    p.add_argument("--dims", type=int, help="override: decoder prefix size to publish")
+    p.add_argument("--bits", type=int, choices=VALID_BITS, help="override: bits per dimension (scalar codes)")
     p.add_argument(
         "--budget-bytes",
         type=int,
         metavar="B",
-        help="instead of --bits: B bytes a document, spent by the --quantization kind",
+        help="override: B bytes a document, spent by the --quantization kind",
     )
     add_quantization(p)
     p.add_argument("--id-column", help="id column (default: _id, id or doc_id)")
@@ -40,12 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=P.batch_size)
     p.add_argument("--max-epochs", type=int, default=PIPELINE_DECODER.max_epochs)
-    p.add_argument(
-        "--out-dim",
-        type=int,
-        default=PIPELINE_DECODER.out_dim,
-        help=f"decoder output size; --dims is a prefix of it (default {PIPELINE_DECODER.out_dim})",
-    )
+    p.add_argument("--out-dim", type=int, help="override: decoder output size; --dims is a prefix of it")
     p.add_argument(
         "--max-train-rows",
         type=int,
@@ -60,6 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"(default {P.model_weights})",
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+    add_json(p)
     p.set_defaults(func=cmd_embed_corpus)
 
     p = sub.add_parser(
@@ -78,6 +85,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--retrain-fraction", type=float, default=P.retrain_fraction)
     p.add_argument("--ray-address")
+    add_json(p)
     p.set_defaults(func=cmd_reindex)
 
 
@@ -89,6 +97,7 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         store=args.store,
         models=args.models or list(P.models),
+        compression=args.compression,
         shard_rows=args.shard_rows,
         dims=args.dims,
         bits=args.bits,
@@ -103,8 +112,7 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
         max_train_rows=args.max_train_rows,
         model_weights=args.weights,
     )
-    print(json.dumps(result, indent=2))
-    return 0
+    return report(result, args.json)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -118,5 +126,14 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         retrain_fraction=args.retrain_fraction,
         ray_address=args.ray_address,
     )
-    print(json.dumps(result, indent=2))
+    return report(result, args.json)
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result (ids and summary) as JSON, not a table")
+
+
+def report(result: dict, as_json: bool) -> int:
+    """The run's summary table (or its JSON) on stdout."""
+    print(json.dumps(result, indent=2) if as_json else RunSummary.from_dict(result["summary"]).table())
     return 0

@@ -15,6 +15,7 @@ from cecq.config import PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError
 from cecq.storage import Store
+from cecq.targets import CompressionPlan
 
 
 def choose_compressor(
@@ -56,6 +57,7 @@ def describe_run(
     quantizer_rel: str,
     compressor_id: str,
     started: str,
+    plan: CompressionPlan | None = None,
 ) -> RunRecord:
     """The run record stored in ``runs/<id>/run.json`` and shown by the ``runs`` view."""
     decoder_meta = store.read_json(f"{decoder_rel}/{CONFIG_FILE}")
@@ -84,6 +86,7 @@ def describe_run(
         bytes_per_doc=bytes_per_doc,
         compression=4 * decoder_meta["in_dim"] / bytes_per_doc,
         config=config.to_dict(),
+        compression_plan=plan.to_dict() if plan else None,
     )
 
 

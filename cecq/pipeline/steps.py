@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path, quantizer_path
 from cecq.catalog.reader import load_compressor, load_store_encoder
@@ -30,6 +31,7 @@ from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, sp
 from cecq.pipeline.ray_pool import ActorContext
 from cecq.quantization import CodeQuantizer, fit_quantizer
 from cecq.storage import Store
+from cecq.targets import CompressionPlan, CompressionTarget
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,27 @@ def load_concatenated(
     """:func:`load_parts`, concatenated with the per-model ``weights``."""
     ids, hashes, parts = load_parts(store, paths, rows)
     return ids, hashes, concatenate(parts, weights)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def embedding_dim(store: Store, rel: str) -> int:
+    """Width of an embedding shard's vectors, from its Parquet schema (no rows read)."""
+    with store.fs.open(store.path(rel), "rb") as f:
+        return int(pq.read_schema(f).field("embedding").type.list_size)
+
+
+def plan_compression(
+    store: Store, manifest: CorpusManifest, model_keys: Sequence[str], target: CompressionTarget, max_train_rows: int
+) -> CompressionPlan:
+    """Resolve a compression target for this corpus: the models' total dimension (read from
+    their committed embedding shards) and the documents the decoder is trained on."""
+    total_dim = sum(embedding_dim(store, embedding_path(k, manifest.shards[0])) for k in model_keys)
+    rows = min(max(1, manifest.rows - manifest.empty_texts), max_train_rows)
+    plan = target.plan(total_dim, rows)
+    logger.info("compression: %s", plan.describe())
+    return plan
 
 
 # ---------------------------------------------------------------- training
