@@ -9,6 +9,7 @@ import json
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
 from cecq.pipeline.summary import RunSummary
+from cecq.progress import console_sink, reporting_to
 from cecq.quantization import quantizer_class
 from cecq.targets import DEFAULT_COMPRESSION, PREFERRED_KINDS
 
@@ -93,25 +94,26 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
     prefect_defaults()
     from flows.embed_corpus import embed_corpus  # heavy: Prefect
 
-    result = embed_corpus(
-        corpus=args.corpus,
-        store=args.store,
-        models=args.models or list(P.models),
-        compression=args.compression,
-        shard_rows=args.shard_rows,
-        dims=args.dims,
-        bits=args.bits,
-        budget_bytes=args.budget_bytes,
-        quantization=args.quantization,
-        ray_address=args.ray_address,
-        id_column=args.id_column,
-        text_columns=args.text_columns,
-        batch_size=args.batch_size,
-        max_epochs=args.max_epochs,
-        out_dim=args.out_dim,
-        max_train_rows=args.max_train_rows,
-        model_weights=args.weights,
-    )
+    with reporting_to(console_sink()):
+        result = embed_corpus(
+            corpus=args.corpus,
+            store=args.store,
+            models=args.models or list(P.models),
+            compression=args.compression,
+            shard_rows=args.shard_rows,
+            dims=args.dims,
+            bits=args.bits,
+            budget_bytes=args.budget_bytes,
+            quantization=args.quantization,
+            ray_address=args.ray_address,
+            id_column=args.id_column,
+            text_columns=args.text_columns,
+            batch_size=args.batch_size,
+            max_epochs=args.max_epochs,
+            out_dim=args.out_dim,
+            max_train_rows=args.max_train_rows,
+            model_weights=args.weights,
+        )
     return report(result, args.json)
 
 
@@ -119,13 +121,14 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     prefect_defaults()
     from flows.reindex import reindex  # heavy: Prefect
 
-    result = reindex(
-        corpus=args.corpus,
-        store=args.store,
-        decoder_policy=args.decoder_policy,
-        retrain_fraction=args.retrain_fraction,
-        ray_address=args.ray_address,
-    )
+    with reporting_to(console_sink()):
+        result = reindex(
+            corpus=args.corpus,
+            store=args.store,
+            decoder_policy=args.decoder_policy,
+            retrain_fraction=args.retrain_fraction,
+            ray_address=args.ray_address,
+        )
     return report(result, args.json)
 
 

@@ -53,3 +53,34 @@ def test_default_run_and_reindex_with_deletions_on_s3(tmp_path, s3_endpoint, ray
     assert result["catalog_version"] == 2 and result["summary"]["documents"] == 39
     ids = {r[0] for r in connect(store).execute("SELECT id FROM documents").fetchall()}
     assert len(ids) == 39 and "d900" in ids and not ids & {"d007", "d020"}
+
+
+class _SlowWorker:
+    """Reports half of its job, works, then finishes: the pool must see the half."""
+
+    def __init__(self, context):
+        self.report = context.report
+
+    def __call__(self, job):
+        import time
+
+        self.report(job.size // 2)
+        time.sleep(5)
+        return job.size
+
+
+class _Job:
+    name, size = "one shard", 1000
+
+
+def _slow_factory(context):
+    return _SlowWorker(context)
+
+
+def test_actors_report_progress_within_a_job(ray_cluster):
+    from cecq.pipeline import ray_pool
+
+    seen: list[tuple[int, int]] = []
+    placed = ray_pool.run_on_actors(_slow_factory, [_Job()], progress=lambda d, t: seen.append((d, t)))
+    assert [p.value for p in placed] == [1000]
+    assert (500, 1000) in seen and seen[-1] == (1000, 1000), seen
