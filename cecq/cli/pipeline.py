@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from cecq.catalog import current_manifest
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.pipeline.dry_run import plan_reindex
+from cecq.pipeline.publish import reindex_config
 from cecq.pipeline.summary import RunSummary
 from cecq.progress import console_sink, reporting_to
 from cecq.quantization import quantizer_class
+from cecq.storage import Store
 from cecq.targets import DEFAULT_COMPRESSION, PREFERRED_KINDS
 
 P = PipelineConfig  # the defaults of every option below
@@ -85,6 +89,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"(default {P.decoder_policy})",
     )
     p.add_argument("--retrain-fraction", type=float, default=P.retrain_fraction)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be embedded, reused and deleted, and whether the decoder would be retrained; "
+        "write nothing (no Prefect, no Ray)",
+    )
     p.add_argument("--ray-address")
     add_json(p)
     p.set_defaults(func=cmd_reindex)
@@ -118,6 +128,14 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        store = Store(args.store)
+        config = reindex_config(
+            current_manifest(store), args.corpus, args.store, args.decoder_policy, args.retrain_fraction
+        )
+        plan = plan_reindex(store, config, current_manifest(store))
+        print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+        return 0
     prefect_defaults()
     from flows.reindex import reindex  # heavy: Prefect
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from cecq.catalog.layout import CURRENT, manifest_path, run_record_path, version_dir
 from cecq.catalog.reader import current_version, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
-from cecq.config import PipelineConfig
+from cecq.config import DecoderPolicy, PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError
 from cecq.storage import Store
@@ -45,6 +45,20 @@ def choose_compressor(
     if policy == "auto" and changed_fraction > config.retrain_fraction:
         return None
     return previous.compressor_id, previous.decoder, previous.quantizer
+
+
+def reindex_config(
+    previous: CatalogManifest, corpus: str, store: str, decoder_policy: DecoderPolicy, retrain_fraction: float
+) -> PipelineConfig:
+    """A reindex's configuration: the published run's, for another corpus URL and policy."""
+    return PipelineConfig.from_dict(
+        previous.config,
+        corpus=corpus,
+        store=store,
+        models=tuple(previous.models),
+        decoder_policy=decoder_policy,
+        retrain_fraction=retrain_fraction,
+    )
 
 
 def describe_run(

@@ -29,7 +29,7 @@ class DocumentChanges:
         return self.new + self.changed
 
 
-def _id_hashes(store: Store, paths: list[str]) -> dict[str, str]:
+def id_hashes(store: Store, paths: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in paths:
         t = store.read_parquet(p, ["id", "content_hash"])
@@ -44,9 +44,14 @@ def document_changes(store: Store, manifest: CorpusManifest, previous: CorpusMan
         return DocumentChanges(new=manifest.rows)
     before, after = {s.key: s for s in previous.shards}, {s.key: s for s in manifest.shards}
     same = before.keys() & after.keys()
-    old = _id_hashes(store, [s.path for k, s in before.items() if k not in same])
-    now = _id_hashes(store, [s.path for k, s in after.items() if k not in same])
-    changes = DocumentChanges(unchanged=sum(after[k].rows for k in same))
+    old = id_hashes(store, [s.path for k, s in before.items() if k not in same])
+    now = id_hashes(store, [s.path for k, s in after.items() if k not in same])
+    return compare_documents(old, now, unchanged=sum(after[k].rows for k in same))
+
+
+def compare_documents(old: dict[str, str], now: dict[str, str], unchanged: int = 0) -> DocumentChanges:
+    """Count ``id -> content hash`` maps against each other (plus ``unchanged`` counted elsewhere)."""
+    changes = DocumentChanges(unchanged=unchanged)
     for doc, digest in now.items():
         if doc not in old:
             changes.new += 1

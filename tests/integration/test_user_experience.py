@@ -22,6 +22,7 @@ def _upload(store: Store, rel: str, path) -> str:
 
 def test_default_run_and_reindex_with_deletions_on_s3(tmp_path, s3_endpoint, ray_cluster, prefect_api, capsys):
     from cecq.catalog import connect, read_run
+    from cecq.catalog.status import list_files
 
     store = Store("s3://cecq-test/ux")
     local = tmp_path / "docs.jsonl"
@@ -46,13 +47,24 @@ def test_default_run_and_reindex_with_deletions_on_s3(tmp_path, s3_endpoint, ray
     docs.append({"_id": "d900", "title": "new", "text": "a new document about telescopes"})
     local.write_text("".join(json.dumps(d) + "\n" for d in docs))
     _upload(store, "input/docs.jsonl", local)
+    objects = {p: store.read_bytes(p) for p in list_files(store)}
+    assert main(["reindex", corpus, "--store", store.url, "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert {p: store.read_bytes(p) for p in list_files(store)} == objects  # a dry run writes nothing
     assert main(["reindex", corpus, "--store", store.url, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert dry["changes"] == result["summary"]["changes"]  # the dry run said what the run did
+    assert {m["model"]: m["embed"] for m in dry["models"]} == result["summary"]["embedded"]
     changes = result["summary"]["changes"]
     assert changes == {"new": 1, "changed": 1, "unchanged": 37, "deleted": 2}, changes
     assert result["catalog_version"] == 2 and result["summary"]["documents"] == 39
+    store.fs.invalidate_cache()  # this process listed the store before the reindex wrote to it (a CLI starts afresh)
     ids = {r[0] for r in connect(store).execute("SELECT id FROM documents").fetchall()}
     assert len(ids) == 39 and "d900" in ids and not ids & {"d007", "d020"}
+
+    assert main(["status", "--store", store.url]) == 0
+    status = capsys.readouterr().out
+    assert "published: catalog v2" in status and "healthy: yes" in status and "leftovers: 0 files" in status
 
 
 class _SlowWorker:

@@ -79,7 +79,9 @@ def test_decoder_training_reports_epochs_and_validation_loss(one_torch_thread):
     x = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
     seen: list[tuple[float, float, str]] = []
     _, stats = train_decoder(
-        x, DecoderConfig(out_dim=8, prefix_sizes=(4, 8), max_epochs=3, batch_size=32), progress=lambda *a: seen.append(a)
+        x,
+        DecoderConfig(out_dim=8, prefix_sizes=(4, 8), max_epochs=3, batch_size=32),
+        progress=lambda *a: seen.append(a),
     )
     assert all(total == 3.0 for _, total, _ in seen)
     assert any(0 < done < 1 for done, _, _ in seen)  # within the first epoch
