@@ -15,7 +15,7 @@ from cecq.pipeline.summary import RunSummary
 from cecq.progress import console_sink, reporting_to
 from cecq.quantization import quantizer_class
 from cecq.storage import Store
-from cecq.targets import DEFAULT_COMPRESSION, PREFERRED_KINDS
+from cecq.targets import DEFAULT_COMPRESSION, PREFERRED_KINDS, CompressionTarget
 
 P = PipelineConfig  # the defaults of every option below
 PRODUCT_ROWS = quantizer_class(PREFERRED_KINDS[0]).min_calibration_rows
@@ -101,6 +101,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_embed_corpus(args: argparse.Namespace) -> int:
+    # a bad target fails here, before Prefect starts (the flow checks it again)
+    CompressionTarget(args.compression, args.dims, args.bits, args.budget_bytes, args.quantization, args.out_dim)
     prefect_defaults()
     from flows.embed_corpus import embed_corpus  # heavy: Prefect
 
