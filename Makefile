@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m flows.demo
+	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180 $(PY) -m flows.demo
 
 lint: install
 	$(VENV)/bin/ruff check .

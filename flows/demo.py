@@ -15,6 +15,8 @@ from importlib import import_module
 from pathlib import Path
 
 from cecq.catalog import connect, search_store
+from cecq.pipeline.summary import RunSummary
+from cecq.progress import console_sink, reporting_to
 from cecq.storage import Store
 from flows.embed_corpus import embed_corpus
 
@@ -61,9 +63,10 @@ def main() -> None:
         corpus, query = SCIFACT / "corpus.jsonl", "vitamin D deficiency and bone fractures"
     else:
         corpus, query = stdlib_docstrings(STORE / "input" / "stdlib.jsonl"), "parse command line arguments"
-    print(f"embed-corpus: {corpus} -> {STORE}", flush=True)
-    result = embed_corpus(corpus=str(corpus), store=str(STORE), shard_rows=1000)
-    print(json.dumps(result, indent=2))
+    print(f"embed-corpus: {corpus} -> {STORE} (default --compression, progress below)", flush=True)
+    with reporting_to(console_sink()):
+        result = embed_corpus(corpus=str(corpus), store=str(STORE), shard_rows=1000)
+    print("\n" + RunSummary.from_dict(result["summary"]).table() + "\n", flush=True)
 
     store = Store(str(STORE))
     sql = (
@@ -73,7 +76,8 @@ def main() -> None:
     print(f'\n$ cecq sql --store {STORE} "{sql}"')
     connect(store).sql(sql).show()
     sql = (
-        "SELECT run_id, documents, dims, bits, round(compression, 1) AS compression, status FROM runs ORDER BY started"
+        "SELECT run_id, documents, dims, quantization, bytes_per_doc, round(compression, 1) AS compression, status "
+        "FROM runs ORDER BY started"
     )
     print(f'$ cecq sql --store {STORE} "{sql}"')
     connect(store).sql(sql).show()

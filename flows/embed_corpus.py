@@ -4,6 +4,7 @@ Its parameters' defaults are :class:`cecq.config.PipelineConfig`'s."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import replace
 
 from prefect import flow
@@ -11,49 +12,99 @@ from prefect import flow
 from cecq.catalog import CatalogManifest, run_id_for
 from cecq.config import PIPELINE_DECODER, PipelineConfig
 from cecq.encoders import is_fitted
+from cecq.targets import CompressionTarget
 from tasks import (
     compress_task,
     embed_model_task,
     fit_encoder_task,
     load_previous_task,
+    plan_compression_task,
     plan_compressor_task,
     publish_task,
     shard_corpus_task,
+    summarise_task,
     train_compressor_task,
 )
 
 P = PipelineConfig  # the defaults of every parameter below
+T = CompressionTarget
 
 
-def run_steps(config: PipelineConfig, ray_address: str | None, previous: CatalogManifest | None) -> dict:
-    """The steps both flows share. ``previous`` is the store's published manifest (or None)."""
+class _Timer:
+    """Wall seconds per step, for the summary."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._step, self._started = "", 0.0
+
+    def __call__(self, step: str) -> _Timer:
+        self._step = step
+        return self
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds[self._step] = self.seconds.get(self._step, 0.0) + time.perf_counter() - self._started
+
+
+def run_steps(
+    config: PipelineConfig,
+    ray_address: str | None,
+    previous: CatalogManifest | None,
+    target: CompressionTarget | None = None,
+) -> dict:
+    """The steps both flows share. ``previous`` is the store's published manifest (or None).
+    With a ``target``, the codes' sizes and kind of ``config`` are replaced by the target's
+    plan for this corpus and these models once they are embedded."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
-    manifest_path = shard_corpus_task(
-        config.corpus,
-        config.store,
-        config.shard_rows,
-        config.id_column,
-        list(config.text_columns) if config.text_columns else None,
-    )
-    run_id = run_id_for(config, manifest_path)
+    step = _Timer()
+    with step("shard"):
+        manifest_path = shard_corpus_task(
+            config.corpus,
+            config.store,
+            config.shard_rows,
+            config.id_column,
+            list(config.text_columns) if config.text_columns else None,
+        )
     for model in config.models:
         if is_fitted(model):
-            fit_encoder_task(config.store, manifest_path, model)
+            with step(f"fit {model}"):
+                fit_encoder_task(config.store, manifest_path, model)
     previous_manifest = previous.corpus_manifest if previous else None
-    embedding = [
-        embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
-        for m in config.models
-    ]
+    embedding = []
+    for m in config.models:
+        with step(f"embed {m}"):
+            embedding.append(
+                embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
+            )
     model_keys = [e.model_key for e in embedding]
-    reused = plan_compressor_task(config, manifest_path, previous, embedding)
-    if reused is None:
-        compressor_id = run_id
-        decoder, quantizer = train_compressor_task(config, manifest_path, run_id, model_keys)
-    else:
-        compressor_id, decoder, quantizer = reused
-    shards = compress_task(config.store, manifest_path, model_keys, decoder, quantizer, compressor_id, ray_address)
-    version = publish_task(config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards)
-    return {"run_id": run_id, "catalog_version": version, "store": config.store, "compressor_id": compressor_id}
+    plan = None
+    if target is not None:
+        plan = plan_compression_task(config.store, manifest_path, model_keys, target, config.decoder.max_train_rows)
+        config = plan.apply(config)
+    run_id = run_id_for(config, manifest_path)
+    with step("train decoder + quantizer"):
+        reused = plan_compressor_task(config, manifest_path, previous, embedding)
+        if reused is None:
+            compressor_id = run_id
+            decoder, quantizer = train_compressor_task(config, manifest_path, run_id, model_keys)
+        else:
+            compressor_id, decoder, quantizer = reused
+    with step("compress"):
+        shards = compress_task(config.store, manifest_path, model_keys, decoder, quantizer, compressor_id, ray_address)
+    with step("publish"):
+        version = publish_task(
+            config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards, plan
+        )
+    summary = summarise_task(config.store, run_id, version, manifest_path, previous_manifest, step.seconds)
+    return {
+        "run_id": run_id,
+        "catalog_version": version,
+        "store": config.store,
+        "compressor_id": compressor_id,
+        "summary": summary,
+    }
 
 
 @flow(name="embed-corpus", log_prints=True)
@@ -61,39 +112,39 @@ def embed_corpus(
     corpus: str,
     store: str,
     models: list[str] = list(P.models),  # noqa: B006 - the default the deployment shows; never mutated
+    compression: float = T.compression,
     shard_rows: int = P.shard_rows,
-    dims: int = P.dims,
-    bits: int = P.bits,
-    budget_bytes: int | None = P.budget_bytes,
-    quantization: str | None = P.quantization,
+    dims: int | None = T.dims,
+    bits: int | None = T.bits,
+    budget_bytes: int | None = T.budget_bytes,
+    quantization: str | None = T.quantization,
     ray_address: str | None = None,
     id_column: str | None = P.id_column,
     text_columns: list[str] | None = None,
     batch_size: int = P.batch_size,
-    out_dim: int = PIPELINE_DECODER.out_dim,
+    out_dim: int | None = T.out_dim,
     max_epochs: int = PIPELINE_DECODER.max_epochs,
     max_train_rows: int = PIPELINE_DECODER.max_train_rows,
     model_weights: str = P.model_weights,
     seed: int = PIPELINE_DECODER.seed,
 ) -> dict:
     """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
-    quantized embeddings under ``store`` (any fsspec URL)."""
+    quantized embeddings under ``store`` (any fsspec URL).
+
+    ``compression`` (x the float32 concatenation) picks the decoder size, dims, byte budget
+    and quantizer kind for these models and this corpus (:mod:`cecq.targets`); ``dims``,
+    ``bits``, ``budget_bytes``, ``quantization`` and ``out_dim`` override the parts they name."""
+    target = CompressionTarget(compression, dims, bits, budget_bytes, quantization, out_dim)  # checked before any work
     config = PipelineConfig(
         corpus=corpus,
         store=store,
         models=tuple(models),
         shard_rows=shard_rows,
-        dims=dims,
-        bits=bits,
-        budget_bytes=budget_bytes,
-        quantization=quantization,
         id_column=id_column,
         text_columns=tuple(text_columns) if text_columns else None,
         batch_size=batch_size,
-        decoder=replace(
-            PIPELINE_DECODER, out_dim=out_dim, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed
-        ),
+        decoder=replace(PIPELINE_DECODER, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed),
         decoder_policy="retrain",
         model_weights=model_weights,
     )
-    return run_steps(config, ray_address, load_previous_task(store))
+    return run_steps(config, ray_address, load_previous_task(store), target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from cecq.config import DecoderPolicy, PipelineConfig
+from cecq.pipeline.publish import reindex_config
 from flows.embed_corpus import run_steps
 from tasks import load_previous_task
 
@@ -26,12 +27,5 @@ def reindex(
     previous = load_previous_task(store)
     if previous is None:
         raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
-    config = PipelineConfig.from_dict(
-        previous.config,
-        corpus=corpus,
-        store=store,
-        models=tuple(previous.models),
-        decoder_policy=decoder_policy,
-        retrain_fraction=retrain_fraction,
-    )
+    config = reindex_config(previous, corpus, store, decoder_policy, retrain_fraction)
     return run_steps(config, ray_address, previous)

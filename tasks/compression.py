@@ -19,7 +19,7 @@ def train_compressor_task(
     """Train the decoder and fit the quantizer on a sample; return their paths."""
     store = Store(config.store)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
-    paths = train_compressor(store, run_id, manifest, model_keys, config)
+    paths = train_compressor(store, run_id, manifest, model_keys, config, progress_reporter("train decoder", "epochs"))
     get_run_logger().info("decoder %s, quantizer %s", *paths)
     return paths
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from cecq.catalog import CodesShard, CorpusManifest, EmbeddingResult
+from cecq.catalog import CodesShard, CorpusManifest, EmbeddingResult, read_run
 from cecq.config import PipelineConfig
 from cecq.pipeline.publish import describe_run, publish
+from cecq.pipeline.summary import document_changes, summarise_run
 from cecq.storage import Store
+from cecq.targets import CompressionPlan
 from tasks.retry import retry_unless_bad_input
 
 
@@ -21,25 +23,38 @@ def publish_task(
     compressor_id: str,
     started: str,
     shards: list[CodesShard],
+    plan: CompressionPlan | None = None,
 ) -> int:
-    """Publish the compressed shards as the next catalog version, with a summary artifact."""
+    """Publish the compressed shards as the next catalog version."""
     store = Store(config.store)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
-    run = describe_run(store, config, run_id, manifest, embedding, decoder, quantizer, compressor_id, started)
-    version = publish(store, run, shards)
-    rows = "\n".join(
-        f"| {m.model} | {m.embedded_documents} | {m.skipped_shards} | {m.seconds:.1f} |" for m in run.embedding
+    run = describe_run(store, config, run_id, manifest, embedding, decoder, quantizer, compressor_id, started, plan)
+    return publish(store, run, shards)
+
+
+@task(name="summarise-run")
+def summarise_task(
+    store_url: str,
+    run_id: str,
+    version: int,
+    manifest_path: str,
+    previous_manifest_path: str | None,
+    seconds: dict[str, float],
+) -> dict:
+    """The run's summary (documents new/changed/unchanged/deleted, sizes, timings, next
+    commands) as a Markdown artifact and a log line; returned as a dict."""
+    store = Store(store_url)
+    manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
+    previous = CorpusManifest.from_dict(store.read_json(previous_manifest_path)) if previous_manifest_path else None
+    summary = summarise_run(
+        store, read_run(store, run_id), version, document_changes(store, manifest, previous), manifest, seconds
     )
-    create_markdown_artifact(
-        key="cecq-run-summary",
-        description=f"cecq run {run.run_id}",
-        markdown=(
-            f"# cecq catalog v{version}\n\n"
-            f"run `{run.run_id}` · corpus `{run.corpus}` · store `{config.store}`\n\n"
-            f"documents: {run.documents} · shards: {len(shards)} · {run.dims} dims, "
-            f"{config.quantizer.describe(run.bits, run.budget_bytes)} "
-            f"= {run.bytes_per_doc} bytes/doc ({run.compression:.1f}x)\n\n"
-            "| model | embedded documents | shards skipped | actor seconds |\n|---|---|---|---|\n" + rows
-        ),
+    create_markdown_artifact(key="cecq-run-summary", description=f"cecq run {run_id}", markdown=summary.markdown())
+    get_run_logger().info(
+        "published catalog v%d: %d documents, %d bytes a document (%.1fx); the summary is artifact cecq-run-summary",
+        version,
+        summary.documents,
+        summary.bytes_per_doc,
+        summary.compression,
     )
-    return version
+    return summary.to_dict()

@@ -166,6 +166,7 @@ class RunRecord:
     empty_texts: int = 0
     decoder_training: dict[str, Any] = field(default_factory=dict)
     model_weights: list[float] | None = None  # None: equal (stores before weights were fitted)
+    compression_plan: dict[str, Any] | None = None  # cecq.targets.CompressionPlan: the choice and its reason
     status: str = "compressed"
     catalog_version: int | None = None
     finished: str | None = None

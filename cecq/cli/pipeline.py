@@ -6,10 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from cecq.catalog import current_manifest
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.pipeline.dry_run import plan_reindex
+from cecq.pipeline.publish import reindex_config
+from cecq.pipeline.summary import RunSummary
+from cecq.progress import console_sink, reporting_to
+from cecq.quantization import quantizer_class
+from cecq.storage import Store
+from cecq.targets import DEFAULT_COMPRESSION, PREFERRED_KINDS, CompressionTarget
 
 P = PipelineConfig  # the defaults of every option below
+PRODUCT_ROWS = quantizer_class(PREFERRED_KINDS[0]).min_calibration_rows
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -23,15 +32,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True, help="storage root URL (local folder or s3://bucket/prefix)")
     add_models(p)
     p.add_argument("--shard-rows", type=int, default=P.shard_rows, help=f"documents per shard (default {P.shard_rows})")
-    p.add_argument("--dims", type=int, default=P.dims, help=f"decoder prefix size to publish (default {P.dims})")
     p.add_argument(
-        "--bits", type=int, default=P.bits, choices=VALID_BITS, help=f"bits per dimension (default {P.bits})"
+        "--compression",
+        type=float,
+        default=DEFAULT_COMPRESSION,
+        metavar="R",
+        help=f"target ratio to the float32 concatenation (default {DEFAULT_COMPRESSION:g}): picks --out-dim, "
+        "--dims, --budget-bytes and --quantization for these models and this corpus (product codes from "
+        f"{PRODUCT_ROWS:,} documents, fitted bits below); the options below override the parts they name",
     )
+    p.add_argument("--dims", type=int, help="override: decoder prefix size to publish")
+    p.add_argument("--bits", type=int, choices=VALID_BITS, help="override: bits per dimension (scalar codes)")
     p.add_argument(
         "--budget-bytes",
         type=int,
         metavar="B",
-        help="instead of --bits: B bytes a document, spent by the --quantization kind",
+        help="override: B bytes a document, spent by the --quantization kind",
     )
     add_quantization(p)
     p.add_argument("--id-column", help="id column (default: _id, id or doc_id)")
@@ -40,12 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=P.batch_size)
     p.add_argument("--max-epochs", type=int, default=PIPELINE_DECODER.max_epochs)
-    p.add_argument(
-        "--out-dim",
-        type=int,
-        default=PIPELINE_DECODER.out_dim,
-        help=f"decoder output size; --dims is a prefix of it (default {PIPELINE_DECODER.out_dim})",
-    )
+    p.add_argument("--out-dim", type=int, help="override: decoder output size; --dims is a prefix of it")
     p.add_argument(
         "--max-train-rows",
         type=int,
@@ -60,6 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"(default {P.model_weights})",
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+    add_json(p)
     p.set_defaults(func=cmd_embed_corpus)
 
     p = sub.add_parser(
@@ -77,46 +89,74 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"(default {P.decoder_policy})",
     )
     p.add_argument("--retrain-fraction", type=float, default=P.retrain_fraction)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be embedded, reused and deleted, and whether the decoder would be retrained; "
+        "write nothing (no Prefect, no Ray)",
+    )
     p.add_argument("--ray-address")
+    add_json(p)
     p.set_defaults(func=cmd_reindex)
 
 
 def cmd_embed_corpus(args: argparse.Namespace) -> int:
+    # a bad target fails here, before Prefect starts (the flow checks it again)
+    CompressionTarget(args.compression, args.dims, args.bits, args.budget_bytes, args.quantization, args.out_dim)
     prefect_defaults()
     from flows.embed_corpus import embed_corpus  # heavy: Prefect
 
-    result = embed_corpus(
-        corpus=args.corpus,
-        store=args.store,
-        models=args.models or list(P.models),
-        shard_rows=args.shard_rows,
-        dims=args.dims,
-        bits=args.bits,
-        budget_bytes=args.budget_bytes,
-        quantization=args.quantization,
-        ray_address=args.ray_address,
-        id_column=args.id_column,
-        text_columns=args.text_columns,
-        batch_size=args.batch_size,
-        max_epochs=args.max_epochs,
-        out_dim=args.out_dim,
-        max_train_rows=args.max_train_rows,
-        model_weights=args.weights,
-    )
-    print(json.dumps(result, indent=2))
-    return 0
+    with reporting_to(console_sink()):
+        result = embed_corpus(
+            corpus=args.corpus,
+            store=args.store,
+            models=args.models or list(P.models),
+            compression=args.compression,
+            shard_rows=args.shard_rows,
+            dims=args.dims,
+            bits=args.bits,
+            budget_bytes=args.budget_bytes,
+            quantization=args.quantization,
+            ray_address=args.ray_address,
+            id_column=args.id_column,
+            text_columns=args.text_columns,
+            batch_size=args.batch_size,
+            max_epochs=args.max_epochs,
+            out_dim=args.out_dim,
+            max_train_rows=args.max_train_rows,
+            model_weights=args.weights,
+        )
+    return report(result, args.json)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        store = Store(args.store)
+        config = reindex_config(
+            current_manifest(store), args.corpus, args.store, args.decoder_policy, args.retrain_fraction
+        )
+        plan = plan_reindex(store, config, current_manifest(store))
+        print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+        return 0
     prefect_defaults()
     from flows.reindex import reindex  # heavy: Prefect
 
-    result = reindex(
-        corpus=args.corpus,
-        store=args.store,
-        decoder_policy=args.decoder_policy,
-        retrain_fraction=args.retrain_fraction,
-        ray_address=args.ray_address,
-    )
-    print(json.dumps(result, indent=2))
+    with reporting_to(console_sink()):
+        result = reindex(
+            corpus=args.corpus,
+            store=args.store,
+            decoder_policy=args.decoder_policy,
+            retrain_fraction=args.retrain_fraction,
+            ray_address=args.ray_address,
+        )
+    return report(result, args.json)
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result (ids and summary) as JSON, not a table")
+
+
+def report(result: dict, as_json: bool) -> int:
+    """The run's summary table (or its JSON) on stdout."""
+    print(json.dumps(result, indent=2) if as_json else RunSummary.from_dict(result["summary"]).table())
     return 0

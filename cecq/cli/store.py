@@ -1,5 +1,5 @@
-"""``cecq sql`` (DuckDB over a store's catalog views) and ``cecq search`` (a text query
-against the published codes)."""
+"""``cecq sql`` (DuckDB over a store's catalog views), ``cecq search`` (a text query
+against the published codes) and ``cecq status`` (the store's state)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import json
 
 from cecq.catalog import connect, search_store, view_statements
+from cecq.catalog.status import store_status
 from cecq.cli.args import add_scoring
 from cecq.storage import Store
 
@@ -31,6 +32,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_scoring(p)
     p.set_defaults(func=cmd_search)
 
+    p = sub.add_parser(
+        "status",
+        help="the published version, versions and runs with their sizes, leftovers, health",
+        description="Show a store's state: published version and run, versions and runs with sizes on storage "
+        "per artifact kind, leftovers of crashes (temporary files, runs that never published), and whether the "
+        "published version is complete. Exit status 1 when it is not healthy. Writes nothing.",
+    )
+    p.add_argument("--store", required=True)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=cmd_status)
+
 
 def cmd_sql(args: argparse.Namespace) -> int:
     store = Store(args.store)
@@ -49,6 +61,12 @@ def cmd_sql(args: argparse.Namespace) -> int:
     else:
         rel.show(max_rows=1000, max_width=200)
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = store_status(Store(args.store))
+    print(json.dumps(status.to_dict(), indent=2) if args.json else status.table())
+    return 0 if status.healthy else 1
 
 
 def cmd_search(args: argparse.Namespace) -> int:

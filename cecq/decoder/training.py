@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,9 @@ from cecq.decoder.strategies import (
 )
 
 logger = logging.getLogger(__name__)
+
+# ``(epochs done, epochs at most, detail)``: fractional within an epoch, detail e.g. the validation loss
+TrainingProgress = Callable[[float, float, str], None]
 
 
 @dataclass
@@ -107,6 +111,9 @@ class _Trainer:
         self.stats = TrainingStats(train_rows=len(train), val_rows=len(val))
         self.layer = output_layer(decoder)
         self.device = device
+        self.progress: TrainingProgress | None = None
+        self.max_epochs = float(config.max_epochs)
+        self.detail = ""
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         state = {k: v.detach().clone() for k, v in self.decoder.state_dict().items()}
@@ -138,7 +145,10 @@ class _Trainer:
         config, decoder, memory = self.config, self.decoder, self.memory
         decoder.train()
         losses = []
-        for idx in _batches(len(self.train), config.batch_size, self.generator):
+        batches = _batches(len(self.train), config.batch_size, self.generator)
+        for step, idx in enumerate(batches):
+            if self.progress:
+                self.progress(self.stats.epochs + step / len(batches), self.max_epochs, self.detail)
             batch = self.train[idx]
             out = decoder(batch)
             loss = objective(batch, out)
@@ -196,6 +206,9 @@ class _Trainer:
             stats.val_loss.append(val_loss)
             stats.epochs += 1
             bar.set_postfix(train=f"{stats.train_loss[-1]:.5f}", val=f"{val_loss:.5f}")
+            self.detail = f"train loss {stats.train_loss[-1]:.5f}, val loss {val_loss:.5f}"
+            if self.progress:
+                self.progress(stats.epochs, self.max_epochs, self.detail)
             if val_loss < best_loss - 1e-7:
                 best_loss, best_state, bad_epochs = val_loss, self.snapshot(), 0
                 stats.best_epoch = stats.epochs
@@ -212,13 +225,15 @@ def train_decoder(
     config: DecoderConfig = DecoderConfig(),
     show_progress: bool = False,
     device: str | None = None,
+    progress: TrainingProgress | None = None,
 ) -> tuple[Decoder, TrainingStats]:
     """Train a decoder on (a sample of) corpus embeddings with the MRL similarity loss and
     the strategy ``config`` selects (loss weighting, sequential MRL, ADS, S-XBM memory).
 
     Holds out ``config.val_fraction`` of the rows; each stage stops when its validation loss
     has not improved for ``config.patience`` epochs and keeps its best weights. Reproducible
-    for a fixed ``config.seed`` on the same device.
+    for a fixed ``config.seed`` on the same device. ``progress`` is told the epochs done
+    (fractional within an epoch), the most there can be and the latest losses.
     """
     started = time.perf_counter()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -228,9 +243,15 @@ def train_decoder(
     if config.init == "pca" and config.kind == "linear":
         pca_initialise(decoder, train)
     trainer = _Trainer(decoder, train, val, config, device)
-    for sizes, n_trainable in training_stages(config.effective_prefix_sizes(config.out_dim), config.sequential):
+    stages = training_stages(config.effective_prefix_sizes(config.out_dim), config.sequential)
+    trainer.progress, trainer.max_epochs = progress, float(config.max_epochs * len(stages))
+    for sizes, n_trainable in stages:
         trainer.stage(sizes, n_trainable, show_progress)
     stats = trainer.stats
+    if progress:  # early stopping ends training before the most epochs
+        progress(
+            trainer.max_epochs, trainer.max_epochs, f"{stats.epochs} epochs, best val loss {stats.best_val_loss:.5f}"
+        )
     if trainer.importance is not None:
         stats.dim_order = apply_selection(decoder, trainer.importance)
     decoder.eval()

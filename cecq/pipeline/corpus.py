@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,12 +144,16 @@ def shard_corpus(
     shard_rows: int = 50_000,
     id_column: str | None = None,
     text_columns: Sequence[str] | None = None,
+    on_shard: Callable[[ShardInfo, list[str], list[str]], None] | None = None,
+    write: bool = True,
 ) -> CorpusManifest:
     """Cut the corpus into shards of ``shard_rows`` documents under ``corpus/<key>/``.
 
     Shard names are ``<key>-<index>``; a shard file's name also carries its content
     fingerprint, so an unchanged shard is never rewritten. Ids must be unique across the
     whole corpus. Returns the manifest, which is written last (it commits the plan).
+    ``on_shard(shard, ids, content_hashes)`` sees every shard; with ``write=False`` nothing
+    is written (what a run would shard, for a dry run).
     """
     if shard_rows < 1:
         raise DataError(f"shard_rows must be >= 1, got {shard_rows}")
@@ -166,8 +170,10 @@ def shard_corpus(
         fp = digest(*ids, *hashes)
         info = ShardInfo(name=f"{key}-{len(manifest.shards):05d}", path="", rows=len(ids), fingerprint=fp)
         info.path = corpus_shard_path(key, info)
-        if not store.exists(info.path):
+        if write and not store.exists(info.path):
             store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA))
+        if on_shard:
+            on_shard(info, ids, hashes)
         manifest.shards.append(info)
 
     for ids, texts, idc, tcs in iter_corpus(url, id_column, text_columns, batch_rows=min(shard_rows, 10_000)):
@@ -187,7 +193,7 @@ def shard_corpus(
         raise DataError(f"corpus {url} is empty")
     if pending_ids:
         flush()
-    if not store.exists(manifest_path(manifest)):  # named by its shards' content: never rewritten
+    if write and not store.exists(manifest_path(manifest)):  # named by its shards' content: never rewritten
         store.write_json(manifest_path(manifest), manifest.to_dict())
     logger.info(
         "corpus %s: %d documents in %d shards (%d empty texts)",

@@ -32,6 +32,11 @@ class EmbedJob:
     def name(self) -> str:
         return f"shard {self.shard['name']}"
 
+    @property
+    def size(self) -> int:
+        """Documents: what progress counts."""
+        return int(self.shard["rows"])
+
 
 def embed_model(
     store: Store,
@@ -120,6 +125,12 @@ def compress_corpus(
         )
         for s in manifest.shards
     ]
-    results = ray_pool.run_tasks(_compress_job, jobs, num_cpus=ray_pool.cpus_per_task(), progress=progress)
+    results = ray_pool.run_tasks(
+        _compress_job,
+        jobs,
+        num_cpus=ray_pool.cpus_per_task(),
+        progress=progress,
+        sizes=[s.rows for s in manifest.shards],
+    )
     order = {s.name: i for i, s in enumerate(manifest.shards)}
     return sorted(results, key=lambda r: order[r.name])

@@ -11,10 +11,11 @@ import pyarrow as pa
 from cecq.catalog.layout import CURRENT, manifest_path, run_record_path, version_dir
 from cecq.catalog.reader import current_version, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
-from cecq.config import PipelineConfig
+from cecq.config import DecoderPolicy, PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError
 from cecq.storage import Store
+from cecq.targets import CompressionPlan
 
 
 def choose_compressor(
@@ -46,6 +47,20 @@ def choose_compressor(
     return previous.compressor_id, previous.decoder, previous.quantizer
 
 
+def reindex_config(
+    previous: CatalogManifest, corpus: str, store: str, decoder_policy: DecoderPolicy, retrain_fraction: float
+) -> PipelineConfig:
+    """A reindex's configuration: the published run's, for another corpus URL and policy."""
+    return PipelineConfig.from_dict(
+        previous.config,
+        corpus=corpus,
+        store=store,
+        models=tuple(previous.models),
+        decoder_policy=decoder_policy,
+        retrain_fraction=retrain_fraction,
+    )
+
+
 def describe_run(
     store: Store,
     config: PipelineConfig,
@@ -56,6 +71,7 @@ def describe_run(
     quantizer_rel: str,
     compressor_id: str,
     started: str,
+    plan: CompressionPlan | None = None,
 ) -> RunRecord:
     """The run record stored in ``runs/<id>/run.json`` and shown by the ``runs`` view."""
     decoder_meta = store.read_json(f"{decoder_rel}/{CONFIG_FILE}")
@@ -84,6 +100,7 @@ def describe_run(
         bytes_per_doc=bytes_per_doc,
         compression=4 * decoder_meta["in_dim"] / bytes_per_doc,
         config=config.to_dict(),
+        compression_plan=plan.to_dict() if plan else None,
     )
 
 

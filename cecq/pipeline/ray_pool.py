@@ -18,7 +18,8 @@ from cecq.errors import ShardFailedError
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], None]  # (units done, units in all): a job's ``size`` units, default 1
+POLL_SECONDS = 2.0  # how often busy actors are asked for their progress within a job
 
 
 class ActorStartError(RuntimeError):
@@ -26,18 +27,30 @@ class ActorStartError(RuntimeError):
 
 
 class PoolJob(Protocol):
-    """A job for :func:`run_on_actors`: anything with a ``name`` (for messages)."""
+    """A job for :func:`run_on_actors`: anything with a ``name`` (for messages); a ``size``
+    attribute (e.g. documents), where it has one, is the units progress counts it as."""
 
     @property
     def name(self) -> str: ...
 
 
+def _ignore(done: int) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class ActorContext:
-    """What a worker factory is told about the actor it runs in."""
+    """What a worker factory is told about the actor it runs in. ``report(done)`` tells the
+    pool how many units of the current job are done (progress within a job)."""
 
     device: str  # "cuda" where the actor holds a GPU, else "cpu"
     threads: int  # CPU threads the actor may use
+    report: Callable[[int], None] = _ignore
+
+
+def job_size(job: Any) -> int:
+    """The units a job counts as in progress reports."""
+    return int(getattr(job, "size", 1))
 
 
 @dataclass(frozen=True)
@@ -133,15 +146,25 @@ def actor_shape(max_actors: int | None = None) -> ActorShape:
 def _actor_class() -> Any:
     import ray
 
-    @ray.remote(max_restarts=0, max_task_retries=0)
+    # Two threads: ``progress`` is answered while ``run`` works (the pool sends one job at a time).
+    @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
     class PoolActor:
         """Builds one worker for its lifetime (e.g. loading a model once) and runs job after job."""
 
         def __init__(self, make_worker: Callable[[ActorContext], Callable[[Any], Any]], threads: int):
             device = "cuda" if ray.get_gpu_ids() else "cpu"
-            self.worker = make_worker(ActorContext(device=device, threads=threads))
+            self.partial = 0
+            self.worker = make_worker(ActorContext(device=device, threads=threads, report=self.report))
+
+        def report(self, done: int) -> None:
+            self.partial = int(done)
+
+        def progress(self) -> int:
+            """Units of the current job done so far."""
+            return self.partial
 
         def run(self, job: Any) -> Placed:
+            self.partial = 0
             value = self.worker(job)
             return Placed(value, ray.get_runtime_context().get_node_id(), os.getpid())
 
@@ -185,15 +208,22 @@ def run_on_actors(
     idle = list(actors)
     inflight: dict[Any, tuple[Any, PoolJob]] = {}
     results: list[Placed] = []
+    total, done = sum(job_size(j) for j in jobs), 0
     try:
         while pending or inflight:
             while pending and idle:
                 actor, job = idle.pop(), pending.popleft()
                 inflight[actor.run.remote(job)] = (actor, job)
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS if progress else None)
+            if not ready:
+                if progress:
+                    progress(done + _partial([a for a, _ in inflight.values()]), total)
+                continue
+            [ref] = ready
             actor, job = inflight.pop(ref)
             try:
                 results.append(ray.get(ref))
+                done += job_size(job)
                 idle.append(actor)
             except (RayActorError, RayTaskError) as e:
                 if isinstance(e, RayActorError) and e.actor_init_failed:
@@ -209,11 +239,23 @@ def run_on_actors(
                     actors.append(new_actor())
                     idle.append(actors[-1])
             if progress:
-                progress(len(results), len(jobs))
+                progress(done, total)
     finally:
         for a in actors:
             ray.kill(a)
     return results
+
+
+def _partial(busy: list[Any]) -> int:
+    """Units done of the jobs that busy actors are running (0 for one that does not answer)."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    refs = [a.progress.remote() for a in busy]
+    try:
+        return sum(ray.get(refs, timeout=POLL_SECONDS))
+    except (GetTimeoutError, RayActorError):
+        return 0
 
 
 def run_tasks(
@@ -222,18 +264,25 @@ def run_tasks(
     num_cpus: float = 1.0,
     max_retries: int = 2,
     progress: Progress | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Run ``fn(*job)`` for every job as Ray tasks (retried on failure); return the results."""
+    """Run ``fn(*job)`` for every job as Ray tasks (retried on failure); return the results.
+    ``progress`` counts a job as its ``sizes`` entry (default 1) and is called at least every
+    :data:`POLL_SECONDS` while tasks run."""
     import ray
 
     remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=True)(fn)
     refs = [remote.remote(*job) for job in jobs]
+    size = dict(zip(refs, sizes or [1] * len(refs)))
+    total, finished = sum(size.values()), 0
     results, waiting = [], list(refs)
     while waiting:
-        done, waiting = ray.wait(waiting, num_returns=1)
-        results.append(ray.get(done[0]))
+        done, waiting = ray.wait(waiting, num_returns=1, timeout=POLL_SECONDS if progress else None)
+        if done:
+            results.append(ray.get(done[0]))
+            finished += size[done[0]]
         if progress:
-            progress(len(results), len(refs))
+            progress(finished, total)
     return results
 
 

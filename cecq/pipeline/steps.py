@@ -20,20 +20,26 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path, quantizer_path
 from cecq.catalog.reader import load_compressor, load_store_encoder
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
 from cecq.config import ModelSpec, ModelWeights, PipelineConfig
 from cecq.decoder import Decoder, decode, save_decoder, train_decoder
+from cecq.decoder.training import TrainingProgress
 from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, spread_weights
 from cecq.pipeline.ray_pool import ActorContext
 from cecq.quantization import CodeQuantizer, fit_quantizer
 from cecq.storage import Store
+from cecq.targets import CompressionPlan, CompressionTarget
 
 logger = logging.getLogger(__name__)
 
 FIT_ROWS = 100_000  # documents a fitted encoder (lexical) is fitted on, sampled over shards
+# Documents encoded at once: progress is reported between chunks (on 2 CPU cores MiniLM embeds
+# about 100 a second, so a report every few seconds), and length bucketing still sorts 512 texts.
+PROGRESS_CHUNK = 512
 
 
 # ---------------------------------------------------------------- fitted encoders
@@ -86,11 +92,13 @@ def embed_shard(
     shard: ShardInfo,
     out_rel: str,
     previous: dict[tuple[str, str], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> EmbedShardResult:
     """Embed one corpus shard with one encoder and commit the embedding shard.
 
     Skipped when ``out_rel`` already exists. ``previous`` maps ``(id, content_hash)`` to a
-    vector from an earlier run: those documents are not embedded again.
+    vector from an earlier run: those documents are not embedded again. Texts are encoded
+    :data:`PROGRESS_CHUNK` at a time, and ``progress(documents done)`` called between chunks.
     """
     if store.exists(out_rel):
         return EmbedShardResult(out_rel, shard.rows, skipped=True)
@@ -104,8 +112,15 @@ def embed_shard(
     for i in set(range(len(ids))) - set(todo):
         vectors[i] = previous[(ids[i], hashes[i])]
     truncated_before = encoder.truncated
-    if todo:
-        vectors[todo] = encoder.encode([texts[i] for i in todo], "document")
+    done = len(ids) - len(todo)  # reused vectors are done at once
+    for start in range(0, len(todo), PROGRESS_CHUNK):
+        if progress:
+            progress(done)
+        chunk = todo[start : start + PROGRESS_CHUNK]
+        vectors[chunk] = encoder.encode([texts[i] for i in chunk], "document")
+        done += len(chunk)
+    if progress:
+        progress(done)
     nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
     return EmbedShardResult(
         out_rel,
@@ -145,6 +160,27 @@ def load_concatenated(
     return ids, hashes, concatenate(parts, weights)
 
 
+# ---------------------------------------------------------------- planning
+
+
+def embedding_dim(store: Store, rel: str) -> int:
+    """Width of an embedding shard's vectors, from its Parquet schema (no rows read)."""
+    with store.fs.open(store.path(rel), "rb") as f:
+        return int(pq.read_schema(f).field("embedding").type.list_size)
+
+
+def plan_compression(
+    store: Store, manifest: CorpusManifest, model_keys: Sequence[str], target: CompressionTarget, max_train_rows: int
+) -> CompressionPlan:
+    """Resolve a compression target for this corpus: the models' total dimension (read from
+    their committed embedding shards) and the documents the decoder is trained on."""
+    total_dim = sum(embedding_dim(store, embedding_path(k, manifest.shards[0])) for k in model_keys)
+    rows = min(max(1, manifest.rows - manifest.empty_texts), max_train_rows)
+    plan = target.plan(total_dim, rows)
+    logger.info("compression: %s", plan.describe())
+    return plan
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -171,9 +207,14 @@ def fit_model_weights(parts: Sequence[np.ndarray], how: ModelWeights, seed: int 
 
 
 def train_compressor(
-    store: Store, run_id: str, manifest: CorpusManifest, model_keys: Sequence[str], config: PipelineConfig
+    store: Store,
+    run_id: str,
+    manifest: CorpusManifest,
+    model_keys: Sequence[str],
+    config: PipelineConfig,
+    progress: TrainingProgress | None = None,
 ) -> tuple[str, str]:
-    """Train the decoder and fit the quantizer; return their relative paths."""
+    """Train the decoder (``progress`` counts its epochs) and fit the quantizer; return their relative paths."""
     decoder_rel, quantizer_rel = decoder_path(run_id), quantizer_path(run_id)
     if store.exists(f"{decoder_rel}/decoder.json") and store.exists(quantizer_rel):
         return decoder_rel, quantizer_rel
@@ -181,7 +222,7 @@ def train_compressor(
     weights = fit_model_weights(parts, config.model_weights, config.decoder.seed)
     x = concatenate(parts, weights)
     del parts
-    decoder, stats = train_decoder(x, config.decoder)
+    decoder, stats = train_decoder(x, config.decoder, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         save_decoder(
             decoder,
@@ -272,12 +313,13 @@ class EmbedWorker:
 
         torch.set_num_threads(context.threads)
         self.store = Store(store_url, storage_options)
+        self.report = context.report
         self.encoder = load_store_encoder(self.store, model, corpus_key, batch_size=batch_size, device=context.device)
         self.encoder.to_device(context.device)
 
     def __call__(self, job: Any) -> EmbedShardResult:
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
-        result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
+        result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous, self.report)
         result.model_info = self.encoder.info()  # skipped shards too: a retried job still says which model ran
         return result
 

@@ -25,7 +25,8 @@ class CodeQuantizer(ABC):
     Class attributes describe the kind: ``kind`` (its one name: registry key, the
     ``quantization`` of a run, the ``kind`` in its Parquet file, the suffix of its
     evaluation records), ``sized_by`` (``"bits"``: ``bits`` per dimension set its size;
-    ``"budget"``: it spends ``budget_bytes`` a vector) and ``unnamed_in_run_ids`` (True only
+    ``"budget"``: it spends ``budget_bytes`` a vector), ``min_calibration_rows`` (the corpus
+    rows it needs to fit well; :mod:`cecq.targets` picks another kind below) and ``unnamed_in_run_ids`` (True only
     for the kinds whose runs were hashed before kinds had names; see
     :func:`cecq.catalog.records.run_identity`).
     """
@@ -33,6 +34,7 @@ class CodeQuantizer(ABC):
     kind: ClassVar[str]
     sized_by: ClassVar[SizedBy]
     unnamed_in_run_ids: ClassVar[bool] = False
+    min_calibration_rows: ClassVar[int] = 0  # fewer corpus rows than this fit it poorly (codebooks memorise them)
 
     # -- the kind ---------------------------------------------------------------------------
 

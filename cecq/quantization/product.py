@@ -83,6 +83,7 @@ class ProductQuantizer(CodeQuantizer):
 
     kind: ClassVar[str] = "product"
     sized_by: ClassVar[SizedBy] = "budget"
+    min_calibration_rows: ClassVar[int] = MIN_ROWS_PER_CENTROID * CODEBOOK_SIZE
 
     input_dim: int
     rotation: np.ndarray

@@ -53,6 +53,7 @@ SECRET_KEY = "cecq-e2e-secret-7d41c9b2"  # must never reach a stored object or a
 CORPUS_URL = f"s3://{BUCKET}/corpus/docs.jsonl"
 STORE_URL = f"s3://{BUCKET}/store"
 PREFECT_FILE = "infra/prefect.yaml"
+K8S_FILE = "infra/prefect-k8s.yaml"
 DOCS_PER_TOPIC = 10  # 4 topics: 40 documents
 RUN_TIMEOUT = 240
 
@@ -170,12 +171,14 @@ def corpus_docs(s3_client) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def deployed(client_env: dict[str, str], api: PrefectAPI) -> dict[str, dict]:
-    """Both work pools, then every deployment of infra/prefect.yaml; returns them by name."""
+    """Every deployment of infra/prefect.yaml with only the local pool (a user who never
+    uses Kubernetes), then the Kubernetes pool and infra/prefect-k8s.yaml; returns them by name."""
     prefect = exe("prefect")
     run_cli([prefect, "work-pool", "create", "cecq-process", "--type", "process"], client_env)
-    run_cli([prefect, "work-pool", "create", "cecq-k8s", "--type", "kubernetes"], client_env)
     deploy_env = {**client_env, "CECQ_PROJECT_DIR": str(REPO_ROOT), "CECQ_CORPUS": CORPUS_URL, "CECQ_STORE": STORE_URL}
     run_cli([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", PREFECT_FILE], deploy_env, timeout=180)
+    run_cli([prefect, "work-pool", "create", "cecq-k8s", "--type", "kubernetes"], client_env)
+    run_cli([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", K8S_FILE], deploy_env, timeout=180)
     names = ["embed-corpus/local", "reindex/nightly", "embed-corpus/k8s", "reindex/k8s-nightly"]
     return {name: api.deployment(*name.split("/")) for name in names}
 
@@ -320,7 +323,11 @@ def test_reindex_nightly_is_scheduled_and_never_overlaps(deployed, api):
     # parameters filled from CECQ_CORPUS / CECQ_STORE when `prefect deploy` ran
     assert dep["parameters"]["corpus"] == CORPUS_URL and dep["parameters"]["store"] == STORE_URL
     # the pull step was resolved from CECQ_PROJECT_DIR at deploy time
-    assert dep["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}]
+    check, chdir = dep["pull_steps"]
+    assert chdir == {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
+    assert (
+        f'test -f "{REPO_ROOT}/flows/embed_corpus.py"' in check["prefect.deployments.steps.run_shell_script"]["script"]
+    )
     [schedule] = dep["schedules"]
     assert schedule["active"] is True
     assert schedule["schedule"]["cron"] == "0 3 * * *" and schedule["schedule"]["timezone"] == "UTC"

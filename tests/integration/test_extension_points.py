@@ -114,6 +114,7 @@ def test_toy_kinds_run_through_embed_corpus_and_search(tmp_path):
         "toy",
         "--max-epochs",
         "2",
+        "--json",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["catalog_version"] == 1

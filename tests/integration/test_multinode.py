@@ -119,6 +119,7 @@ def embed_command(corpus: Path, store: Path, model: Path, address: str) -> list[
         "2",
         "--ray-address",
         address,
+        "--json",
     ]
 
 

@@ -280,3 +280,60 @@ def test_image_ray_version_matches_the_cluster_definitions():
     m = re.search(r"^ARG RAY_VERSION=(\S+)", _dockerfile(), re.M)
     assert m, "Dockerfile should pin Ray with ARG RAY_VERSION"
     assert m.group(1) == RAY_VERSION == _one("RayCluster")["spec"]["rayVersion"]
+
+
+# --- infra/prefect.yaml: deployments a new user cannot get wrong ------------------------------
+
+
+def _deployments(name: str) -> list[dict[str, Any]]:
+    [doc] = _load(INFRA / name)
+    return doc["deployments"]
+
+
+def test_the_local_deployments_need_only_the_local_pool():
+    """`prefect deploy --all` on infra/prefect.yaml must not need the Kubernetes pool."""
+    local = _deployments("prefect.yaml")
+    assert {d["work_pool"]["name"] for d in local} == {"cecq-process"}
+    assert {d["name"] for d in local} == {"local", "nightly"}
+    k8s = _deployments("prefect-k8s.yaml")
+    assert {d["work_pool"]["name"] for d in k8s} == {"cecq-k8s"} and {d["name"] for d in k8s} == {"k8s", "k8s-nightly"}
+
+
+def _run_pull_step(step: dict[str, Any]) -> Any:
+    """A pull step as the flow-run process runs it: its inputs templated with the environment
+    (Prefect's apply_values), then Prefect's step function called (Prefect variables unused)."""
+    import asyncio
+    import inspect
+    import os
+
+    from prefect.deployments.steps.core import RESERVED_KEYWORDS, _get_function_for_step
+    from prefect.utilities.templating import apply_values
+
+    [(fqn, inputs)] = step.items()
+    inputs = apply_values({k: v for k, v in inputs.items() if k not in RESERVED_KEYWORDS}, os.environ)
+    result = _get_function_for_step(fqn)(**inputs)
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
+@pytest.mark.parametrize("project_dir", [None, "/nonexistent/checkout", str(REPO_ROOT)])
+def test_a_missing_project_dir_stops_the_run_with_a_message_that_names_it(project_dir, monkeypatch, tmp_path):
+    """The pull steps with CECQ_PROJECT_DIR unset at deploy time (so left templated) and
+    unset, wrong or right in the worker's environment."""
+    import os
+
+    [doc] = _load(INFRA / "prefect.yaml")
+    check, chdir = doc["pull"]
+    assert "set_working_directory" in next(iter(chdir))
+    monkeypatch.chdir(tmp_path)
+    if project_dir is None:
+        monkeypatch.delenv("CECQ_PROJECT_DIR", raising=False)
+    else:
+        monkeypatch.setenv("CECQ_PROJECT_DIR", project_dir)
+    if project_dir == str(REPO_ROOT):
+        _run_pull_step(check)
+        _run_pull_step(chdir)
+        assert os.getcwd() == str(REPO_ROOT)
+        return
+    with pytest.raises(RuntimeError, match="CECQ_PROJECT_DIR is not set to a cecq checkout") as e:
+        _run_pull_step(check)
+    assert "export CECQ_PROJECT_DIR=" in str(e.value)

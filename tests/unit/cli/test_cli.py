@@ -116,3 +116,15 @@ def test_eval_rejects_bad_options(tiny_beir, capsys):
 def test_eval_missing_model_path_exits_2(tiny_beir, capsys):
     assert main(["eval", str(tiny_beir), "--model", "/nonexistent/model", "--dims", "8", "--bits", "1"]) == 2
     assert "/nonexistent/model" in capsys.readouterr().err
+
+
+def test_embed_corpus_defaults_to_the_compression_target_and_refuses_a_bad_one_at_once(capsys):
+    from cecq.cli import build_parser
+
+    args = build_parser().parse_args(["embed-corpus", "c.jsonl", "--store", "s"])
+    assert args.compression == 48.0
+    assert (args.dims, args.bits, args.budget_bytes, args.quantization, args.out_dim) == (None,) * 5
+    assert main(["embed-corpus", "c.jsonl", "--store", "s", "--compression", "1"]) == 2
+    assert "compression must be a ratio above 1" in capsys.readouterr().err
+    assert main(["embed-corpus", "c.jsonl", "--store", "s", "--dims", "800", "--out-dim", "768"]) == 2
+    assert "dims must be in 1..768" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""The compression target's rule: the README's headline index by default, fitted bits for
+small corpora, explicit options overriding what they name, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from cecq.config import PipelineConfig
+from cecq.errors import ConfigError
+from cecq.targets import CompressionPlan, CompressionTarget
+
+MINILM_LEXICAL = 384 + 256  # the default models' total dimension
+
+
+def test_the_default_is_the_readme_headline_index():
+    # README: --out-dim 768 --dims 768 --budget-bytes 53 --quantization product, 48.3x
+    plan = CompressionTarget().plan(MINILM_LEXICAL, 5183)
+    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (768, 768, 53, "product")
+    assert plan.compression == pytest.approx(48.3, abs=0.05) and plan.target == 48.0
+    assert "48x" in plan.reason and "product" in plan.reason
+
+
+def test_small_corpora_get_fitted_bits_and_say_why():
+    plan = CompressionTarget().plan(MINILM_LEXICAL, 1023)
+    assert (plan.quantization, plan.budget_bytes, plan.dims) == ("mixed", 53, 768)
+    assert "1,023 documents are fewer than the 1,024" in plan.reason
+    assert CompressionTarget().plan(MINILM_LEXICAL, 1024).quantization == "product"
+
+
+def test_the_ratio_sets_the_bytes():
+    assert CompressionTarget(compression=32).plan(MINILM_LEXICAL, 5000).budget_bytes == 80
+    plan = CompressionTarget(compression=8).plan(MINILM_LEXICAL, 5000)  # 320 bytes: product needs 1,280 dims
+    assert plan.budget_bytes == 320 and plan.dims == plan.out_dim == 1280
+    plan.apply(PipelineConfig(corpus="c", store="s"))  # and the plan is a valid pipeline config
+
+
+def test_overrides_replace_only_what_they_name():
+    plan = CompressionTarget(bits=2).plan(MINILM_LEXICAL, 5000)  # scalar codes at the target ratio
+    assert (plan.quantization, plan.dims, plan.bytes_per_doc, plan.budget_bytes) == ("scalar", 212, 53, None)
+    plan = CompressionTarget(quantization="mixed").plan(MINILM_LEXICAL, 5000)
+    assert (plan.quantization, plan.budget_bytes) == ("mixed", 53)
+    plan = CompressionTarget(dims=256, bits=2).plan(MINILM_LEXICAL, 5000)  # fully explicit: the ratio is unused
+    assert (plan.dims, plan.bytes_per_doc, plan.compression, plan.target) == (256, 64, 40.0, None)
+    assert plan.reason == "set by --dims 256 --bits 2"
+    plan = CompressionTarget(budget_bytes=40, out_dim=512).plan(MINILM_LEXICAL, 5000)
+    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (512, 512, 40, "product")
+
+
+def test_explicit_flags_give_the_config_they_always_gave():
+    """Old command lines keep their run ids: the plan of explicit flags is the old config."""
+    old = PipelineConfig(corpus="c", store="s", dims=16, bits=2, budget_bytes=4, quantization="product")
+    target = CompressionTarget(dims=16, bits=2, budget_bytes=4, quantization="product", out_dim=512)
+    assert target.plan(100, 40).apply(PipelineConfig(corpus="c", store="s")) == old
+
+
+def test_a_corpus_too_small_for_the_target_names_the_nearest_feasible_ratio():
+    with pytest.raises(ConfigError, match=r"30 documents is too small for 48x.*nearest feasible") as e:
+        CompressionTarget().plan(413, 30)
+    nearest = float(e.value.args[0].split("--compression ")[1].split(")")[0])
+    assert CompressionTarget(compression=nearest).plan(413, 30).budget_bytes == 15  # feasible, and the nearest
+    with pytest.raises(ConfigError):
+        CompressionTarget(compression=nearest - 0.1).plan(413, 30)
+    with pytest.raises(ConfigError, match="nearest feasible ratio is 2560x"):
+        CompressionTarget(compression=10_000).plan(MINILM_LEXICAL, 5000)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"compression": 0.5}, "compression must be a ratio above 1"),
+        ({"bits": 3}, "bits must be one of"),
+        ({"dims": 0}, "dims must be >= 1"),
+        ({"dims": 800, "out_dim": 768}, r"dims must be in 1..768"),
+        ({"quantization": "nope"}, "unknown quantization 'nope'"),
+        ({"quantization": "product", "dims": 16, "budget_bytes": 8}, "budget_bytes must be in 1..4"),
+    ],
+)
+def test_bad_targets_fail_before_any_work(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        CompressionTarget(**kwargs)
+
+
+def test_the_plan_round_trips_through_its_record():
+    plan = CompressionTarget().plan(MINILM_LEXICAL, 5183)
+    assert CompressionPlan.from_dict(plan.to_dict()) == plan
+    assert "53 bytes a document, 48.3x" in plan.describe()
