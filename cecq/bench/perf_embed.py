@@ -110,10 +110,14 @@ def measure(
         [results[r].seconds for r in range(repeats)],
         "cecq-pipeline's time inside embed_shard (read, encode, write), per repeat",
     )
+    # The target: the embed stage at least as fast as the bare loop. On the long tail the
+    # fair baseline is one encode call, which sorts by length itself (the per-batch loop in
+    # corpus order pads every short text to its batch's longest), so that ratio leads there.
+    loop = ratio(figs, "cecq-pipeline", "bare-encode-loop", None if label == "long-tail" else 1.0)
+    call = ratio(figs, "cecq-pipeline", "bare-encode-call", 1.0 if label == "long-tail" else None)
     ratios = [
-        ratio(figs, "cecq-pipeline", "bare-encode-loop", 0.95),
+        *((call, loop) if label == "long-tail" else (loop, call)),
         ratio(figs, "cecq-encode", "bare-encode-loop"),
-        ratio(figs, "cecq-pipeline", "bare-encode-call"),
         ratio(figs, "cecq-pipeline-in-actor", "bare-encode-loop"),
     ]
     return list(figs.values()), ratios, stats
