@@ -20,6 +20,10 @@ class StorageError(RuntimeError):
     before the error is kept; a rerun resumes from it."""
 
 
+class StoreBusyError(RuntimeError):
+    """Another run holds the store's lease (the message names it), or this run lost it."""
+
+
 class NoCatalogError(FileNotFoundError):
     """The storage root has no published catalog yet."""
 
@@ -51,4 +55,5 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     ModelLoadError,
     DimensionMismatchError,
     RecordVersionError,
+    StoreBusyError,
 )

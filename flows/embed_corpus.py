@@ -11,6 +11,8 @@ from prefect import flow
 from cecq.catalog import CatalogManifest, run_id_for
 from cecq.config import PIPELINE_DECODER, PipelineConfig
 from cecq.encoders import is_fitted
+from cecq.pipeline.publish import claim_store
+from cecq.storage import Store
 from tasks import (
     compress_task,
     embed_model_task,
@@ -25,8 +27,11 @@ from tasks import (
 P = PipelineConfig  # the defaults of every parameter below
 
 
-def run_steps(config: PipelineConfig, ray_address: str | None, previous: CatalogManifest | None) -> dict:
-    """The steps both flows share. ``previous`` is the store's published manifest (or None)."""
+def run_steps(
+    config: PipelineConfig, ray_address: str | None, previous: CatalogManifest | None, lease_owner: str | None = None
+) -> dict:
+    """The steps both flows share. ``previous`` is the store's published manifest (or None),
+    read under the store's lease, whose owner is ``lease_owner``."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     manifest_path = shard_corpus_task(
         config.corpus,
@@ -52,7 +57,9 @@ def run_steps(config: PipelineConfig, ray_address: str | None, previous: Catalog
     else:
         compressor_id, decoder, quantizer = reused
     shards = compress_task(config.store, manifest_path, model_keys, decoder, quantizer, compressor_id, ray_address)
-    version = publish_task(config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards)
+    version = publish_task(
+        config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards, lease_owner
+    )
     return {"run_id": run_id, "catalog_version": version, "store": config.store, "compressor_id": compressor_id}
 
 
@@ -96,4 +103,5 @@ def embed_corpus(
         decoder_policy="retrain",
         model_weights=model_weights,
     )
-    return run_steps(config, ray_address, load_previous_task(store))
+    with claim_store(Store(store), "embed-corpus") as lease:
+        return run_steps(config, ray_address, load_previous_task(store), lease.owner)

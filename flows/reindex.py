@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from cecq.config import DecoderPolicy, PipelineConfig
+from cecq.pipeline.publish import claim_store
+from cecq.storage import Store
 from flows.embed_corpus import run_steps
 from tasks import load_previous_task
 
@@ -23,15 +25,16 @@ def reindex(
     with (models, dims, codes). Unchanged shards are not re-embedded or rewritten; the
     decoder is reused or retrained by ``decoder_policy`` ('auto': retrain when more than
     ``retrain_fraction`` of the documents are new or changed)."""
-    previous = load_previous_task(store)
-    if previous is None:
-        raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
-    config = PipelineConfig.from_dict(
-        previous.config,
-        corpus=corpus,
-        store=store,
-        models=tuple(previous.models),
-        decoder_policy=decoder_policy,
-        retrain_fraction=retrain_fraction,
-    )
-    return run_steps(config, ray_address, previous)
+    with claim_store(Store(store), "reindex") as lease:
+        previous = load_previous_task(store)
+        if previous is None:
+            raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
+        config = PipelineConfig.from_dict(
+            previous.config,
+            corpus=corpus,
+            store=store,
+            models=tuple(previous.models),
+            decoder_policy=decoder_policy,
+            retrain_fraction=retrain_fraction,
+        )
+        return run_steps(config, ray_address, previous, lease.owner)

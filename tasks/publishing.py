@@ -21,12 +21,14 @@ def publish_task(
     compressor_id: str,
     started: str,
     shards: list[CodesShard],
+    lease_owner: str | None = None,
 ) -> int:
-    """Publish the compressed shards as the next catalog version, with a summary artifact."""
+    """Publish the compressed shards as the next catalog version (checking that the run
+    still holds the store's lease ``lease_owner``), with a summary artifact."""
     store = Store(config.store)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     run = describe_run(store, config, run_id, manifest, embedding, decoder, quantizer, compressor_id, started)
-    version = publish(store, run, shards)
+    version = publish(store, run, shards, lease_owner)
     rows = "\n".join(
         f"| {m.model} | {m.embedded_documents} | {m.skipped_shards} | {m.seconds:.1f} |" for m in run.embedding
     )

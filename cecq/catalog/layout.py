@@ -5,7 +5,7 @@ corpus/<corpus>/<shard key>.parquet        corpus/<corpus>/manifest-<digest>.jso
 models/<fitted model>-<corpus>/...         embeddings/<model key>/<shard key>.parquet
 runs/<run>/decoder/  runs/<run>/quantizer.parquet  runs/<run>/run.json
 codes/<compressor>/<shard key>.parquet     catalog/v<N>/{manifest.json,shards.parquet}
-catalog/current.json
+catalog/current.json                       catalog/lease.json (who is writing the store)
 ```
 """
 
@@ -16,6 +16,7 @@ from cecq.encoders.registry import is_fitted
 from cecq.storage import digest, slug
 
 CURRENT = "catalog/current.json"
+LEASE = "catalog/lease.json"
 
 
 def corpus_shard_path(corpus_key: str, shard: ShardInfo) -> str:
@@ -63,3 +64,8 @@ def run_record_path(run_id: str) -> str:
 
 def version_dir(version: int) -> str:
     return f"catalog/v{version:06d}"
+
+
+def version_of(manifest_rel: str) -> int:
+    """The version number of a ``catalog/v<N>/manifest.json`` path."""
+    return int(manifest_rel.split("/")[1][1:])

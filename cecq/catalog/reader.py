@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir
+from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir, version_of
 from cecq.catalog.records import CatalogManifest, RunRecord
 from cecq.config import ModelSpec
 from cecq.decoder import Decoder, load_decoder
@@ -28,6 +28,13 @@ from cecq.storage import Store
 def current_version(store: Store) -> int:
     """The published version number (0 for a store with none)."""
     return int(store.read_json(CURRENT)["version"]) if store.exists(CURRENT) else 0
+
+
+def latest_version(store: Store) -> int:
+    """The highest version with a manifest (0 for none): the published one, or one above it
+    whose run stopped between claiming the version and publishing it."""
+    store.forget("catalog")
+    return max((version_of(p) for p in store.glob("catalog/v*/manifest.json")), default=0)
 
 
 def read_manifest(store: Store, version: int) -> CatalogManifest:

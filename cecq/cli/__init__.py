@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import duckdb
 
 from cecq.cli import bench, evaluate, models, pipeline, store
-from cecq.errors import ConfigError, StorageError
+from cecq.errors import ConfigError, StorageError, StoreBusyError
 
 COMMAND_GROUPS = (evaluate, pipeline, store, models, bench)
 
@@ -34,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, StorageError, duckdb.Error) as e:
+    except (
+        ConfigError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        StorageError,
+        StoreBusyError,
+        duckdb.Error,
+    ) as e:
         print(f"cecq: error: {e}", file=sys.stderr)
         return 2
 

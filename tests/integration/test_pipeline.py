@@ -118,6 +118,27 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
             max_epochs=2,
         )
     assert published(store_dir) == before
+    from cecq.catalog.layout import LEASE
+
+    assert json.loads((store_dir / LEASE).read_text())["released"]  # a failed run hands the store back
+
+
+def test_a_run_on_a_store_another_run_holds_fails_naming_the_holder(tmp_path, prefect_api, monkeypatch):
+    from cecq.errors import StoreBusyError
+    from cecq.pipeline.publish import claim_store
+    from cecq.storage import Store
+    from flows.embed_corpus import embed_corpus
+    from flows.reindex import reindex
+
+    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    write_corpus(corpus, n=10)
+    monkeypatch.setenv("CECQ_LEASE_WAIT_S", "0.5")
+    with claim_store(Store(str(store_dir)), "reindex (the nightly one)"):
+        with pytest.raises(StoreBusyError, match=r"claimed by reindex \(the nightly one\) on .* \(pid \d+\)"):
+            embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"])
+        with pytest.raises(StoreBusyError, match="claimed by reindex"):
+            reindex(corpus=str(corpus), store=str(store_dir))
+    assert sorted(str(p.relative_to(store_dir)) for p in store_dir.rglob("*") if p.is_file()) == ["catalog/lease.json"]
 
 
 @pytest.mark.parametrize("quantization,budget", [("mixed", 5), ("product", 4)])
