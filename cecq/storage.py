@@ -309,10 +309,16 @@ class Store:
 
     @_io("delete")
     def delete(self, rel: str, recursive: bool = False) -> None:
-        """Remove a file (or a folder with ``recursive``); absent ones are ignored."""
+        """Remove a file (or a folder with ``recursive``), and local folders left empty; absent
+        ones are ignored."""
         p = self.path(rel)
         if self.fs.exists(p):
             self.fs.rm(p, recursive=recursive)
+        if self.is_local:  # and the folders that emptied (object stores have none)
+            parent = os.path.dirname(p)
+            while parent != self.root and parent.startswith(self.root + "/") and not os.listdir(parent):
+                os.rmdir(parent)
+                parent = os.path.dirname(parent)
 
     @_io("list")
     def walk_files(self, rel: str) -> list[str]:

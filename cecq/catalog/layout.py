@@ -16,6 +16,7 @@ from cecq.encoders.registry import is_fitted
 from cecq.storage import digest, slug
 
 CURRENT = "catalog/current.json"
+ARTIFACT_FOLDERS = ("corpus", "models", "embeddings", "runs", "codes")  # what runs write, beside catalog/
 LEASE = "catalog/lease.json"
 
 

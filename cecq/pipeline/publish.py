@@ -1,15 +1,18 @@
 """The last steps of a run: decide whether the published compressor is reused, describe the
-run, and publish its codes shards as the next catalog version."""
+run, and publish its codes shards as the next catalog version, under the store's lease;
+and ``cecq gc``, which removes what no kept version needs under the same lease."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pyarrow as pa
 
 from cecq.catalog.layout import CURRENT, LEASE, manifest_path, run_record_path, version_dir
+from cecq.catalog.leftovers import Leftovers, find_leftovers
 from cecq.catalog.reader import current_version, latest_version, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
 from cecq.config import LeaseConfig, PipelineConfig
@@ -186,3 +189,16 @@ def _finish(
             return False
         if store.swap_bytes(CURRENT, pointer, None if seen is None else seen[1]):
             return True
+
+
+def collect_garbage(store: Store, keep: int = 1, dry_run: bool = False) -> Leftovers:
+    """Remove what :func:`~cecq.catalog.leftovers.find_leftovers` lists, under the store's
+    lease: a run in progress (which holds it) makes this fail at once, naming the run,
+    rather than delete the artifacts it has not published yet. Returns what was (with
+    ``dry_run``: would be) removed."""
+    with claim_store(store, "gc", replace(LeaseConfig.from_env(), wait_s=0.0)):
+        leftovers = find_leftovers(store, keep)
+        if not dry_run:
+            for rel in leftovers.paths:
+                store.delete(rel)
+    return leftovers
