@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the value."""
 
 
+class UntrustedModelError(ConfigError):
+    """A store names a base model that the model-trust settings do not allow to be loaded."""
+
+
 class DataError(ValueError):
     """Input data is malformed; the message names the file, line or id at fault."""
 

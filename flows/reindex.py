@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from cecq.catalog.reader import check_store_models
 from cecq.config import DecoderPolicy, PipelineConfig
 from cecq.pipeline.publish import claim_store
 from cecq.storage import Store
@@ -29,6 +30,7 @@ def reindex(
         previous = load_previous_task(store)
         if previous is None:
             raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
+        check_store_models(Store(store), previous.models)  # the store names the models reindex loads
         config = PipelineConfig.from_dict(
             previous.config,
             corpus=corpus,

@@ -118,6 +118,13 @@ class Encoder(ABC):
         raise TypeError(f"{type(self).__name__} is pretrained: nothing to save")
 
     @classmethod
+    def loads_from(cls, name: str) -> str | None:
+        """Where the model called ``name`` loads weights from that the store does not hold:
+        an absolute local folder or a hub id; None for kinds made of code and the store's
+        own files (the trust check of stores' models looks only at these)."""
+        return None
+
+    @classmethod
     def load(cls, folder: str | Path) -> Encoder:
         """Read what :meth:`save` wrote (fitted kinds only)."""
         raise TypeError(f"{cls.__name__} is pretrained: load it with from_spec()")

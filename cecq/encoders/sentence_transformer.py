@@ -67,6 +67,17 @@ def resolve_model(name: str) -> str:
 class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model loaded by Hugging Face id or local path."""
 
+    @classmethod
+    def loads_from(cls, name: str) -> str | None:
+        """The absolute folder of a local model (existing or not), else the hub id (offline
+        bundles are installed packages: named by their hub id)."""
+        expanded = os.path.expanduser(name)
+        if name in OFFLINE_BUNDLES and not os.path.isdir(expanded):
+            return name
+        if os.path.isdir(expanded) or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+            return os.path.abspath(expanded)
+        return name
+
     def __init__(self, spec: ModelSpec):
         import torch
         from sentence_transformers import SentenceTransformer

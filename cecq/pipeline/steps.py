@@ -272,7 +272,10 @@ class EmbedWorker:
 
         torch.set_num_threads(context.threads)
         self.store = Store(store_url, storage_options)
-        self.encoder = load_store_encoder(self.store, model, corpus_key, batch_size=batch_size, device=context.device)
+        # trusted: the run's models were named by the user, or checked where they came from a store (reindex)
+        self.encoder = load_store_encoder(
+            self.store, model, corpus_key, batch_size=batch_size, device=context.device, trusted=True
+        )
         self.encoder.to_device(context.device)
 
     def __call__(self, job: Any) -> EmbedShardResult:

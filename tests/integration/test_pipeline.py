@@ -141,6 +141,30 @@ def test_a_run_on_a_store_another_run_holds_fails_naming_the_holder(tmp_path, pr
     assert sorted(str(p.relative_to(store_dir)) for p in store_dir.rglob("*") if p.is_file()) == ["catalog/lease.json"]
 
 
+def test_reindex_refuses_a_local_model_an_s3_store_names(
+    tmp_path, tiny_model_dir, prefect_api, s3_endpoint, monkeypatch
+):
+    """``reindex`` loads the base models the store's manifest names: a local folder named by
+    a store on S3 is refused (see test_model_trust.py) before any step runs."""
+    from cecq.errors import UntrustedModelError
+    from flows.reindex import reindex
+    from tests.helpers.paths import FIXTURES
+    from tests.integration.test_model_trust import LEGACY, tamper
+
+    monkeypatch.delenv("CECQ_TRUST_STORE_MODELS", raising=False)
+    from cecq.storage import Store
+
+    store = Store("s3://cecq-test/reindex-trust")
+    for p in LEGACY.rglob("*"):
+        if p.is_file():
+            store.write_bytes(str(p.relative_to(LEGACY)), p.read_bytes())
+    tamper(store, ["lexical", str(tiny_model_dir)])
+    before = store.walk_files("")
+    with pytest.raises(UntrustedModelError, match="a local folder, and the store is not local"):
+        reindex(corpus=str(FIXTURES / "legacy-store" / "corpus.jsonl"), store=store.url)
+    assert [p for p in store.walk_files("") if p != "catalog/lease.json"] == before
+
+
 @pytest.mark.parametrize("quantization,budget", [("mixed", 5), ("product", 4)])
 def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
     tmp_path, ray_cluster, prefect_api, quantization, budget
