@@ -16,6 +16,7 @@ from cecq.storage import Store
 from tasks import (
     compress_task,
     embed_model_task,
+    fingerprint_models_task,
     fit_encoder_task,
     load_previous_task,
     plan_compressor_task,
@@ -40,14 +41,15 @@ def run_steps(
         config.id_column,
         list(config.text_columns) if config.text_columns else None,
     )
-    run_id = run_id_for(config, manifest_path)
+    fingerprints = fingerprint_models_task(list(config.models))
+    run_id = run_id_for(config, manifest_path, fingerprints)
     for model in config.models:
         if is_fitted(model):
             fit_encoder_task(config.store, manifest_path, model)
     previous_manifest = previous.corpus_manifest if previous else None
     embedding = [
-        embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
-        for m in config.models
+        embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest, fp)
+        for m, fp in zip(config.models, fingerprints)
     ]
     model_keys = [e.model_key for e in embedding]
     reused = plan_compressor_task(config, manifest_path, previous, embedding)

@@ -29,9 +29,13 @@ def manifest_path(manifest: CorpusManifest) -> str:
     return f"corpus/{manifest.corpus_key}/manifest-{digest(*(s.key for s in manifest.shards))[:12]}.json"
 
 
-def model_key(model: str, corpus_key: str) -> str:
-    """Folder name of a model's embeddings; fitted encoders are per corpus."""
-    return f"{slug(model)}-{corpus_key}" if is_fitted(model) else slug(model)
+def model_key(model: str, corpus_key: str, fingerprint: str | None = None) -> str:
+    """Folder name of a model's embeddings: fitted encoders are per corpus, pretrained ones
+    per weights (``fingerprint``: other weights, other embeddings; None, as stores written
+    before fingerprints, names the model only)."""
+    if is_fitted(model):
+        return f"{slug(model)}-{corpus_key}"
+    return f"{slug(model, 48)}-w{digest(fingerprint)[:12]}" if fingerprint else slug(model)
 
 
 def fitted_model_path(model: str, corpus_key: str) -> str:

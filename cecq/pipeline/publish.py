@@ -22,17 +22,36 @@ from cecq.storage import Store, StoreLease, check_lease, json_bytes
 
 
 def choose_compressor(
-    config: PipelineConfig, previous: CatalogManifest | None, changed_fraction: float
+    config: PipelineConfig,
+    previous: CatalogManifest | None,
+    changed_fraction: float,
+    fingerprints: Sequence[str | None] | None = None,
 ) -> tuple[str, str, str] | None:
     """The previous run's (compressor_id, decoder, quantizer) to reuse, or None to train anew.
 
-    Reuse needs the same base models, dims and codes (kind, and bits or byte budget);
-    policy 'auto' also needs the share of new or changed documents to be at most
+    Reuse needs the same base models with the same weights (``fingerprints``, where the
+    previous run recorded them), dims and codes (kind, and bits or byte budget); policy
+    'auto' also needs the share of new or changed documents to be at most
     ``config.retrain_fraction``; 'reuse' refuses an incompatible store.
     """
     policy = config.decoder_policy
     if previous is None or policy == "retrain":
         return None
+    if previous.model_fingerprints is not None and fingerprints is not None:
+        now = dict(zip(config.models, fingerprints))
+        changed = [
+            f"{m} ({was} -> {now[m]})"
+            for m, was in zip(previous.models, previous.model_fingerprints)
+            if m in now and was != now[m]
+        ]
+        if changed:
+            if policy == "reuse":
+                raise ConfigError(
+                    f"cannot reuse the decoder: the weights of base model(s) {', '.join(changed)} changed since "
+                    f"catalog v{previous.version}; every document is embedded again, so retrain "
+                    "(--decoder-policy auto or retrain)"
+                )
+            return None
     same_codes = (
         previous.quantization == config.quantization
         and previous.budget_bytes == config.budget_bytes
@@ -74,6 +93,7 @@ def describe_run(
         shards=len(manifest.shards),
         models=list(config.models),
         model_keys=[e.model_key for e in embedding],
+        model_fingerprints=[e.fingerprint for e in embedding],
         embedding=list(embedding),
         corpus_manifest=manifest_path(manifest),
         decoder=decoder_rel,
@@ -146,6 +166,7 @@ def _manifest(run: RunRecord, shards: Sequence[CodesShard], version: int, previo
         corpus_shards=[s.corpus_path for s in shards],
         models=list(run.models),
         model_keys=list(run.model_keys),
+        model_fingerprints=run.model_fingerprints,
         corpus_key=run.corpus_key,
         corpus_manifest=run.corpus_manifest,
         decoder=run.decoder,
