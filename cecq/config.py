@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -294,3 +295,55 @@ class PipelineConfig:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    """How a run claims a store for publishing (:func:`cecq.pipeline.publish.claim_store`):
+    the lease expires ``ttl_s`` seconds after its holder's last heartbeat (one every third of
+    it), and a second run waits up to ``wait_s`` for it before failing. Environment:
+    ``CECQ_LEASE_TTL_S``, ``CECQ_LEASE_WAIT_S``."""
+
+    ttl_s: float = 60.0
+    wait_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if self.ttl_s <= 0 or self.wait_s < 0:
+            raise ConfigError(f"lease ttl must be > 0 s and wait >= 0 s, got {self.ttl_s} and {self.wait_s}")
+
+    @classmethod
+    def from_env(cls) -> LeaseConfig:
+        try:
+            ttl, wait = (
+                float(os.environ.get(k, d))
+                for k, d in (("CECQ_LEASE_TTL_S", cls.ttl_s), ("CECQ_LEASE_WAIT_S", cls.wait_s))
+            )
+        except ValueError as e:
+            raise ConfigError(f"CECQ_LEASE_TTL_S / CECQ_LEASE_WAIT_S must be numbers of seconds: {e}") from None
+        return cls(ttl_s=ttl, wait_s=wait)
+
+
+@dataclass(frozen=True)
+class ModelTrust:
+    """Which base models a store's manifest may make cecq load (search, eval-store, reindex).
+
+    ``trust``: True loads whatever the store names; False only what ``allowed`` lists; None
+    (the default) trusts a local store (the user's own disk) and, for any other store,
+    loads hub ids but refuses local folders. ``allowed``: model names or folders (a folder
+    allows the models under it); when given, an untrusted store's models must be in it.
+    Environment: ``CECQ_TRUST_STORE_MODELS`` (1 or 0), ``CECQ_ALLOWED_MODELS`` (comma-separated).
+    """
+
+    trust: bool | None = None
+    allowed: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_env(cls) -> ModelTrust:
+        raw = os.environ.get("CECQ_TRUST_STORE_MODELS", "").strip().lower()
+        if raw not in ("", "1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"CECQ_TRUST_STORE_MODELS must be 1 or 0, got {raw!r}")
+        allowed = os.environ.get("CECQ_ALLOWED_MODELS")
+        return cls(
+            trust=None if raw == "" else raw in ("1", "true", "yes"),
+            allowed=None if allowed is None else tuple(a.strip() for a in allowed.split(",") if a.strip()),
+        )

@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the value."""
 
 
+class UntrustedModelError(ConfigError):
+    """A store names a base model that the model-trust settings do not allow to be loaded."""
+
+
 class DataError(ValueError):
     """Input data is malformed; the message names the file, line or id at fault."""
 
@@ -18,6 +22,10 @@ class DataError(ValueError):
 class StorageError(RuntimeError):
     """The storage root is unreachable or full, or a path would leave it. Work committed
     before the error is kept; a rerun resumes from it."""
+
+
+class StoreBusyError(RuntimeError):
+    """Another run holds the store's lease (the message names it), or this run lost it."""
 
 
 class NoCatalogError(FileNotFoundError):
@@ -51,4 +59,5 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     ModelLoadError,
     DimensionMismatchError,
     RecordVersionError,
+    StoreBusyError,
 )

@@ -3,27 +3,39 @@
 Local folders and ``s3://bucket/prefix`` (s3fs) are supported. Writes are atomic: a file
 is written under a temporary name and renamed into place locally, and sent in one PUT on
 object stores, so a reader never sees half a shard.
+
+Conditional writes (:meth:`Store.create_bytes`, :meth:`Store.swap_bytes`) are exclusive
+creates and compare-and-swaps: a hard link and ``flock`` locally, ``If-None-Match``/``If-Match``
+on S3. :class:`StoreLease` builds a lease on them (an owner, a heartbeat, an expiry).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import socket
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from cecq.errors import StorageError
+from cecq.errors import StorageError, StoreBusyError
 
+logger = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -74,6 +86,12 @@ def _io(action: str) -> Callable[[_F], _F]:
     return wrap
 
 
+def _precondition_failed(e: OSError) -> bool:
+    """Whether s3fs's OSError is a 412 (an ``If-Match`` that did not hold)."""
+    response = getattr(e.__cause__, "response", None) or {}
+    return e.errno == errno.EINVAL and response.get("Error", {}).get("Code") in ("PreconditionFailed", "412")
+
+
 def slug(text: str, max_len: int = 64) -> str:
     """A file-name-safe name for ``text`` (model names, corpus names); never ``..``."""
     s = _SAFE.sub("_", text.replace("/", "__")).strip("._") or "x"
@@ -89,6 +107,11 @@ def digest(*parts: str | bytes) -> str:
         h.update(p.encode("utf-8") if isinstance(p, str) else p)
         h.update(b"\x00")
     return h.hexdigest()
+
+
+def json_bytes(obj: Any) -> bytes:
+    """How the store writes JSON: indented, keys sorted, UTF-8."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
 
 
 def storage_options_from_env(url: str) -> dict[str, Any]:
@@ -115,6 +138,23 @@ def storage_options_from_env(url: str) -> dict[str, Any]:
     return options
 
 
+def _commit_local(final: str, data: bytes, place: Callable[[str, str], None]) -> None:
+    """Write ``data`` whole to a temporary file beside ``final``, then ``place`` it there
+    (``os.replace``: overwrite; ``os.link``: only if ``final`` is absent). The temporary file
+    never outlives the call."""
+    os.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        place(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class Store:
     """A storage root. Paths given to its methods are relative to the root."""
 
@@ -130,6 +170,8 @@ class Store:
         self.is_local = "file" in protocols
         if self.is_local:
             self.root = os.path.abspath(self.root)
+        # Backends with an exclusive create and a compare-and-swap (see create_bytes).
+        self.conditional_writes = self.is_local or self.protocol in ("s3", "s3a")
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -169,22 +211,122 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write ``data`` atomically: readers see the old file, or none, or all of the new one."""
         final = self.path(rel)
-        parent = final.rsplit("/", 1)[0]
         if self.is_local:
-            os.makedirs(parent, exist_ok=True)
-            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            _commit_local(final, data, os.replace)
         else:
             self.fs.pipe_file(final, data)  # a single PUT: the object appears whole or not at all
+
+    @_io("create")
+    def create_bytes(self, rel: str, data: bytes) -> bool:
+        """Write ``data`` to ``rel`` only if nothing is there, atomically; False if something is.
+
+        Locally a hard link of a whole temporary file (it fails on an existing name); on S3 a
+        PUT with ``If-None-Match: *``. On other backends (``conditional_writes`` False) a check
+        then a write, which is exclusive only under a :class:`StoreLease`."""
+        final = self.path(rel)
+        if self.is_local:
+            try:
+                _commit_local(final, data, os.link)
+                return True
+            except FileExistsError:
+                return False
+        if not self.conditional_writes:
+            if self.fs.exists(final):
+                return False
+            self.fs.pipe_file(final, data)
+            return True
+        try:
+            self.fs.pipe_file(final, data, mode="create")
+            return True
+        except FileExistsError:
+            return False
+
+    @_io("read")
+    def read_versioned(self, rel: str) -> tuple[bytes, str] | None:
+        """``(content, token)`` of ``rel`` for :meth:`swap_bytes`, or None when it is absent."""
+        final = self.path(rel)
+        if self.is_local or not self.conditional_writes:
+            try:
+                data = self.fs.cat_file(final)
+            except FileNotFoundError:
+                return None
+            return data, digest(data)
+        self.fs.invalidate_cache(final)
+        try:
+            etag = self.fs.info(final)["ETag"]
+            data = self.fs.cat_file(final)
+        except FileNotFoundError:
+            return None
+        return data, etag  # content read after the tag: a change in between fails the swap, never passes
+
+    @_io("swap")
+    def swap_bytes(self, rel: str, data: bytes, token: str | None) -> bool:
+        """Replace ``rel`` with ``data`` only if it is still what :meth:`read_versioned` saw
+        (``token``; None: only if it is absent). False when another writer came first.
+
+        Locally the check and the rename run under ``flock`` on the folder (released by the
+        kernel if the process dies); on S3 a PUT with ``If-Match``."""
+        if token is None:
+            return self.create_bytes(rel, data)
+        final = self.path(rel)
+        if self.is_local:
+            with self._folder_lock(final.rsplit("/", 1)[0]):
+                try:
+                    with open(final, "rb") as f:
+                        if digest(f.read()) != token:
+                            return False
+                except FileNotFoundError:
+                    return False
+                self.write_bytes(rel, data)
+                return True
+        if not self.conditional_writes:
+            seen = self.read_versioned(rel)
+            if seen is None or seen[1] != token:
+                return False
+            self.fs.pipe_file(final, data)
+            return True
+        try:
+            self.fs.pipe_file(final, data, IfMatch=token)
+        except (FileNotFoundError, FileExistsError):
+            return False
+        except OSError as e:
+            if _precondition_failed(e):
+                return False
+            raise
+        self.fs.invalidate_cache(final)
+        return True
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _folder_lock(folder: str) -> Iterator[None]:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @_io("delete")
+    def delete(self, rel: str, recursive: bool = False) -> None:
+        """Remove a file (or a folder with ``recursive``), and local folders left empty; absent
+        ones are ignored."""
+        p = self.path(rel)
+        if self.fs.exists(p):
+            self.fs.rm(p, recursive=recursive)
+        if self.is_local:  # and the folders that emptied (object stores have none)
+            parent = os.path.dirname(p)
+            while parent != self.root and parent.startswith(self.root + "/") and not os.listdir(parent):
+                os.rmdir(parent)
+                parent = os.path.dirname(parent)
+
+    @_io("list")
+    def walk_files(self, rel: str) -> list[str]:
+        """Every file under ``rel`` ("" for the whole root), temporary ones included, sorted."""
+        base = self.path(rel) if rel else self.root
+        if not self.fs.exists(base):
+            return []
+        return sorted(p[len(self.root) + 1 :] for p in self.fs.find(base))
 
     def upload(self, local_folder: str, rel: str, names: list[str]) -> None:
         """Copy files ``names`` of a local folder under ``rel``, in the given order (put the
@@ -198,7 +340,15 @@ class Store:
         return self.fs.cat_file(self.path(rel))
 
     def write_json(self, rel: str, obj: Any) -> None:
-        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+        self.write_bytes(rel, json_bytes(obj))
+
+    def create_json(self, rel: str, obj: Any) -> bool:
+        """:meth:`create_bytes` of a JSON document: False when ``rel`` already exists."""
+        return self.create_bytes(rel, json_bytes(obj))
+
+    def forget(self, rel: str = "") -> None:
+        """Drop the client's cached listings under ``rel`` (other processes may have written there)."""
+        self.fs.invalidate_cache(self.path(rel) if rel else self.root)
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
@@ -241,3 +391,155 @@ class Store:
             with open(target, "wb") as f:
                 f.write(self.fs.cat_file(path))
         return dest
+
+
+# ---------------------------------------------------------------- the store lease
+
+
+@dataclass
+class LeaseRecord:
+    """The lease object's content: who holds it, since when, and until when."""
+
+    owner: str  # "<purpose> <host>:<pid> <nonce>": unique per claim
+    purpose: str
+    host: str
+    pid: int
+    acquired: float  # unix seconds
+    heartbeat: float
+    expires: float
+    released: bool = False
+
+    def describe(self, now: float) -> str:
+        state = (
+            f"expired {now - self.expires:.0f} s ago"
+            if now >= self.expires
+            else f"expires in {self.expires - now:.0f} s"
+        )
+        return (
+            f"{self.purpose} on {self.host} (pid {self.pid}), holding it since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.acquired))}, last heartbeat "
+            f"{now - self.heartbeat:.0f} s ago, {state}"
+        )
+
+    def stale(self, now: float) -> bool:
+        """Free to take: released, expired, or held by a dead process of this host."""
+        if self.released or now >= self.expires:
+            return True
+        if self.host == socket.gethostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+
+def read_lease(store: Store, rel: str) -> LeaseRecord | None:
+    """The lease at ``rel`` (None when there has never been one)."""
+    seen = store.read_versioned(rel)
+    return None if seen is None else LeaseRecord(**json.loads(seen[0]))
+
+
+def check_lease(store: Store, rel: str, owner: str) -> None:
+    """Raise :class:`StoreBusyError` unless ``owner`` holds the lease at ``rel`` (unexpired)."""
+    store.forget(rel.rsplit("/", 1)[0])
+    rec = read_lease(store, rel)
+    now = time.time()
+    if rec is None or rec.owner != owner or rec.released or now >= rec.expires:
+        held = "nobody" if rec is None or rec.released else rec.describe(now)
+        raise StoreBusyError(f"this run ({owner}) no longer holds the lease on {store.url}: it is held by {held}")
+
+
+class StoreLease:
+    """An exclusive, expiring claim on a store, renewed by a heartbeat thread.
+
+    :meth:`acquire` takes the lease when it is free, released, expired (its holder missed
+    heartbeats for ``ttl`` seconds) or held by a dead process of this host; otherwise it
+    retries for up to ``wait`` seconds, then raises :class:`StoreBusyError` naming the
+    holder. Every change is a compare-and-swap (:meth:`Store.swap_bytes`), so two claimants
+    never both win, and a holder whose lease was taken over learns it at its next heartbeat
+    or :meth:`check`. Expiry compares wall clocks: hosts' clocks must agree to within ``ttl``.
+    """
+
+    def __init__(self, store: Store, rel: str, purpose: str, ttl: float = 60.0, wait: float = 120.0):
+        if ttl <= 0 or wait < 0:
+            raise ValueError(f"lease ttl must be > 0 and wait >= 0, got ttl={ttl}, wait={wait}")
+        self.store, self.rel, self.purpose, self.ttl, self.wait = store, rel, purpose, ttl, wait
+        host, pid = socket.gethostname(), os.getpid()
+        self.owner = f"{purpose} {host}:{pid} {uuid.uuid4().hex[:8]}"
+        self._record = LeaseRecord(self.owner, purpose, host, pid, 0.0, 0.0, 0.0)
+        self._token: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost: str | None = None  # why the lease was lost, once it is
+
+    def _write(self, token: str | None, released: bool = False) -> str | None:
+        now = time.time()
+        rec = self._record
+        rec.heartbeat, rec.expires, rec.released = now, now + self.ttl, released
+        if not rec.acquired:
+            rec.acquired = now
+        if not self.store.swap_bytes(self.rel, json.dumps(asdict(rec)).encode(), token):
+            return None
+        seen = self.store.read_versioned(self.rel)
+        mine = seen is not None and json.loads(seen[0]).get("owner") == self.owner
+        return seen[1] if mine else None
+
+    def acquire(self) -> StoreLease:
+        deadline = time.monotonic() + self.wait
+        while True:
+            seen = self.store.read_versioned(self.rel)
+            holder = None if seen is None else LeaseRecord(**json.loads(seen[0]))
+            if holder is None or holder.stale(time.time()):
+                token = self._write(None if seen is None else seen[1])
+                if token is not None:
+                    if holder is not None and not holder.released:
+                        logger.warning("took over the lease of %s", holder.describe(time.time()))
+                    self._token = token
+                    self._thread = threading.Thread(target=self._beat, name="cecq-lease", daemon=True)
+                    self._thread.start()
+                    return self
+                continue  # another claimant came first: look again
+            if time.monotonic() >= deadline:
+                raise StoreBusyError(
+                    f"store {self.store.url} is claimed by {holder.describe(time.time())} "
+                    f"(lease {self.store.uri(self.rel)}); waited {self.wait:.0f} s. Rerun when it is done; "
+                    "a crashed holder's lease is taken over once it expires"
+                )
+            time.sleep(min(0.25, max(0.05, deadline - time.monotonic())))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                token = self._write(self._token)
+            except StorageError as e:  # unreachable store: try again at the next beat, until expiry
+                logger.warning("lease heartbeat failed: %s", e)
+                continue
+            if token is None:
+                self.lost = f"the lease on {self.store.url} was taken over by another run"
+                logger.error(self.lost)
+                return
+            self._token = token
+
+    def check(self) -> None:
+        """Raise :class:`StoreBusyError` if the lease was lost (taken over after a missed expiry)."""
+        if self.lost or self._token is None:
+            raise StoreBusyError(self.lost or f"the lease on {self.store.url} is not held")
+        check_lease(self.store, self.rel, self.owner)
+
+    def release(self) -> None:
+        """Stop the heartbeat and mark the lease released (when it is still ours)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._token is not None and not self.lost:
+            with contextlib.suppress(StorageError):
+                self._write(self._token, released=True)
+        self._token = None
+
+    def __enter__(self) -> StoreLease:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

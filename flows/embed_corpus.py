@@ -12,10 +12,13 @@ from prefect import flow
 from cecq.catalog import CatalogManifest, run_id_for
 from cecq.config import PIPELINE_DECODER, PipelineConfig
 from cecq.encoders import is_fitted
+from cecq.pipeline.publish import claim_store
+from cecq.storage import Store
 from cecq.targets import CompressionTarget
 from tasks import (
     compress_task,
     embed_model_task,
+    fingerprint_models_task,
     fit_encoder_task,
     load_previous_task,
     plan_compression_task,
@@ -53,10 +56,12 @@ def run_steps(
     ray_address: str | None,
     previous: CatalogManifest | None,
     target: CompressionTarget | None = None,
+    lease_owner: str | None = None,
 ) -> dict:
-    """The steps both flows share. ``previous`` is the store's published manifest (or None).
-    With a ``target``, the codes' sizes and kind of ``config`` are replaced by the target's
-    plan for this corpus and these models once they are embedded."""
+    """The steps both flows share. ``previous`` is the store's published manifest (or None),
+    read under the store's lease, whose owner is ``lease_owner``. With a ``target``, the
+    codes' sizes and kind of ``config`` are replaced by the target's plan for this corpus
+    and these models once they are embedded."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     step = _Timer()
     with step("shard"):
@@ -67,23 +72,24 @@ def run_steps(
             config.id_column,
             list(config.text_columns) if config.text_columns else None,
         )
+    fingerprints = fingerprint_models_task(list(config.models))
     for model in config.models:
         if is_fitted(model):
             with step(f"fit {model}"):
                 fit_encoder_task(config.store, manifest_path, model)
     previous_manifest = previous.corpus_manifest if previous else None
     embedding = []
-    for m in config.models:
+    for m, fp in zip(config.models, fingerprints):
         with step(f"embed {m}"):
             embedding.append(
-                embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest)
+                embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest, fp)
             )
     model_keys = [e.model_key for e in embedding]
     plan = None
     if target is not None:
         plan = plan_compression_task(config.store, manifest_path, model_keys, target, config.decoder.max_train_rows)
         config = plan.apply(config)
-    run_id = run_id_for(config, manifest_path)
+    run_id = run_id_for(config, manifest_path, fingerprints)
     with step("train decoder + quantizer"):
         reused = plan_compressor_task(config, manifest_path, previous, embedding)
         if reused is None:
@@ -95,7 +101,17 @@ def run_steps(
         shards = compress_task(config.store, manifest_path, model_keys, decoder, quantizer, compressor_id, ray_address)
     with step("publish"):
         version = publish_task(
-            config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards, plan
+            config,
+            run_id,
+            manifest_path,
+            embedding,
+            decoder,
+            quantizer,
+            compressor_id,
+            started,
+            shards,
+            plan,
+            lease_owner,
         )
     summary = summarise_task(config.store, run_id, version, manifest_path, previous_manifest, step.seconds)
     return {
@@ -147,4 +163,5 @@ def embed_corpus(
         decoder_policy="retrain",
         model_weights=model_weights,
     )
-    return run_steps(config, ray_address, load_previous_task(store), target)
+    with claim_store(Store(store), "embed-corpus") as lease:
+        return run_steps(config, ray_address, load_previous_task(store), target, lease.owner)

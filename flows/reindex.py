@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
+from cecq.catalog.reader import check_store_models
 from cecq.config import DecoderPolicy, PipelineConfig
-from cecq.pipeline.publish import reindex_config
+from cecq.pipeline.publish import claim_store, reindex_config
+from cecq.storage import Store
 from flows.embed_corpus import run_steps
 from tasks import load_previous_task
 
@@ -24,8 +26,10 @@ def reindex(
     with (models, dims, codes). Unchanged shards are not re-embedded or rewritten; the
     decoder is reused or retrained by ``decoder_policy`` ('auto': retrain when more than
     ``retrain_fraction`` of the documents are new or changed)."""
-    previous = load_previous_task(store)
-    if previous is None:
-        raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
-    config = reindex_config(previous, corpus, store, decoder_policy, retrain_fraction)
-    return run_steps(config, ray_address, previous)
+    with claim_store(Store(store), "reindex") as lease:
+        previous = load_previous_task(store)
+        if previous is None:
+            raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
+        check_store_models(Store(store), previous.models)  # the store names the models reindex loads
+        config = reindex_config(previous, corpus, store, decoder_policy, retrain_fraction)
+        return run_steps(config, ray_address, previous, lease_owner=lease.owner)

@@ -59,7 +59,7 @@ def plan_compressor_task(
     store = Store(config.store)
     rows = CorpusManifest.from_dict(store.read_json(manifest_path)).rows
     changed = max((e.embedded_documents for e in embedding), default=0) / max(1, rows)
-    reused = choose_compressor(config, previous, changed)
+    reused = choose_compressor(config, previous, changed, [e.fingerprint for e in embedding])
     get_run_logger().info(
         "%.1f%% of documents new or changed; %s",
         100 * changed,

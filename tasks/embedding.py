@@ -3,6 +3,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from cecq.catalog import CorpusManifest, EmbeddingResult
+from cecq.encoders import model_fingerprint
 from cecq.pipeline.fanout import embed_model
 from cecq.storage import Store
 from tasks.progress import progress_reporter
@@ -17,13 +18,22 @@ def embed_model_task(
     batch_size: int = 64,
     ray_address: str | None = None,
     previous_manifest_path: str | None = None,
+    fingerprint: str | None = None,
 ) -> EmbeddingResult:
-    """Embed every shard with one base model on Ray actors; committed shards are skipped."""
+    """Embed every shard with one base model (weights ``fingerprint``) on Ray actors;
+    committed shards are skipped."""
     store = Store(store_url)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     previous = CorpusManifest.from_dict(store.read_json(previous_manifest_path)) if previous_manifest_path else None
     result = embed_model(
-        store, manifest, model, batch_size, ray_address, previous, progress=progress_reporter(f"embed {model}")
+        store,
+        manifest,
+        model,
+        batch_size,
+        ray_address,
+        previous,
+        progress=progress_reporter(f"embed {model}"),
+        fingerprint=fingerprint,
     )
     get_run_logger().info(
         "%s: embedded %d documents (%d shards already committed), %.1f docs/s of actor time",
@@ -33,3 +43,11 @@ def embed_model_task(
         result.embedded_documents / max(result.seconds, 1e-9),
     )
     return result
+
+
+@task(name="fingerprint-models", retry_condition_fn=retry_unless_bad_input, retries=1)
+def fingerprint_models_task(models: list[str]) -> list[str | None]:
+    """The fingerprint of every base model's weights, where the run starts (its actors check theirs)."""
+    fingerprints = [model_fingerprint(m) for m in models]
+    get_run_logger().info("model weights: %s", ", ".join(f"{m} {f or '-'}" for m, f in zip(models, fingerprints)))
+    return fingerprints

@@ -24,12 +24,14 @@ def publish_task(
     started: str,
     shards: list[CodesShard],
     plan: CompressionPlan | None = None,
+    lease_owner: str | None = None,
 ) -> int:
-    """Publish the compressed shards as the next catalog version."""
+    """Publish the compressed shards as the next catalog version, checking that the run
+    still holds the store's lease ``lease_owner``."""
     store = Store(config.store)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     run = describe_run(store, config, run_id, manifest, embedding, decoder, quantizer, compressor_id, started, plan)
-    return publish(store, run, shards)
+    return publish(store, run, shards, lease_owner)
 
 
 @task(name="summarise-run")

@@ -5,7 +5,7 @@ corpus/<corpus>/<shard key>.parquet        corpus/<corpus>/manifest-<digest>.jso
 models/<fitted model>-<corpus>/...         embeddings/<model key>/<shard key>.parquet
 runs/<run>/decoder/  runs/<run>/quantizer.parquet  runs/<run>/run.json
 codes/<compressor>/<shard key>.parquet     catalog/v<N>/{manifest.json,shards.parquet}
-catalog/current.json
+catalog/current.json                       catalog/lease.json (who is writing the store)
 ```
 """
 
@@ -16,6 +16,8 @@ from cecq.encoders.registry import is_fitted
 from cecq.storage import digest, slug
 
 CURRENT = "catalog/current.json"
+ARTIFACT_FOLDERS = ("corpus", "models", "embeddings", "runs", "codes")  # what runs write, beside catalog/
+LEASE = "catalog/lease.json"
 
 
 def corpus_shard_path(corpus_key: str, shard: ShardInfo) -> str:
@@ -27,9 +29,13 @@ def manifest_path(manifest: CorpusManifest) -> str:
     return f"corpus/{manifest.corpus_key}/manifest-{digest(*(s.key for s in manifest.shards))[:12]}.json"
 
 
-def model_key(model: str, corpus_key: str) -> str:
-    """Folder name of a model's embeddings; fitted encoders are per corpus."""
-    return f"{slug(model)}-{corpus_key}" if is_fitted(model) else slug(model)
+def model_key(model: str, corpus_key: str, fingerprint: str | None = None) -> str:
+    """Folder name of a model's embeddings: fitted encoders are per corpus, pretrained ones
+    per weights (``fingerprint``: other weights, other embeddings; None, as stores written
+    before fingerprints, names the model only)."""
+    if is_fitted(model):
+        return f"{slug(model)}-{corpus_key}"
+    return f"{slug(model, 48)}-w{digest(fingerprint)[:12]}" if fingerprint else slug(model)
 
 
 def fitted_model_path(model: str, corpus_key: str) -> str:
@@ -63,3 +69,8 @@ def run_record_path(run_id: str) -> str:
 
 def version_dir(version: int) -> str:
     return f"catalog/v{version:06d}"
+
+
+def version_of(manifest_rel: str) -> int:
+    """The version number of a ``catalog/v<N>/manifest.json`` path."""
+    return int(manifest_rel.split("/")[1][1:])

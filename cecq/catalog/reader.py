@@ -8,18 +8,19 @@ while publishing leaves the previous version in place.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 
-from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir
+from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir, version_of
 from cecq.catalog.records import CatalogManifest, RunRecord
-from cecq.config import ModelSpec
+from cecq.config import ModelSpec, ModelTrust
 from cecq.decoder import Decoder, load_decoder
 from cecq.encoders import Encoder, encoder_class, load_encoder
-from cecq.errors import NoCatalogError
+from cecq.errors import NoCatalogError, UntrustedModelError
 from cecq.quantization import CodeQuantizer
 from cecq.quantization import load_quantizer as read_quantizer_file
 from cecq.storage import Store
@@ -28,6 +29,13 @@ from cecq.storage import Store
 def current_version(store: Store) -> int:
     """The published version number (0 for a store with none)."""
     return int(store.read_json(CURRENT)["version"]) if store.exists(CURRENT) else 0
+
+
+def latest_version(store: Store) -> int:
+    """The highest version with a manifest (0 for none): the published one, or one above it
+    whose run stopped between claiming the version and publishing it."""
+    store.forget("catalog")
+    return max((version_of(p) for p in store.glob("catalog/v*/manifest.json")), default=0)
 
 
 def read_manifest(store: Store, version: int) -> CatalogManifest:
@@ -60,11 +68,46 @@ def load_compressor(
     return decoder, meta, load_quantizer(store, quantizer_rel)
 
 
+def check_store_models(store: Store, models: Sequence[str], trust: ModelTrust | None = None) -> None:
+    """Refuse, with :class:`UntrustedModelError`, to load a base model a store names that
+    the trust settings (:class:`~cecq.config.ModelTrust`, default from the environment) do
+    not allow: a store's manifest must not make this machine load an arbitrary local folder."""
+    trust = trust or ModelTrust.from_env()
+    if trust.trust or (trust.trust is None and store.is_local):
+        return
+    for model in models:
+        source = encoder_class(model).loads_from(model)
+        if source is None:
+            continue
+        if trust.allowed is not None:
+            folders = [os.path.abspath(os.path.expanduser(a)) for a in trust.allowed]
+            if model in trust.allowed or any(source == f or source.startswith(f + os.sep) for f in folders):
+                continue
+            why = "it is not in CECQ_ALLOWED_MODELS"
+        elif os.path.isabs(source):
+            why = "it is a local folder, and the store is not local"
+        else:
+            continue  # a hub id
+        raise UntrustedModelError(
+            f"store {store.url} names the base model {model!r} ({source}); not loading it: {why}. "
+            "If you trust the store, pass --trust-store-models (CECQ_TRUST_STORE_MODELS=1), "
+            "or allow the model in CECQ_ALLOWED_MODELS"
+        )
+
+
 def load_store_encoder(
-    store: Store, model: str, corpus_key: str, batch_size: int = 64, device: str | None = None
+    store: Store,
+    model: str,
+    corpus_key: str,
+    batch_size: int = 64,
+    device: str | None = None,
+    trusted: bool = False,
 ) -> Encoder:
     """A base model as the store uses it: a fitted encoder from the store's files, a
-    pretrained one by name."""
+    pretrained one by name. Unless ``trusted`` (a model the user named, not the store),
+    :func:`check_store_models` decides first whether it may be loaded."""
+    if not trusted:
+        check_store_models(store, [model])
     cls = encoder_class(model)
     if cls.fitted:
         with tempfile.TemporaryDirectory() as tmp:

@@ -114,6 +114,7 @@ class EmbeddingResult:
     seconds: float = 0.0
     nodes: list[str] = field(default_factory=list)
     info: dict[str, Any] | None = None
+    fingerprint: str | None = None  # the weights' (Encoder.fingerprint); None: fitted, or unknown
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +168,7 @@ class RunRecord:
     decoder_training: dict[str, Any] = field(default_factory=dict)
     model_weights: list[float] | None = None  # None: equal (stores before weights were fitted)
     compression_plan: dict[str, Any] | None = None  # cecq.targets.CompressionPlan: the choice and its reason
+    model_fingerprints: list[str | None] | None = None  # per model; None: stores before fingerprints
     status: str = "compressed"
     catalog_version: int | None = None
     finished: str | None = None
@@ -209,6 +211,7 @@ class CatalogManifest:
     previous_version: int | None = None
     budget_bytes: int | None = None
     quantization: str = "scalar"
+    model_fingerprints: list[str | None] | None = None  # per model; None: stores before fingerprints
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -307,14 +310,18 @@ def run_identity(config: PipelineConfig) -> dict[str, Any]:
     return identity
 
 
-def run_id_for(config: PipelineConfig, corpus_manifest_path: str) -> str:
-    """The id of a run: a digest of its identity and of the corpus content.
+def run_id_for(config: PipelineConfig, corpus_manifest_path: str, fingerprints: list[str | None] | None = None) -> str:
+    """The id of a run: a digest of its identity, of the corpus content and of the base
+    models' weights (``fingerprints``, hashed only when one is known, so runs of fitted
+    models only keep the ids they had before fingerprints).
 
     Deterministic, so that a rerun after a crash finds (and skips) what the crashed run
     committed under ``runs/<id>/`` and ``codes/<id>/`` and writes byte-identical shards.
     The store's own URL is left out: the same inputs give the same run in any store.
     """
     identity = run_identity(config)
+    if fingerprints and any(fingerprints):
+        identity["model_fingerprints"] = list(fingerprints)
     if RUN_ID_SCHEME > 1:  # scheme 1 is the hash of the ids stores already hold
         identity["run_id_scheme"] = RUN_ID_SCHEME
     return "run-" + digest(json.dumps(identity, sort_keys=True), corpus_manifest_path)[:16]

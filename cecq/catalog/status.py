@@ -1,9 +1,8 @@
 """The state of a store without SQL: the published version and its run, every version and
 run with its size on storage, the leftovers of crashes, and whether the store is healthy.
 
-:func:`find_leftovers` is the one listing of what no published version needs (temporary
-files of interrupted writes, artifacts of runs that never published): ``cecq status`` shows
-it, a garbage collector removes it.
+Its leftovers are :func:`cecq.catalog.leftovers.find_leftovers`'s with every version up to
+the published one kept: what ``cecq gc --keep <versions>`` would remove.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cecq.catalog.layout import CURRENT
+from cecq.catalog.leftovers import Leftovers, find_leftovers
 from cecq.catalog.reader import current_version, read_manifest, read_run
 from cecq.catalog.records import CatalogManifest, RunRecord
 from cecq.storage import Store
 
-TEMPORARY = ".tmp-"  # the infix of an atomic write's temporary name (cecq.storage.Store.write_bytes)
 _VERSION = re.compile(r"^catalog/v(\d+)/manifest\.json$")
 
 
@@ -34,47 +33,6 @@ def list_files(store: Store) -> dict[str, int]:
 def artifact_kind(rel: str) -> str:
     """The top-level folder of an artifact: corpus, models, embeddings, runs, codes or catalog."""
     return rel.split("/", 1)[0] if "/" in rel else "(root)"
-
-
-@dataclass
-class Leftovers:
-    """What no catalog version uses and no running step is known to need."""
-
-    temporary: list[str] = field(default_factory=list)  # "*.tmp-*": writes interrupted by a crash
-    unpublished_runs: dict[str, list[str]] = field(default_factory=dict)  # run id -> its runs/ and codes/ files
-
-    @property
-    def paths(self) -> list[str]:
-        return sorted({*self.temporary, *(p for files in self.unpublished_runs.values() for p in files)})
-
-    def bytes(self, sizes: dict[str, int]) -> int:
-        return sum(sizes.get(p, 0) for p in self.paths)
-
-
-def _run_of(rel: str) -> str | None:
-    """The run id a ``runs/<id>/...`` or ``codes/<id>/...`` file belongs to."""
-    parts = rel.split("/")
-    return parts[1] if len(parts) > 2 and parts[0] in ("runs", "codes") else None
-
-
-def find_leftovers(store: Store, files: dict[str, int] | None = None) -> Leftovers:
-    """Temporary files, and the ``runs/<id>/`` and ``codes/<id>/`` files of runs that no
-    catalog version names (as its run or its reused compressor). A run in progress looks
-    the same: callers that delete must first make sure no run holds the store."""
-    files = list_files(store) if files is None else files
-    used: set[str] = set()
-    for rel in files:
-        if _VERSION.match(rel):
-            m = CatalogManifest.from_dict(store.read_json(rel))
-            used.update({m.run_id, m.compressor_id})
-    out = Leftovers(temporary=sorted(p for p in files if TEMPORARY in p.rsplit("/", 1)[-1]))
-    by_run: dict[str, list[str]] = defaultdict(list)
-    for rel in files:
-        run = _run_of(rel)
-        if run and run not in used and TEMPORARY not in rel:
-            by_run[run].append(rel)
-    out.unpublished_runs = {r: sorted(p) for r, p in sorted(by_run.items())}
-    return out
 
 
 @dataclass
@@ -150,8 +108,11 @@ class StoreStatus:
         out += ["", f"leftovers: {len(left.paths)} files, {_size(self.leftover_bytes)}"]
         if left.temporary:
             out.append(f"  {len(left.temporary)} temporary files of interrupted writes, e.g. {left.temporary[0]}")
-        for run, files in left.unpublished_runs.items():
-            out.append(f"  run {run} never published: {len(files)} files")
+        if left.unreferenced:
+            out.append(
+                f"  {len(left.unreferenced)} files no catalog version uses (runs that never published), "
+                f"e.g. {left.unreferenced[0]}; 'cecq gc' removes them"
+            )
         out.append("")
         if self.healthy:
             out.append("healthy: yes")
@@ -230,7 +191,11 @@ def store_status(store: Store) -> StoreStatus:
     by_kind: dict[str, int] = defaultdict(int)
     for rel, size in files.items():
         by_kind[artifact_kind(rel)] += size
-    leftovers = find_leftovers(store, files)
+    try:
+        leftovers = find_leftovers(store, keep=max(1, published))
+    except (ValueError, OSError) as e:  # a damaged version: reported, the status still prints
+        problems.append(f"leftovers cannot be listed: {e}")
+        leftovers = Leftovers(kept_versions=[])
     published_run = next((v.run_id for v in versions if v.version == published), None)
     return StoreStatus(
         store=store.url,
@@ -240,6 +205,6 @@ def store_status(store: Store) -> StoreStatus:
         runs=runs,
         bytes_by_kind=dict(by_kind),
         leftovers=leftovers,
-        leftover_bytes=leftovers.bytes(files),
+        leftover_bytes=sum(files.get(p, 0) for p in leftovers.paths),
         problems=problems,
     )

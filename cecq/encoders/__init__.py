@@ -9,6 +9,7 @@ from cecq.encoders.registry import (
     encoder_names,
     is_fitted,
     load_encoder,
+    model_fingerprint,
     register_encoder,
 )
 from cecq.encoders.sentence_transformer import (
@@ -38,6 +39,7 @@ __all__ = [
     "is_fitted",
     "l2_normalize",
     "load_encoder",
+    "model_fingerprint",
     "nonempty_rows",
     "register_encoder",
     "resolve_model",

@@ -118,6 +118,20 @@ class Encoder(ABC):
         raise TypeError(f"{type(self).__name__} is pretrained: nothing to save")
 
     @classmethod
+    def fingerprint(cls, name: str) -> str | None:
+        """What identifies the weights of the model called ``name`` (``sha256:<digest of its
+        weight files>``, ``hub:<commit>``): a change re-embeds the corpus. None for kinds whose
+        state lives in the store, and where the weights cannot be found."""
+        return None
+
+    @classmethod
+    def loads_from(cls, name: str) -> str | None:
+        """Where the model called ``name`` loads weights from that the store does not hold:
+        an absolute local folder or a hub id; None for kinds made of code and the store's
+        own files (the trust check of stores' models looks only at these)."""
+        return None
+
+    @classmethod
     def load(cls, folder: str | Path) -> Encoder:
         """Read what :meth:`save` wrote (fitted kinds only)."""
         raise TypeError(f"{cls.__name__} is pretrained: load it with from_spec()")

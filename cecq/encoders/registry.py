@@ -53,6 +53,11 @@ def check_model(name: str) -> None:
         resolve_model(name)
 
 
+def model_fingerprint(name: str) -> str | None:
+    """The fingerprint of the weights of the model called ``name`` (see :meth:`Encoder.fingerprint`)."""
+    return encoder_class(name).fingerprint(name)
+
+
 def load_encoder(spec: ModelSpec | str, fit_texts: Sequence[str] | None = None, seed: int = 0) -> Encoder:
     """Load a pretrained base model, or fit a corpus-fitted one on ``fit_texts``."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec(spec)

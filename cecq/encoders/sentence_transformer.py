@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
 from typing import Any
 
 import numpy as np
+from huggingface_hub import snapshot_download
 
 from cecq.config import ModelSpec
 from cecq.encoders.base import Encoder, TextKind
@@ -71,8 +73,68 @@ def resolve_model(name: str, hints: list[str] | None = None) -> str:
     return name
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".ckpt")
+_DIGESTS: dict[tuple, str] = {}  # (folder, its weight files' names, sizes, mtimes) -> digest
+
+
+def weights_digest(folder: str) -> str:
+    """sha256 over a model folder's weight files (names and bytes, in name order); cached per
+    process while no file's size or mtime changes."""
+    files = sorted(
+        os.path.join(root, f)
+        for root, dirs, names in os.walk(folder)
+        for f in names
+        if f.endswith(WEIGHT_SUFFIXES) and not f.startswith(".")
+    )
+    stats = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files)
+    key = (folder, stats)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(os.path.relpath(p, folder).encode() + b"\x00")
+            with open(p, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def hub_commit(repo_id: str) -> str | None:
+    """The commit of ``repo_id``'s snapshot in the local Hugging Face cache (None if absent)."""
+    for candidate in (repo_id, f"sentence-transformers/{repo_id}") if "/" not in repo_id else (repo_id,):
+        try:
+            return os.path.basename(snapshot_download(candidate, local_files_only=True).rstrip("/"))
+        except Exception:  # not cached (or not a repo id): try the next spelling
+            continue
+    return None
+
+
 class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model loaded by Hugging Face id or local path."""
+
+    @classmethod
+    def fingerprint(cls, name: str) -> str | None:
+        """``sha256:`` of a local folder's (or offline bundle's) weight files; ``hub:<commit>``
+        of a cached hub model; None where neither is found."""
+        try:
+            source = resolve_model(name)
+        except ModelNotFoundError:
+            return None
+        if os.path.isdir(source):
+            return f"sha256:{weights_digest(source)}"
+        commit = hub_commit(source)
+        return f"hub:{commit}" if commit else None
+
+    @classmethod
+    def loads_from(cls, name: str) -> str | None:
+        """The absolute folder of a local model (existing or not), else the hub id (offline
+        bundles are installed packages: named by their hub id)."""
+        expanded = os.path.expanduser(name)
+        if name in OFFLINE_BUNDLES and not os.path.isdir(expanded):
+            return name
+        if os.path.isdir(expanded) or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+            return os.path.abspath(expanded)
+        return name
 
     def __init__(self, spec: ModelSpec):
         import torch

@@ -9,6 +9,7 @@ from typing import Any
 from cecq.catalog.layout import embedding_path, model_key
 from cecq.catalog.records import CatalogManifest, CorpusManifest, ShardInfo
 from cecq.config import PipelineConfig
+from cecq.encoders import model_fingerprint
 from cecq.pipeline.corpus import shard_corpus
 from cecq.pipeline.publish import choose_compressor
 from cecq.pipeline.summary import DocumentChanges, compare_documents, id_hashes
@@ -73,20 +74,22 @@ def plan_reindex(store: Store, config: PipelineConfig, previous: CatalogManifest
     now = {i: h for _, ids, hashes in seen for i, h in zip(ids, hashes)}
     changes = compare_documents(old, now)
     models = []
-    for model in config.models:
-        mkey = model_key(model, manifest.corpus_key)
+    fingerprints = [model_fingerprint(m) for m in config.models]
+    for model, fingerprint in zip(config.models, fingerprints):
+        mkey = model_key(model, manifest.corpus_key, fingerprint)  # other weights: nothing to reuse
         embed = reuse = 0
         for info, ids, hashes in seen:
             if store.exists(embedding_path(mkey, info)):
                 reuse += info.rows
                 continue
             prev = prev_by_name.get(info.name)  # reindex reuses vectors from the shard of the same name
-            known = id_hashes(store, [prev.path]) if prev else {}
+            reusable = prev is not None and store.exists(embedding_path(mkey, prev))
+            known = id_hashes(store, [prev.path]) if reusable else {}
             hits = sum(1 for i, h in zip(ids, hashes) if known.get(i) == h)
             reuse, embed = reuse + hits, embed + info.rows - hits
         models.append(ModelPlan(model, embed, reuse))
     changed = max((m.embed for m in models), default=0) / max(1, manifest.rows)
-    reused = choose_compressor(config, previous, changed)
+    reused = choose_compressor(config, previous, changed, fingerprints)
     if config.decoder_policy == "auto":
         share = f"{100 * changed:.1f}% of documents would be embedded, the limit is {100 * config.retrain_fraction:g}%"
     else:

@@ -46,11 +46,14 @@ def embed_model(
     ray_address: str | None = None,
     previous: CorpusManifest | None = None,
     progress: Progress | None = None,
+    fingerprint: str | None = None,
 ) -> EmbeddingResult:
     """Embed every shard of the corpus with one model on Ray; shards already committed are
-    skipped, and with ``previous`` unchanged documents reuse their earlier vectors."""
+    skipped, and with ``previous`` unchanged documents reuse their earlier vectors.
+    Embeddings are keyed by the weights' ``fingerprint``: vectors of other weights are never
+    reused, and an actor whose copy of the model has other weights fails to start."""
     check_model(model)  # a missing local path fails here, before any actor starts
-    mkey = model_key(model, manifest.corpus_key)
+    mkey = model_key(model, manifest.corpus_key, fingerprint)
     prev_by_name = {s.name: s for s in previous.shards} if previous else {}
     jobs, skipped = [], 0
     for shard in manifest.shards:
@@ -63,7 +66,9 @@ def embed_model(
     results: list[EmbedShardResult] = []
     if jobs:
         ray_pool.init_ray(ray_address)
-        factory = embed_worker_factory(store.url, store.storage_options, model, manifest.corpus_key, batch_size)
+        factory = embed_worker_factory(
+            store.url, store.storage_options, model, manifest.corpus_key, batch_size, fingerprint
+        )
         try:
             placed = ray_pool.run_on_actors(factory, jobs, label=model, progress=progress)
         except ray_pool.ActorStartError as e:
@@ -81,6 +86,7 @@ def embed_model(
         seconds=sum(r.seconds for r in results),
         nodes=sorted({r.node for r in results if r.node}),
         info=results[0].model_info if results else None,
+        fingerprint=fingerprint,
     )
 
 

@@ -1,35 +1,58 @@
 """The last steps of a run: decide whether the published compressor is reused, describe the
-run, and publish its codes shards as the next catalog version."""
+run, and publish its codes shards as the next catalog version, under the store's lease;
+and ``cecq gc``, which removes what no kept version needs under the same lease."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pyarrow as pa
 
-from cecq.catalog.layout import CURRENT, manifest_path, run_record_path, version_dir
-from cecq.catalog.reader import current_version, load_quantizer, read_manifest
+from cecq.catalog.layout import CURRENT, LEASE, manifest_path, run_record_path, version_dir
+from cecq.catalog.leftovers import Leftovers, find_leftovers
+from cecq.catalog.reader import current_version, latest_version, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
-from cecq.config import DecoderPolicy, PipelineConfig
+from cecq.config import DecoderPolicy, LeaseConfig, PipelineConfig
 from cecq.decoder import CONFIG_FILE
-from cecq.errors import ConfigError
-from cecq.storage import Store
+from cecq.errors import ConfigError, StoreBusyError
+from cecq.storage import Store, StoreLease, check_lease, json_bytes
 from cecq.targets import CompressionPlan
 
 
 def choose_compressor(
-    config: PipelineConfig, previous: CatalogManifest | None, changed_fraction: float
+    config: PipelineConfig,
+    previous: CatalogManifest | None,
+    changed_fraction: float,
+    fingerprints: Sequence[str | None] | None = None,
 ) -> tuple[str, str, str] | None:
     """The previous run's (compressor_id, decoder, quantizer) to reuse, or None to train anew.
 
-    Reuse needs the same base models, dims and codes (kind, and bits or byte budget);
-    policy 'auto' also needs the share of new or changed documents to be at most
+    Reuse needs the same base models with the same weights (``fingerprints``, where the
+    previous run recorded them), dims and codes (kind, and bits or byte budget); policy
+    'auto' also needs the share of new or changed documents to be at most
     ``config.retrain_fraction``; 'reuse' refuses an incompatible store.
     """
     policy = config.decoder_policy
     if previous is None or policy == "retrain":
         return None
+    if previous.model_fingerprints is not None and fingerprints is not None:
+        now = dict(zip(config.models, fingerprints))
+        changed = [
+            f"{m} ({was} -> {now[m]})"
+            for m, was in zip(previous.models, previous.model_fingerprints)
+            if m in now and was != now[m]
+        ]
+        if changed:
+            if policy == "reuse":
+                raise ConfigError(
+                    f"cannot reuse the decoder: the weights of base model(s) {', '.join(changed)} changed since "
+                    f"catalog v{previous.version}; every document is embedded again, so retrain "
+                    "(--decoder-policy auto or retrain)"
+                )
+            return None
     same_codes = (
         previous.quantization == config.quantization
         and previous.budget_bytes == config.budget_bytes
@@ -86,6 +109,7 @@ def describe_run(
         shards=len(manifest.shards),
         models=list(config.models),
         model_keys=[e.model_key for e in embedding],
+        model_fingerprints=[e.fingerprint for e in embedding],
         embedding=list(embedding),
         corpus_manifest=manifest_path(manifest),
         decoder=decoder_rel,
@@ -104,19 +128,81 @@ def describe_run(
     )
 
 
-def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
+def claim_store(store: Store, purpose: str, lease: LeaseConfig | None = None) -> StoreLease:
+    """The store's publishing lease (not yet acquired: use it as a context manager). A run
+    holds it from reading the published version to publishing the next; ``cecq gc`` too."""
+    lease = lease or LeaseConfig.from_env()
+    return StoreLease(store, LEASE, purpose, ttl=lease.ttl_s, wait=lease.wait_s)
+
+
+def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard], lease_owner: str | None = None) -> int:
     """Publish a run's compressed shards as the next catalog version; return the version.
 
-    Idempotent: when the published version already holds this run's shards (a rerun of a
-    run that finished), it is returned and nothing is written.
+    Idempotent: when the latest version already holds this run's shards (a rerun of a run
+    that finished, or that stopped while publishing), it is returned, finished if need be.
+    The version is claimed by creating its manifest exclusively (:meth:`Store.create_bytes`),
+    so two publishers never write the same version; ``current.json`` only moves forward, by
+    compare-and-swap. ``lease_owner`` (the :class:`StoreLease` owner of the run) is checked
+    to still hold the store's lease before the version is claimed and before it is made
+    current; a store without conditional writes needs one.
     """
-    previous = current_version(store)
-    if previous:
-        current = read_manifest(store, previous)
-        if current.run_id == run.run_id and current.codes == [s.path for s in shards]:
-            return previous
-    version = previous + 1
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    if lease_owner is not None:
+        check_lease(store, LEASE, lease_owner)
+    elif not store.conditional_writes:
+        raise StoreBusyError(
+            f"{store.url} ({store.protocol}) has no conditional writes: publish under claim_store()'s lease"
+        )
+    codes = [s.path for s in shards]
+    while True:
+        latest = latest_version(store)  # drops cached listings first
+        previous = current_version(store)
+        claimed = None
+        if latest:
+            last = read_manifest(store, latest)
+            if last.run_id == run.run_id and last.codes == codes:
+                if latest == previous:
+                    return latest
+                claimed = last  # a publish that stopped half-way: finish it
+        if claimed is None:
+            claimed = _manifest(run, shards, latest + 1, previous)
+            if not store.create_json(f"{version_dir(claimed.version)}/manifest.json", claimed.to_dict()):
+                continue  # another run claimed that version first: take the next one
+        if _finish(store, run, shards, claimed, lease_owner):
+            return claimed.version
+        # a later version was published meanwhile (by a run without the lease): this one stays
+        # listed, never current, and the run publishes again on top
+
+
+def _manifest(run: RunRecord, shards: Sequence[CodesShard], version: int, previous: int) -> CatalogManifest:
+    return CatalogManifest(
+        version=version,
+        published=dt.datetime.now(dt.timezone.utc).isoformat(),
+        run_id=run.run_id,
+        previous_version=previous or None,
+        codes=[s.path for s in shards],
+        corpus_shards=[s.corpus_path for s in shards],
+        models=list(run.models),
+        model_keys=list(run.model_keys),
+        model_fingerprints=run.model_fingerprints,
+        corpus_key=run.corpus_key,
+        corpus_manifest=run.corpus_manifest,
+        decoder=run.decoder,
+        quantizer=run.quantizer,
+        dims=run.dims,
+        bits=run.bits,
+        compressor_id=run.compressor_id,
+        config=run.config,
+        budget_bytes=run.budget_bytes,
+        quantization=run.quantization,
+    )
+
+
+def _finish(
+    store: Store, run: RunRecord, shards: Sequence[CodesShard], manifest: CatalogManifest, lease_owner: str | None
+) -> bool:
+    """Write a claimed version's shard list and run record, then point ``current.json`` at
+    it; False (and ``current.json`` untouched) when a later version is already current."""
+    version = manifest.version
     table = pa.table(
         {
             "version": pa.array([version] * len(shards), pa.int64()),
@@ -129,30 +215,28 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
             "status": pa.array(["committed"] * len(shards), pa.string()),
         }
     )
-    vdir = version_dir(version)
-    store.write_parquet(f"{vdir}/shards.parquet", table)
-    manifest = CatalogManifest(
-        version=version,
-        published=now,
-        run_id=run.run_id,
-        previous_version=previous or None,
-        codes=[s.path for s in shards],
-        corpus_shards=[s.corpus_path for s in shards],
-        models=list(run.models),
-        model_keys=list(run.model_keys),
-        corpus_key=run.corpus_key,
-        corpus_manifest=run.corpus_manifest,
-        decoder=run.decoder,
-        quantizer=run.quantizer,
-        dims=run.dims,
-        bits=run.bits,
-        compressor_id=run.compressor_id,
-        config=run.config,
-        budget_bytes=run.budget_bytes,
-        quantization=run.quantization,
-    )
-    store.write_json(f"{vdir}/manifest.json", manifest.to_dict())
-    run.status, run.catalog_version, run.finished = "published", version, now
+    store.write_parquet(f"{version_dir(version)}/shards.parquet", table)
+    run.status, run.catalog_version, run.finished = "published", version, manifest.published
     store.write_json(run_record_path(run.run_id), run.to_dict())
-    store.write_json(CURRENT, {"version": version, "published": now})
-    return version
+    pointer = json_bytes({"version": version, "published": manifest.published})
+    while True:
+        if lease_owner is not None:
+            check_lease(store, LEASE, lease_owner)
+        seen = store.read_versioned(CURRENT)
+        if seen is not None and int(json.loads(seen[0])["version"]) >= version:
+            return False
+        if store.swap_bytes(CURRENT, pointer, None if seen is None else seen[1]):
+            return True
+
+
+def collect_garbage(store: Store, keep: int = 1, dry_run: bool = False) -> Leftovers:
+    """Remove what :func:`~cecq.catalog.leftovers.find_leftovers` lists, under the store's
+    lease: a run in progress (which holds it) makes this fail at once, naming the run,
+    rather than delete the artifacts it has not published yet. Returns what was (with
+    ``dry_run``: would be) removed."""
+    with claim_store(store, "gc", replace(LeaseConfig.from_env(), wait_s=0.0)):
+        leftovers = find_leftovers(store, keep)
+        if not dry_run:
+            for rel in leftovers.paths:
+                store.delete(rel)
+    return leftovers

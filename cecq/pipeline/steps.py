@@ -29,6 +29,7 @@ from cecq.config import ModelSpec, ModelWeights, PipelineConfig
 from cecq.decoder import Decoder, decode, save_decoder, train_decoder
 from cecq.decoder.training import TrainingProgress
 from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, spread_weights
+from cecq.errors import ModelLoadError
 from cecq.pipeline.ray_pool import ActorContext
 from cecq.quantization import CodeQuantizer, fit_quantizer
 from cecq.storage import Store
@@ -307,14 +308,23 @@ class EmbedWorker:
         model: str,
         corpus_key: str,
         batch_size: int,
+        fingerprint: str | None,
         context: ActorContext,
     ):
         import torch  # heavy: only actors need it
 
         torch.set_num_threads(context.threads)
+        if fingerprint is not None and (here := encoder_class(model).fingerprint(model)) != fingerprint:
+            raise ModelLoadError(
+                f"model {model!r} here has weights {here}, not the run's {fingerprint}: "
+                "every node must hold the same model files"
+            )
         self.store = Store(store_url, storage_options)
         self.report = context.report
-        self.encoder = load_store_encoder(self.store, model, corpus_key, batch_size=batch_size, device=context.device)
+        # trusted: the run's models were named by the user, or checked where they came from a store (reindex)
+        self.encoder = load_store_encoder(
+            self.store, model, corpus_key, batch_size=batch_size, device=context.device, trusted=True
+        )
         self.encoder.to_device(context.device)
 
     def __call__(self, job: Any) -> EmbedShardResult:
@@ -325,7 +335,13 @@ class EmbedWorker:
 
 
 def embed_worker_factory(
-    store_url: str, storage_options: dict[str, Any], model: str, corpus_key: str, batch_size: int
+    store_url: str,
+    storage_options: dict[str, Any],
+    model: str,
+    corpus_key: str,
+    batch_size: int,
+    fingerprint: str | None = None,
 ) -> Callable[[ActorContext], EmbedWorker]:
-    """The factory an actor calls once, with its context, to build its :class:`EmbedWorker`."""
-    return functools.partial(EmbedWorker, store_url, storage_options, model, corpus_key, batch_size)
+    """The factory an actor calls once, with its context, to build its :class:`EmbedWorker`
+    (which checks that its copy of the model has the weights ``fingerprint``)."""
+    return functools.partial(EmbedWorker, store_url, storage_options, model, corpus_key, batch_size, fingerprint)

@@ -184,15 +184,22 @@ def deployed(client_env: dict[str, str], api: PrefectAPI) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def worker(workdir: Path, client_env: dict[str, str], deployed) -> Iterator[Background]:
-    """``prefect worker start --pool cecq-process``, started in a scratch folder (not the repo)."""
+def worker(workdir: Path, client_env: dict[str, str], deployed, models: list[str]) -> Iterator[Background]:
+    """``prefect worker start --pool cecq-process``, started in a scratch folder (not the repo).
+    The store is on S3, so its reindex runs load the local model folder only because the
+    worker allows it (``CECQ_ALLOWED_MODELS``), as a deployment reindexing a shared bucket would."""
     scratch = workdir / "worker-cwd"
     scratch.mkdir()
     # Flow runs start a local Ray. Ray's own temp folder (short: it holds unix sockets) keeps
     # them from attaching to a `ray start` cluster that happens to run on this machine, which
     # ray.init() without an address would otherwise join.
     ray_tmp = tempfile.mkdtemp(prefix="cecq-e2e-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    env = {**client_env, "PREFECT_WORKER_QUERY_SECONDS": "2", "RAY_TMPDIR": ray_tmp}
+    env = {
+        **client_env,
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "RAY_TMPDIR": ray_tmp,
+        "CECQ_ALLOWED_MODELS": ",".join(models),
+    }
     proc = Background(
         "prefect worker",
         [exe("prefect"), "worker", "start", "--pool", "cecq-process", "--name", "e2e-worker"],

@@ -43,10 +43,11 @@ def flow_kwargs(args: list[str]) -> dict:
 
 
 def digests(root: Path) -> dict[str, str]:
+    """Every file's digest, but the store's lease (each run claims and releases it: a lock, not an artifact)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and str(p.relative_to(root)) != "catalog/lease.json"
     }
 
 

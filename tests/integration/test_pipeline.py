@@ -118,6 +118,97 @@ def test_bad_corpus_leaves_published_catalog_intact(tmp_path, tiny_model_dir, ra
             max_epochs=2,
         )
     assert published(store_dir) == before
+    from cecq.catalog.layout import LEASE
+
+    assert json.loads((store_dir / LEASE).read_text())["released"]  # a failed run hands the store back
+
+
+def test_a_run_on_a_store_another_run_holds_fails_naming_the_holder(tmp_path, prefect_api, monkeypatch):
+    from cecq.errors import StoreBusyError
+    from cecq.pipeline.publish import claim_store
+    from cecq.storage import Store
+    from flows.embed_corpus import embed_corpus
+    from flows.reindex import reindex
+
+    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    write_corpus(corpus, n=10)
+    monkeypatch.setenv("CECQ_LEASE_WAIT_S", "0.5")
+    with claim_store(Store(str(store_dir)), "reindex (the nightly one)"):
+        with pytest.raises(StoreBusyError, match=r"claimed by reindex \(the nightly one\) on .* \(pid \d+\)"):
+            embed_corpus(corpus=str(corpus), store=str(store_dir), models=["lexical"])
+        with pytest.raises(StoreBusyError, match="claimed by reindex"):
+            reindex(corpus=str(corpus), store=str(store_dir))
+    assert sorted(str(p.relative_to(store_dir)) for p in store_dir.rglob("*") if p.is_file()) == ["catalog/lease.json"]
+
+
+def test_reindex_refuses_a_local_model_an_s3_store_names(
+    tmp_path, tiny_model_dir, prefect_api, s3_endpoint, monkeypatch
+):
+    """``reindex`` loads the base models the store's manifest names: a local folder named by
+    a store on S3 is refused (see test_model_trust.py) before any step runs."""
+    from cecq.errors import UntrustedModelError
+    from flows.reindex import reindex
+    from tests.helpers.paths import FIXTURES
+    from tests.integration.test_model_trust import LEGACY, tamper
+
+    monkeypatch.delenv("CECQ_TRUST_STORE_MODELS", raising=False)
+    from cecq.storage import Store
+
+    store = Store("s3://cecq-test/reindex-trust")
+    for p in LEGACY.rglob("*"):
+        if p.is_file():
+            store.write_bytes(str(p.relative_to(LEGACY)), p.read_bytes())
+    tamper(store, ["lexical", str(tiny_model_dir)])
+    before = store.walk_files("")
+    with pytest.raises(UntrustedModelError, match="a local folder, and the store is not local"):
+        reindex(corpus=str(FIXTURES / "legacy-store" / "corpus.jsonl"), store=store.url)
+    assert [p for p in store.walk_files("") if p != "catalog/lease.json"] == before
+
+
+def test_retrained_model_weights_re_embed_everything_or_fail_under_reuse(tmp_path, ray_cluster, prefect_api):
+    """A local model folder retrained in place between two runs: the weights' fingerprint
+    changes, so ``reindex --decoder-policy reuse`` refuses, and 'auto' embeds every document
+    again under a new key and retrains (on main the old vectors were reused, silently mixing
+    two models in one index)."""
+    from cecq.catalog import CorpusManifest, current_manifest, read_run
+    from cecq.catalog.layout import embedding_path
+    from cecq.encoders import load_encoder
+    from cecq.errors import ConfigError
+    from cecq.pipeline.steps import vectors_of
+    from cecq.storage import Store
+    from flows.embed_corpus import embed_corpus
+    from flows.reindex import reindex
+    from tests.helpers.models import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m", 32, seed=0)
+    corpus, store_dir = tmp_path / "docs.jsonl", tmp_path / "store"
+    write_corpus(corpus, n=30)
+    embed_corpus(corpus=str(corpus), store=str(store_dir), models=[str(model)], shard_rows=10, dims=16, out_dim=32)
+    store = Store(str(store_dir))
+    m1 = current_manifest(store)
+    [fp1] = read_run(store, m1.run_id).model_fingerprints
+    assert fp1.startswith("sha256:") and m1.model_fingerprints == [fp1]
+    codes1 = published(store_dir)
+
+    build_tiny_model(tmp_path / "m", 32, seed=1)  # retrained in place: same path, other weights
+    with pytest.raises(ConfigError, match=r"weights of base model\(s\) .* changed since catalog v1"):
+        reindex(corpus=str(corpus), store=str(store_dir), decoder_policy="reuse")
+    assert current_manifest(store).version == 1 and published(store_dir) == codes1
+
+    reindex(corpus=str(corpus), store=str(store_dir))  # auto
+    m2 = current_manifest(store)
+    run2 = read_run(store, m2.run_id)
+    [fp2] = run2.model_fingerprints
+    assert fp2.startswith("sha256:") and fp2 != fp1
+    assert m2.model_keys != m1.model_keys and m2.compressor_id != m1.compressor_id  # new embeddings, retrained
+    # every document embedded again, by the new weights (the refused reuse run already committed them)
+    assert run2.embedding[0].embedded_documents + 10 * run2.embedding[0].skipped_shards == 30
+    shard = CorpusManifest.from_dict(store.read_json(m2.corpus_manifest)).shards[0]
+    texts = store.read_parquet(shard.path).column("text").to_pylist()
+    new = vectors_of(store.read_parquet(embedding_path(m2.model_keys[0], shard)))
+    old = vectors_of(store.read_parquet(embedding_path(m1.model_keys[0], shard)))
+    assert np.allclose(new, load_encoder(str(model)).encode(texts), atol=1e-5) and not np.allclose(new, old, atol=1e-3)
+    assert published(store_dir).keys() == codes1.keys() and published(store_dir) != codes1
 
 
 @pytest.mark.parametrize("quantization,budget", [("mixed", 5), ("product", 4)])

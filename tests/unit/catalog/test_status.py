@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from cecq.catalog.status import find_leftovers, store_status
+from cecq.catalog.leftovers import find_leftovers
+from cecq.catalog.status import store_status
 from cecq.cli import main
 from cecq.storage import Store
 from tests.helpers.paths import FIXTURES
@@ -48,14 +49,13 @@ def test_leftovers_of_crashes_are_listed_and_a_broken_version_is_unhealthy(store
     (store_dir / "codes" / "run-0000000000000000").mkdir()
     (store_dir / "codes" / "run-0000000000000000" / "s.parquet").write_bytes(b"codes")
     store = Store(str(store_dir))
-    left = find_leftovers(store)
+    left = find_leftovers(store, keep=3)  # what status lists: every version kept
     assert left.temporary == ["codes/x.parquet.tmp-0123abcd"]
-    assert left.unpublished_runs == {
-        "run-0000000000000000": [
-            "codes/run-0000000000000000/s.parquet",
-            "runs/run-0000000000000000/decoder/decoder.safetensors",
-        ]
-    }
+    assert left.unreferenced == [
+        "codes/run-0000000000000000/s.parquet",
+        "runs/run-0000000000000000/decoder/decoder.safetensors",
+    ]
+    assert store_status(store).leftovers.paths == left.paths
     assert store_status(store).leftover_bytes == 4 + 7 + 5 and store_status(store).healthy  # leftovers are no fault
     before = {p: p.read_bytes() for p in store_dir.rglob("*") if p.is_file()}
     published = store_status(store).versions[-1]

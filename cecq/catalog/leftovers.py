@@ -1,0 +1,72 @@
+"""What a store holds that no kept catalog version needs: temporary files left by crashes,
+and artifacts (corpus and embedding shards, fitted models, runs' compressors, codes) that
+only older versions, or runs that never published, refer to. Read only: ``cecq gc``
+deletes what :func:`find_leftovers` lists; ``cecq status`` can show it.
+
+Kept: the published version and the ``keep - 1`` versions below it. Never listed: anything
+under ``catalog/`` but temporary files (every version's manifest stays, so the ``versions``
+view stays whole), run records (``runs/<id>/run.json``: the ``runs`` view keeps its
+history), and anything outside the artifact folders cecq writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cecq.catalog.layout import ARTIFACT_FOLDERS, LEASE, embedding_path
+from cecq.catalog.reader import current_version, read_manifest
+from cecq.catalog.records import CatalogManifest, CorpusManifest
+from cecq.storage import Store
+
+TEMPORARY = ".tmp-"  # the infix of Store.write_bytes's temporary files
+
+
+@dataclass
+class Leftovers:
+    """Relative paths a ``cecq gc`` would remove, and the versions it keeps."""
+
+    kept_versions: list[int]
+    temporary: list[str] = field(default_factory=list)
+    unreferenced: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self.temporary + self.unreferenced)
+
+
+def referenced_paths(store: Store, manifest: CatalogManifest) -> tuple[set[str], set[str]]:
+    """``(files, folders)`` a version needs to be read, searched and reindexed."""
+    corpus = CorpusManifest.from_dict(store.read_json(manifest.corpus_manifest))
+    files = {*manifest.codes, *manifest.corpus_shards, manifest.corpus_manifest, manifest.quantizer}
+    files.update(embedding_path(k, s) for k in manifest.model_keys for s in corpus.shards)
+    folders = {manifest.decoder, *(f"models/{k}" for k in manifest.model_keys)}
+    return files, folders
+
+
+def find_leftovers(store: Store, keep: int = 1) -> Leftovers:
+    """The leftovers of ``store`` when the published version and ``keep - 1`` below it are kept."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the published version is always kept), got {keep}")
+    current = current_version(store)
+    kept = list(range(max(1, current - keep + 1), current + 1)) if current else []
+    files: set[str] = set()
+    folders: set[str] = set()
+    for v in kept:
+        f, d = referenced_paths(store, read_manifest(store, v))
+        files |= f
+        folders |= d
+    out = Leftovers(kept)
+    store.forget()
+    for rel in store.walk_files(""):
+        top = rel.split("/", 1)[0]
+        if TEMPORARY in rel.rsplit("/", 1)[-1]:
+            if (top in ARTIFACT_FOLDERS or top == "catalog") and not rel.startswith(LEASE):  # the lease: live
+                out.temporary.append(rel)
+        elif (
+            top in ARTIFACT_FOLDERS
+            and rel not in files
+            and not rel.endswith("/run.json")
+            and not any(rel.startswith(d + "/") for d in folders)
+        ):
+            out.unreferenced.append(rel)
+    return out
