@@ -7,6 +7,7 @@ from cecq.catalog.reader import (
     connect,
     current_manifest,
     current_version,
+    index_records,
     load_compressor,
     load_quantizer,
     load_store_encoder,
@@ -21,11 +22,21 @@ from cecq.catalog.records import (
     CorpusManifest,
     EmbeddingResult,
     EmbedShardResult,
+    IndexRecord,
     RunRecord,
     ShardInfo,
     run_id_for,
 )
-from cecq.catalog.search import search_published, search_store, search_store_batch
+from cecq.catalog.search import (
+    LoadedIndex,
+    SearchPlan,
+    load_index,
+    plan_search,
+    query_encoder,
+    search_published,
+    search_store,
+    search_store_batch,
+)
 from cecq.errors import NoCatalogError
 
 __all__ = [
@@ -35,15 +46,22 @@ __all__ = [
     "CorpusManifest",
     "EmbedShardResult",
     "EmbeddingResult",
+    "IndexRecord",
+    "LoadedIndex",
     "NoCatalogError",
     "RunRecord",
+    "SearchPlan",
     "ShardInfo",
     "connect",
     "current_manifest",
     "current_version",
+    "index_records",
     "load_compressor",
+    "load_index",
     "load_quantizer",
     "load_store_encoder",
+    "plan_search",
+    "query_encoder",
     "read_manifest",
     "read_run",
     "run_id_for",

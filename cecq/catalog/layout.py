@@ -5,7 +5,7 @@ corpus/<corpus>/<shard key>.parquet        corpus/<corpus>/manifest-<digest>.jso
 models/<fitted model>-<corpus>/...         embeddings/<model key>/<shard key>.parquet
 runs/<run>/decoder/  runs/<run>/quantizer.parquet  runs/<run>/run.json
 codes/<compressor>/<shard key>.parquet     catalog/v<N>/{manifest.json,shards.parquet}
-catalog/current.json
+catalog/current.json                       catalog/v<N>/index/<name>.{faiss,json}
 ```
 """
 
@@ -63,3 +63,17 @@ def run_record_path(run_id: str) -> str:
 
 def version_dir(version: int) -> str:
     return f"catalog/v{version:06d}"
+
+
+def index_dir(version: int) -> str:
+    """Search indexes of a catalog version: ``<name>.faiss`` (FAISS's serialisation) and
+    ``<name>.json`` (its record, written last: it commits the index)."""
+    return f"{version_dir(version)}/index"
+
+
+def index_file_path(version: int, name: str) -> str:
+    return f"{index_dir(version)}/{slug(name)}.faiss"
+
+
+def index_record_path(version: int, name: str) -> str:
+    return f"{index_dir(version)}/{slug(name)}.json"

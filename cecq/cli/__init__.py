@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import duckdb
 
-from cecq.cli import bench, evaluate, models, pipeline, store
+from cecq.cli import bench, evaluate, index, models, pipeline, store
 from cecq.errors import ConfigError, StorageError
 
-COMMAND_GROUPS = (evaluate, pipeline, store, models, bench)
+COMMAND_GROUPS = (evaluate, pipeline, store, index, models, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from cecq.catalog import connect, search_store, view_statements
-from cecq.cli.args import add_scoring
+from cecq.catalog import connect, plan_search, search_store, view_statements
+from cecq.cli.args import add_index_choice, add_scoring
 from cecq.storage import Store
 
 
@@ -29,6 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     add_scoring(p)
+    add_index_choice(p)
     p.set_defaults(func=cmd_search)
 
 
@@ -52,7 +54,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    hits = search_store(Store(args.store), args.query, args.k, args.scoring)
+    store = Store(args.store)
+    plan = plan_search(store, exact=args.exact, index=args.index_name, nprobe=args.nprobe)
+    print(f"searching with {plan.describe()}", file=sys.stderr)
+    hits = search_store(store, args.query, args.k, args.scoring, plan=plan)
     for h in hits:
         print(json.dumps(h) if args.json else f"{h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['text'][:100]!r}")
     return 0
