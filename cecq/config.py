@@ -312,6 +312,7 @@ class IndexConfig:
     nprobe: int = 32
     shortlist: int = 10
     train_rows_per_list: int = 50  # coarse k-means sample (FAISS asks for at least 39 a list)
+    norm_ratio: float = 1.2  # documents are listed by norm in groups this wide (product codes)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -321,5 +322,7 @@ class IndexConfig:
             raise ConfigError(f"nprobe must be >= 1, got {self.nprobe}")
         if self.shortlist < 1:
             raise ConfigError(f"shortlist must be >= 1, got {self.shortlist}")
+        if not self.norm_ratio > 1.0:
+            raise ConfigError(f"norm_ratio must be > 1, got {self.norm_ratio}")
         if self.train_rows_per_list < 1:
             raise ConfigError(f"train_rows_per_list must be >= 1, got {self.train_rows_per_list}")

@@ -239,7 +239,9 @@ class IndexRecord:
 
     ``quantizer_sha256`` and ``file_sha256`` tie the file to the codebooks and bytes it was
     built from; ``shard_rows`` maps its row ids (catalog order) back to the codes shards;
-    ``empty_rows`` are the documents without text (they score 0, as in the exact scan).
+    ``empty_rows`` are the documents without text (they score 0, as in the exact scan);
+    list ``c * (groups + 1) + g`` holds cluster ``c``'s documents of norm group ``g``
+    (``norm_edges``), the last group of a cluster its documents without text.
     """
 
     name: str
@@ -258,7 +260,8 @@ class IndexRecord:
     nprobe: int | None = None  # default lists searched a query (IVF)
     shortlist: int = 10
     empty_rows: list[int] = field(default_factory=list)
-    norm_range: list[float] = field(default_factory=lambda: [1.0, 1.0])  # of the vectors FAISS scores
+    clusters: int = 1  # flat: 1; IVF: nlist
+    norm_edges: list[float] = field(default_factory=lambda: [1.0, 1.0])  # norm groups within a cluster
     built: str = ""
     seconds: float = 0.0
     schema_version: int = SCHEMA_VERSION

@@ -25,7 +25,7 @@ from cecq.catalog.records import CatalogManifest, IndexRecord
 from cecq.decoder import decode
 from cecq.encoders import concatenate
 from cecq.errors import ConfigError, IndexFileError
-from cecq.index import CodeLayout, code_layout, from_bytes, index_kind, inner_index, search_index
+from cecq.index import CodeLayout, GroupedSearcher, code_layout, from_bytes, index_kind, inner_index
 from cecq.quantization import CodeQuantizer
 from cecq.search import CodeScoring, prepare_queries, search_code_batches
 from cecq.storage import Store, digest
@@ -38,10 +38,12 @@ class LoadedIndex:
     record: IndexRecord
     index: Any  # the FAISS index as stored (pre-transform included)
     layout: CodeLayout
+    searcher: GroupedSearcher
 
-    def search_params(self, nprobe: int | None) -> dict[str, Any]:
-        return index_kind(self.record.kind).check_search(
-            inner_index(self.index), nprobe if nprobe is not None else self.record.nprobe
+    def nprobe(self, nprobe: int | None) -> int:
+        """Clusters a query searches (validated): ``nprobe``, else the index's default."""
+        return index_kind(self.record.kind).check_nprobe(
+            self.record.clusters, nprobe if nprobe is not None else self.record.nprobe
         )
 
 
@@ -60,8 +62,7 @@ class SearchPlan:
         if self.index is None:
             return f"exhaustive scan of {v} ({self.reason})"
         r = self.index.record
-        probe = self.index.search_params(self.nprobe).get("nprobe")
-        probe = f", nprobe {probe}" if probe else ""
+        probe = f", nprobe {self.index.nprobe(self.nprobe)}" if r.nprobe is not None else ""
         return f"FAISS index {r.name} of {v} ({r.layout} codes{probe}; {r.file})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,7 +70,7 @@ class SearchPlan:
         return {
             "path": "index" if r else "exact",
             "index": r.name if r else None,
-            "nprobe": self.index.search_params(self.nprobe).get("nprobe") if self.index else None,
+            "nprobe": self.index.nprobe(self.nprobe) if self.index and r and r.nprobe is not None else None,
             "catalog_version": self.manifest.version,
             "description": self.describe(),
         }
@@ -101,13 +102,14 @@ def load_index(store: Store, manifest: CatalogManifest, record: IndexRecord, qua
         inner.ntotal != record.rows
         or len(record.shard_rows) != len(manifest.codes)
         or inner.d != layout.dim
+        or inner.nlist != record.clusters * len(record.norm_edges)
         or not layout.matches(inner)
     ):
         raise IndexFileError(
-            f"{where} does not hold this version's codes ({inner.ntotal} rows of {inner.d} dims, other codebooks "
-            f"or another layout): rebuild it"
+            f"{where} does not hold this version's codes ({inner.ntotal} rows of {inner.d} dims in {inner.nlist} "
+            "lists, other codebooks or another layout): rebuild it"
         )
-    return LoadedIndex(record, index, layout)
+    return LoadedIndex(record, index, layout, GroupedSearcher(index, layout, record.clusters, record.norm_edges))
 
 
 def plan_search(
@@ -137,7 +139,7 @@ def plan_search(
         return SearchPlan(m, reason="no index built for it")
     loaded = load_index(store, m, records[-1], quantizer or load_quantizer(store, m.quantizer))
     plan = SearchPlan(m, loaded, nprobe)
-    loaded.search_params(nprobe)  # validate nprobe now
+    loaded.nprobe(nprobe)  # validate nprobe now
     return plan
 
 
@@ -202,15 +204,12 @@ def search_published(
     plan = plan or plan_search(store, m, quantizer)
     if plan.index is not None:
         loaded = plan.index
-        scores, idx = search_index(
-            loaded.index,
-            loaded.layout,
+        scores, idx = loaded.searcher.search(
             prepare_queries(queries, quantizer, scoring),
             k,
-            loaded.search_params(plan.nprobe),
+            loaded.nprobe(plan.nprobe),
             loaded.record.shortlist,
             np.asarray(loaded.record.empty_rows, dtype=np.int64),
-            (loaded.record.norm_range[0], loaded.record.norm_range[1]),
         )
         starts = np.concatenate([[0], np.cumsum(loaded.record.shard_rows)[:-1]]).astype(np.int64)
         return hits_with_texts(store, m, scores, idx, starts)

@@ -4,7 +4,16 @@ are organised (``kinds``: flat, ivf; one registry), and searching an index and i
 (``engine``). Building one from a store is a pipeline step (:mod:`cecq.pipeline.index`);
 using one is the catalog's search (:mod:`cecq.catalog.search`)."""
 
-from cecq.index.engine import from_bytes, inner_index, search_index, to_bytes, with_pre_transform
+from cecq.index.engine import (
+    GroupedSearcher,
+    add_documents,
+    from_bytes,
+    inner_index,
+    make_index,
+    norm_edges,
+    to_bytes,
+    with_pre_transform,
+)
 from cecq.index.kinds import FlatKind, IndexKind, IvfKind, default_nlist, index_kind, index_kinds, register_index_kind
 from cecq.index.layouts import CodeLayout, DequantizedLayout, ProductLayout, code_layout, register_layout
 
@@ -12,18 +21,21 @@ __all__ = [
     "CodeLayout",
     "DequantizedLayout",
     "FlatKind",
+    "GroupedSearcher",
     "IndexKind",
     "IvfKind",
     "ProductLayout",
+    "add_documents",
     "code_layout",
     "default_nlist",
     "from_bytes",
     "index_kind",
     "index_kinds",
     "inner_index",
+    "make_index",
+    "norm_edges",
     "register_index_kind",
     "register_layout",
-    "search_index",
     "to_bytes",
     "with_pre_transform",
 ]

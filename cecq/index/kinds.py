@@ -1,8 +1,9 @@
-"""Index kinds: how documents are organised for FAISS (one :class:`IndexKind` each, one
-registry). ``flat`` scores every code; ``ivf`` clusters the codes' vectors into ``nlist``
-inverted lists and scores the ``nprobe`` lists nearest a query. Both take a
-:class:`~cecq.index.layouts.CodeLayout` for the codes themselves, so every kind works
-with every quantizer kind that has a layout."""
+"""Index kinds: how documents are clustered for FAISS (one :class:`IndexKind` each, one
+registry). ``flat`` puts every document in one cluster, so a search scores every code;
+``ivf`` clusters the codes' vectors by k-means into ``nlist`` clusters and a search scores
+the ``nprobe`` clusters nearest the query. Both take a
+:class:`~cecq.index.layouts.CodeLayout` for the codes themselves, so every kind works with
+every quantizer kind that has a layout."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ import numpy as np
 
 from cecq.config import IndexConfig
 from cecq.errors import ConfigError
-from cecq.index.layouts import CodeLayout
 
 
 class IndexKind(ABC):
-    """Builds an empty trained FAISS index of a layout, then takes documents batch by batch."""
+    """Chooses a kind's parameters and its cluster centroids."""
 
     name: ClassVar[str]
-    trains: ClassVar[bool] = False  # needs a corpus sample before documents are added
+    trains: ClassVar[bool] = False  # needs a corpus sample for its centroids
 
     def params(self, n_docs: int, config: IndexConfig) -> dict[str, Any]:
         """The kind's resolved parameters for ``n_docs`` documents (checked; part of the name)."""
@@ -35,30 +35,21 @@ class IndexKind(ABC):
         return 0
 
     @abstractmethod
-    def make(self, layout: CodeLayout, sample: np.ndarray | None, params: dict[str, Any], seed: int) -> Any:
-        """An empty, trained index (``sample``: normalised code-space vectors of corpus rows)."""
+    def centroids(self, dim: int, sample: np.ndarray | None, params: dict[str, Any], seed: int) -> np.ndarray:
+        """``(clusters, dim)`` centroids (``sample``: normalised code-space vectors of corpus rows)."""
 
-    @abstractmethod
-    def add(self, index: Any, layout: CodeLayout, packed: np.ndarray, empty: np.ndarray | None, first_id: int) -> None:
-        """Append documents ``first_id ...``: their published packed codes and empty flags."""
-
-    def check_search(self, index: Any, nprobe: int | None) -> dict[str, Any]:
-        """FAISS search parameters for a query (validated)."""
+    def check_nprobe(self, clusters: int, nprobe: int | None) -> int:
+        """Clusters a query searches (validated): all of them unless the kind probes."""
         if nprobe is not None:
             raise ConfigError(f"nprobe applies to IVF indexes only, not a {self.name!r} index")
-        return {}
+        return clusters
 
 
 class FlatKind(IndexKind):
     name = "flat"
 
-    def make(self, layout: CodeLayout, sample: np.ndarray | None, params: dict[str, Any], seed: int) -> Any:
-        return layout.flat()
-
-    def add(self, index: Any, layout: CodeLayout, packed: np.ndarray, empty: np.ndarray | None, first_id: int) -> None:
-        if index.ntotal != first_id:
-            raise ValueError(f"flat index holds {index.ntotal} documents, next batch starts at {first_id}")
-        index.add_sa_codes(layout.faiss_codes(packed, empty))
+    def centroids(self, dim: int, sample: np.ndarray | None, params: dict[str, Any], seed: int) -> np.ndarray:
+        return np.zeros((1, dim), np.float32)
 
 
 def default_nlist(n_docs: int, min_rows_per_list: int = 39) -> int:
@@ -83,35 +74,22 @@ class IvfKind(IndexKind):
     def train_rows(self, params: dict[str, Any], config: IndexConfig) -> int:
         return params["nlist"] * config.train_rows_per_list
 
-    def make(self, layout: CodeLayout, sample: np.ndarray | None, params: dict[str, Any], seed: int) -> Any:
+    def centroids(self, dim: int, sample: np.ndarray | None, params: dict[str, Any], seed: int) -> np.ndarray:
         import faiss
 
         if sample is None or len(sample) < params["nlist"]:
             raise ValueError(f"an IVF index of {params['nlist']} lists needs at least as many sample rows")
-        kmeans = faiss.Kmeans(layout.dim, params["nlist"], niter=20, seed=seed, spherical=True, verbose=False)
+        kmeans = faiss.Kmeans(dim, params["nlist"], niter=20, seed=seed, spherical=True, verbose=False)
         kmeans.cp.max_points_per_centroid = max(256, len(sample) // params["nlist"] + 1)
         kmeans.train(np.ascontiguousarray(sample, np.float32))
-        coarse = faiss.IndexFlatIP(layout.dim)
-        coarse.add(kmeans.centroids)
-        index = layout.ivf(coarse, params["nlist"])
-        index.own_fields = True
-        coarse.this.disown()  # the IVF index frees its coarse quantizer
-        return index
+        return np.ascontiguousarray(kmeans.centroids, np.float32)
 
-    def add(self, index: Any, layout: CodeLayout, packed: np.ndarray, empty: np.ndarray | None, first_id: int) -> None:
-        codes = layout.faiss_codes(packed, empty)
-        _, lists = index.quantizer.search(np.ascontiguousarray(layout.vectors(packed, empty)), 1)
-        width = index.coarse_code_size()
-        listno = lists[:, 0].astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width]
-        ids = np.arange(first_id, first_id + len(codes), dtype=np.int64)
-        index.add_sa_codes(np.ascontiguousarray(np.concatenate([listno, codes], axis=1)), ids)
-
-    def check_search(self, index: Any, nprobe: int | None) -> dict[str, Any]:
+    def check_nprobe(self, clusters: int, nprobe: int | None) -> int:
         if nprobe is None:
-            return {}
-        if not 1 <= nprobe <= index.nlist:
-            raise ConfigError(f"nprobe must be in 1..{index.nlist} (the index's lists), got {nprobe}")
-        return {"nprobe": nprobe}
+            raise ConfigError("an IVF search needs nprobe")
+        if not 1 <= nprobe <= clusters:
+            raise ConfigError(f"nprobe must be in 1..{clusters} (the index's lists), got {nprobe}")
+        return nprobe
 
 
 _KINDS: dict[str, IndexKind] = {}

@@ -3,14 +3,17 @@ kind, found through :func:`code_layout` (a registry keyed by the quantizer class
 a kind's name).
 
 - Product codes (:class:`ProductLayout`) are FAISS PQ codes as they stand: cecq's own
-  codebooks become the ``ProductQuantizer`` centroids of a ``faiss.IndexPQ`` (or of an
-  ``IndexIVFPQ`` without residuals), and the published bytes are added unchanged, so
-  nothing is re-quantized. The quantizer's prefix cut and rotation become a
-  ``LinearTransform`` pre-transform in exported files.
+  codebooks become the ``ProductQuantizer`` centroids of a ``faiss.IndexIVFPQ`` without
+  residuals, and the published bytes are added unchanged, so nothing is re-quantized. The
+  quantizer's prefix cut and rotation become a ``LinearTransform`` pre-transform.
 - Scalar and fitted-bit codes (:class:`DequantizedLayout`) have no FAISS code format with
   percentile thresholds and bin centroids, so their index holds the dequantized,
-  normalised code-space vectors (``IndexFlatIP`` / ``IndexIVFFlat``): exact scores, at
-  4 bytes a kept dim. Their codes stay the reference; the index is a search structure.
+  normalised code-space vectors (``IndexIVFFlat``): exact scores, at 4 bytes a kept dim.
+  Their codes stay the reference; the index is a search structure.
+
+Every index is an inverted file: a flat one has a single cluster (every list is scanned),
+an IVF one ``nlist`` k-means clusters. Within a cluster, documents are split into lists by
+the norm of their dequantized vector (see :mod:`cecq.index.engine`).
 """
 
 from __future__ import annotations
@@ -37,12 +40,9 @@ class CodeLayout(ABC):
         self.dim = int(quantizer.dequantize_packed(np.zeros((1, quantizer.bytes_per_vector), np.uint8)).shape[1])
 
     @abstractmethod
-    def flat(self) -> Any:
-        """An empty, trained flat FAISS index of this layout (inner-product metric)."""
-
-    @abstractmethod
     def ivf(self, coarse: Any, nlist: int) -> Any:
-        """An empty, trained IVF index of this layout over the trained ``coarse`` quantizer."""
+        """An empty, trained FAISS inverted-file index of this layout (inner product) over the
+        trained ``coarse`` quantizer; its lists hold the codes as :meth:`faiss_codes` gives them."""
 
     @abstractmethod
     def faiss_codes(self, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
@@ -56,10 +56,10 @@ class CodeLayout(ABC):
             v[np.asarray(empty, dtype=bool)] = 0.0
         return v
 
-    def norm_range(self, packed: np.ndarray, empty: np.ndarray | None) -> tuple[float, float]:
-        """Least and greatest norm of the vectors FAISS scores (documents with text); ``(1, 1)``
-        where FAISS scores normalised vectors."""
-        return 1.0, 1.0
+    def norms(self, codes: np.ndarray) -> np.ndarray:
+        """Norms of the vectors FAISS scores, from their FAISS codes (ones where it scores
+        normalised vectors)."""
+        return np.ones(len(codes), np.float32)
 
     def pre_transform(self) -> Any | None:
         """A FAISS transform from decoder outputs to this layout's space, or None when the
@@ -88,13 +88,6 @@ class ProductLayout(CodeLayout):
     def _set_codebooks(self, pq: Any) -> None:
         _faiss().copy_array_to_vector(np.ascontiguousarray(self.quantizer.codebooks, np.float32).ravel(), pq.centroids)
 
-    def flat(self) -> Any:
-        faiss, q = _faiss(), self.quantizer
-        index = faiss.IndexPQ(q.kept_dims, q.subspaces, 8, faiss.METRIC_INNER_PRODUCT)
-        self._set_codebooks(index.pq)
-        index.is_trained = True
-        return index
-
     def ivf(self, coarse: Any, nlist: int) -> Any:
         faiss, q = _faiss(), self.quantizer
         index = faiss.IndexIVFPQ(coarse, q.kept_dims, nlist, q.subspaces, 8, faiss.METRIC_INNER_PRODUCT)
@@ -107,14 +100,12 @@ class ProductLayout(CodeLayout):
     def faiss_codes(self, packed: np.ndarray, empty: np.ndarray | None) -> np.ndarray:
         return np.ascontiguousarray(self.quantizer.unpack(packed))
 
-    def norm_range(self, packed: np.ndarray, empty: np.ndarray | None) -> tuple[float, float]:
+    def norms(self, codes: np.ndarray) -> np.ndarray:
         # subspaces are orthogonal blocks: a code's squared norm is the sum of its centroids'
         q = self.quantizer
-        squares = np.einsum("mkd,mkd->mk", q.codebooks, q.codebooks)
-        norms = np.sqrt(squares[np.arange(q.subspaces), self.quantizer.unpack(packed).astype(np.intp)].sum(axis=1))
-        if empty is not None:
-            norms = norms[~np.asarray(empty, dtype=bool)]
-        return (float(norms.min()), float(norms.max())) if len(norms) else (1.0, 1.0)
+        if not hasattr(self, "_squares"):
+            self._squares = np.einsum("mkd,mkd->mk", q.codebooks, q.codebooks).astype(np.float64)
+        return np.sqrt(self._squares[np.arange(q.subspaces), np.asarray(codes).astype(np.intp)].sum(axis=1))
 
     def pre_transform(self) -> Any:
         faiss, q = _faiss(), self.quantizer
@@ -126,7 +117,7 @@ class ProductLayout(CodeLayout):
         return t
 
     def matches(self, index: Any) -> bool:
-        pq = _faiss().downcast_index(index).pq
+        pq = index.pq
         return (pq.M, pq.dsub, pq.nbits) == (self.quantizer.subspaces, self.quantizer.sub_dim, 8) and np.array_equal(
             _faiss().vector_to_array(pq.centroids), np.ascontiguousarray(self.quantizer.codebooks, np.float32).ravel()
         )
@@ -137,9 +128,6 @@ class DequantizedLayout(CodeLayout):
 
     name = "dequantized"
     exact_scores = True
-
-    def flat(self) -> Any:
-        return _faiss().IndexFlatIP(self.dim)
 
     def ivf(self, coarse: Any, nlist: int) -> Any:
         faiss = _faiss()

@@ -18,7 +18,7 @@ from cecq.catalog.reader import current_manifest, load_quantizer, read_index_rec
 from cecq.catalog.records import CatalogManifest, IndexRecord
 from cecq.config import IndexConfig
 from cecq.errors import DataError
-from cecq.index import code_layout, index_kind, to_bytes, with_pre_transform
+from cecq.index import add_documents, code_layout, index_kind, make_index, norm_edges, to_bytes, with_pre_transform
 from cecq.index.layouts import CodeLayout
 from cecq.storage import Store, digest
 
@@ -40,22 +40,28 @@ def _read_codes(store: Store, path: str, width: int) -> tuple[np.ndarray, np.nda
     return fixed_width_codes(table.column("code"), width), table.column("empty").to_numpy(zero_copy_only=False)
 
 
-def _sample(
+def _first_pass(
     store: Store, manifest: CatalogManifest, shard_rows: list[int], rows: int, layout: CodeLayout, seed: int
-) -> np.ndarray:
-    """Code-space vectors of up to ``rows`` corpus documents drawn evenly at random, shard by shard."""
-    n = sum(shard_rows)
+) -> tuple[float, float, np.ndarray]:
+    """One streamed pass over the codes: the least and greatest norm of the vectors FAISS
+    scores (documents with text), and code-space vectors of up to ``rows`` documents drawn
+    evenly at random (for k-means)."""
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(n, size=min(rows, n), replace=False))
-    parts, start = [], 0
+    keep = np.sort(rng.choice(sum(shard_rows), size=min(rows, sum(shard_rows)), replace=False))
+    parts, start, low, high = [], 0, np.inf, 0.0
     for path, count in zip(manifest.codes, shard_rows):
+        packed, empty = _read_codes(store, path, layout.quantizer.bytes_per_vector)
+        full = ~empty.astype(bool)
+        if full.any():
+            norms = layout.norms(layout.faiss_codes(packed[full], None)) if not layout.exact_scores else [1.0]
+            low, high = min(low, float(np.min(norms))), max(high, float(np.max(norms)))
         local = keep[(keep >= start) & (keep < start + count)] - start
+        local = local[full[local]]
         if len(local):
-            packed, empty = _read_codes(store, path, layout.quantizer.bytes_per_vector)
-            v = layout.vectors(packed[local], empty[local])
-            parts.append(v[~empty[local].astype(bool)])
+            parts.append(layout.vectors(packed[local], None))
         start += count
-    return np.concatenate(parts) if parts else np.zeros((0, layout.dim), np.float32)
+    sample = np.concatenate(parts) if parts else np.zeros((0, layout.dim), np.float32)
+    return (low, high, sample) if high > 0 else (1.0, 1.0, sample)
 
 
 def shard_row_counts(store: Store, manifest: CatalogManifest) -> list[int]:
@@ -87,20 +93,20 @@ def build_index(
     if store.exists(record_path):
         logger.info("index %s of catalog v%d exists: skipped", name, m.version)
         return read_index_record(store, record_path)
-    sample = None
-    if kind.trains:
-        sample = _sample(store, m, shard_rows, kind.train_rows(params, config), layout, config.seed)
-    index = kind.make(layout, sample, params, config.seed)
-    first, empty_rows, low, high = 0, [], np.inf, 0.0
+    low, high, sample = _first_pass(store, m, shard_rows, kind.train_rows(params, config), layout, config.seed)
+    centroids = kind.centroids(layout.dim, sample if kind.trains else None, params, config.seed)
+    edges = [low, high] if layout.exact_scores else norm_edges(low, high, config.norm_ratio)
+    index = make_index(layout, centroids, len(edges) - 1)
+    first, empty_rows = 0, []
     for path, count in zip(m.codes, shard_rows):
         packed, empty = _read_codes(store, path, quantizer.bytes_per_vector)
         if len(packed) != count:
             raise DataError(f"{store.uri(path)}: {len(packed)} rows, its footer says {count}")
-        kind.add(index, layout, packed, empty, first)
-        lo, hi = layout.norm_range(packed, empty)
-        low, high = min(low, lo), max(high, hi)
+        add_documents(index, layout, centroids, edges, packed, empty, first)
         empty_rows += (np.flatnonzero(empty) + first).tolist()
         first += count
+    nprobe = min(config.nprobe, len(centroids)) if kind.trains else None
+    index.nprobe = (nprobe or len(centroids)) * len(edges)  # plain FAISS search: whole clusters, all groups
     data = to_bytes(with_pre_transform(index, layout))
     file_rel = index_file_path(m.version, name)
     store.write_bytes(file_rel, data)
@@ -118,10 +124,11 @@ def build_index(
         rows=n,
         shard_rows=shard_rows,
         params=params,
-        nprobe=min(config.nprobe, params["nlist"]) if "nlist" in params else None,
+        nprobe=nprobe,
         shortlist=config.shortlist,
         empty_rows=empty_rows,
-        norm_range=[float(low), float(high)],
+        clusters=len(centroids),
+        norm_edges=edges,
         built=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 3),
     )
