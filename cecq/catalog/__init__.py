@@ -30,6 +30,7 @@ from cecq.catalog.records import (
 from cecq.catalog.search import (
     LoadedIndex,
     SearchPlan,
+    connect_with_search,
     load_index,
     plan_search,
     query_encoder,
@@ -53,6 +54,7 @@ __all__ = [
     "SearchPlan",
     "ShardInfo",
     "connect",
+    "connect_with_search",
     "current_manifest",
     "current_version",
     "index_records",

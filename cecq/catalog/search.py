@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
 from cecq.catalog.reader import (
+    connect,
     current_manifest,
     duckdb_connection,
     index_records,
@@ -291,3 +293,30 @@ def _packed(column: pa.Array, width: int) -> np.ndarray:
     return np.frombuffer(
         column.buffers()[2], dtype=np.uint8, count=len(column) * width, offset=int(offsets[0])
     ).reshape(-1, width)
+
+
+SQL_SEARCH_FUNCTION = "cecq_search"
+SQL_HIT_TYPE = "STRUCT(rank INTEGER, id VARCHAR, score DOUBLE)[]"
+
+
+def connect_with_search(store: Store, plan: SearchPlan | None = None) -> duckdb.DuckDBPyConnection:
+    """:func:`~cecq.catalog.reader.connect`'s views plus ``cecq_search(query, k)``: the
+    top-k documents for a text query as a list of ``(rank, id, score)`` structs, through
+    ``plan`` (default: the published version's index where it has one). Unnest it and join
+    the other views, e.g. ``SELECT h.*, c.text FROM (SELECT unnest(cecq_search($1, 10),
+    recursive := true)) h JOIN corpus c USING (id)``. Models load on the first call."""
+    con = connect(store)
+    state: dict[str, Any] = {}
+
+    def cecq_search(query: str, k: int) -> list[dict[str, Any]]:
+        if query is None or k is None or k < 1:
+            raise ValueError(f"{SQL_SEARCH_FUNCTION}(query, k) needs a query and k >= 1, got {query!r}, {k!r}")
+        if "plan" not in state:
+            state["plan"] = plan or plan_search(store)
+            state["encode"], state["quantizer"] = query_encoder(store, state["plan"].manifest)
+        q = state["encode"]([query])
+        [hits] = search_published(store, q, int(k), quantizer=state["quantizer"], plan=state["plan"])
+        return [{"rank": h["rank"], "id": h["id"], "score": h["score"]} for h in hits]
+
+    con.create_function(SQL_SEARCH_FUNCTION, cecq_search, ["VARCHAR", "BIGINT"], SQL_HIT_TYPE, side_effects=False)
+    return con

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from cecq.catalog import connect, plan_search, search_store, view_statements
+from cecq.catalog import connect_with_search, plan_search, search_store, view_statements
 from cecq.cli.args import add_index_choice, add_scoring
 from cecq.storage import Store
 
@@ -15,13 +15,22 @@ from cecq.storage import Store
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sql",
-        help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions)",
-        description="Open DuckDB over a store's published catalog and run one SQL statement.",
+        help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions, indexes)",
+        description="Open DuckDB over a store's published catalog and run one SQL statement. "
+        "cecq_search(query, k) returns the top-k hits of a text query as (rank, id, score) structs: "
+        "unnest it and join the views.",
     )
     p.add_argument("query", nargs="?", help="SQL to run; omit with --show-views")
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true", help="print rows as JSON lines")
     p.add_argument("--show-views", action="store_true", help="print the CREATE VIEW statements (for the duckdb CLI)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="VALUE",
+        help="a value for $1, $2, ... in the query (repeatable), e.g. the text of cecq_search($1, 10)",
+    )
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("search", help="search the published compressed codes with a text query")
@@ -41,7 +50,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     if not args.query:
         raise ValueError("give a SQL query, or --show-views")
-    rel = connect(store).sql(args.query)
+    rel = connect_with_search(store).sql(args.query, params=args.param or None)
     if rel is None:
         return 0
     if args.json:
