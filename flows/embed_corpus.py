@@ -9,9 +9,10 @@ from dataclasses import replace
 from prefect import flow
 
 from cecq.catalog import CatalogManifest, run_id_for
-from cecq.config import PIPELINE_DECODER, PipelineConfig
+from cecq.config import PIPELINE_DECODER, IndexConfig, PipelineConfig
 from cecq.encoders import is_fitted
 from tasks import (
+    build_index_task,
     compress_task,
     embed_model_task,
     fit_encoder_task,
@@ -25,8 +26,15 @@ from tasks import (
 P = PipelineConfig  # the defaults of every parameter below
 
 
-def run_steps(config: PipelineConfig, ray_address: str | None, previous: CatalogManifest | None) -> dict:
-    """The steps both flows share. ``previous`` is the store's published manifest (or None)."""
+def run_steps(
+    config: PipelineConfig,
+    ray_address: str | None,
+    previous: CatalogManifest | None,
+    index: str | None = None,
+    nlist: int | None = None,
+) -> dict:
+    """The steps both flows share. ``previous`` is the store's published manifest (or None);
+    ``index``: also build a search index of this kind (flat, ivf) for the new version."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     manifest_path = shard_corpus_task(
         config.corpus,
@@ -53,7 +61,10 @@ def run_steps(config: PipelineConfig, ray_address: str | None, previous: Catalog
         compressor_id, decoder, quantizer = reused
     shards = compress_task(config.store, manifest_path, model_keys, decoder, quantizer, compressor_id, ray_address)
     version = publish_task(config, run_id, manifest_path, embedding, decoder, quantizer, compressor_id, started, shards)
-    return {"run_id": run_id, "catalog_version": version, "store": config.store, "compressor_id": compressor_id}
+    result = {"run_id": run_id, "catalog_version": version, "store": config.store, "compressor_id": compressor_id}
+    if index:
+        result["index"] = build_index_task(config.store, version, index, nlist)
+    return result
 
 
 @flow(name="embed-corpus", log_prints=True)
@@ -75,9 +86,12 @@ def embed_corpus(
     max_train_rows: int = PIPELINE_DECODER.max_train_rows,
     model_weights: str = P.model_weights,
     seed: int = PIPELINE_DECODER.seed,
+    index: str | None = None,
+    nlist: int | None = IndexConfig.nlist,
 ) -> dict:
     """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
-    quantized embeddings under ``store`` (any fsspec URL)."""
+    quantized embeddings under ``store`` (any fsspec URL); with ``index`` (flat, ivf), also a
+    FAISS search index of the published version."""
     config = PipelineConfig(
         corpus=corpus,
         store=store,
@@ -96,4 +110,4 @@ def embed_corpus(
         decoder_policy="retrain",
         model_weights=model_weights,
     )
-    return run_steps(config, ray_address, load_previous_task(store))
+    return run_steps(config, ray_address, load_previous_task(store), index, nlist)

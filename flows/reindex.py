@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cecq.config import DecoderPolicy, PipelineConfig
+from cecq.config import DecoderPolicy, IndexConfig, PipelineConfig
 from flows.embed_corpus import run_steps
 from tasks import load_previous_task
 
@@ -18,11 +18,14 @@ def reindex(
     decoder_policy: DecoderPolicy = P.decoder_policy,
     retrain_fraction: float = P.retrain_fraction,
     ray_address: str | None = None,
+    index: str | None = None,
+    nlist: int | None = IndexConfig.nlist,
 ) -> dict:
     """Re-index ``corpus`` into an existing ``store`` with the configuration it was built
     with (models, dims, codes). Unchanged shards are not re-embedded or rewritten; the
     decoder is reused or retrained by ``decoder_policy`` ('auto': retrain when more than
-    ``retrain_fraction`` of the documents are new or changed)."""
+    ``retrain_fraction`` of the documents are new or changed). With ``index`` (flat, ivf)
+    the new version gets a FAISS search index (built from its codes)."""
     previous = load_previous_task(store)
     if previous is None:
         raise ValueError(f"store {store} has no published catalog: run embed-corpus first")
@@ -34,4 +37,4 @@ def reindex(
         decoder_policy=decoder_policy,
         retrain_fraction=retrain_fraction,
     )
-    return run_steps(config, ray_address, previous)
+    return run_steps(config, ray_address, previous, index, nlist)

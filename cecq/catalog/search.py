@@ -4,7 +4,7 @@ streamed by DuckDB in an exhaustive scan), and return ids and texts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,23 +216,27 @@ def search_published(
         starts = np.concatenate([[0], np.cumsum(loaded.record.shard_rows)[:-1]]).astype(np.int64)
         return hits_with_texts(store, m, scores, idx, starts)
     con = duckdb_connection(store)
-    codes = [store.uri(p) for p in m.codes]
     starts: list[int] = []  # first global row of every codes shard
 
     def batches():
         total = 0
-        for path in codes:
+        for path in m.codes:
             starts.append(total)
-            reader = con.sql(f"SELECT code, empty FROM read_parquet({sql_string(path)})").to_arrow_reader(batch_rows)
-            for batch in reader:
-                total += batch.num_rows
-                yield (
-                    _packed(batch.column(0), quantizer.bytes_per_vector),
-                    batch.column(1).to_numpy(zero_copy_only=False),
-                )
+            for batch in code_batches(con, store.uri(path), quantizer.bytes_per_vector, batch_rows):
+                total += len(batch[0])
+                yield batch
 
     scores, idx = search_code_batches(queries, batches(), quantizer, k, scoring)
     return hits_with_texts(store, m, scores, idx, np.asarray(starts, dtype=np.int64), con)
+
+
+def code_batches(
+    con: duckdb.DuckDBPyConnection, uri: str, width: int, batch_rows: int = 65536
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(packed codes, empty flags)`` of one codes shard, streamed by DuckDB in record batches."""
+    reader = con.sql(f"SELECT code, empty FROM read_parquet({sql_string(uri)})").to_arrow_reader(batch_rows)
+    for batch in reader:
+        yield _packed(batch.column(0), width), batch.column(1).to_numpy(zero_copy_only=False)
 
 
 def hits_with_texts(

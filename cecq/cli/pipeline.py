@@ -8,6 +8,7 @@ import json
 
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.index import index_kinds
 
 P = PipelineConfig  # the defaults of every option below
 
@@ -60,6 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"(default {P.model_weights})",
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+    add_index_step(p)
     p.set_defaults(func=cmd_embed_corpus)
 
     p = sub.add_parser(
@@ -78,7 +80,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--retrain-fraction", type=float, default=P.retrain_fraction)
     p.add_argument("--ray-address")
+    add_index_step(p)
     p.set_defaults(func=cmd_reindex)
+
+
+def add_index_step(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index", choices=index_kinds(), help="also build a FAISS search index of the published version (flat, ivf)"
+    )
+    p.add_argument(
+        "--nlist", type=int, help="IVF lists of that index (default: about the square root of the documents)"
+    )
 
 
 def cmd_embed_corpus(args: argparse.Namespace) -> int:
@@ -102,6 +114,8 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
         out_dim=args.out_dim,
         max_train_rows=args.max_train_rows,
         model_weights=args.weights,
+        index=args.index,
+        nlist=args.nlist,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -117,6 +131,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         decoder_policy=args.decoder_policy,
         retrain_fraction=args.retrain_fraction,
         ray_address=args.ray_address,
+        index=args.index,
+        nlist=args.nlist,
     )
     print(json.dumps(result, indent=2))
     return 0

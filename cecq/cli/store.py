@@ -9,6 +9,7 @@ import sys
 
 from cecq.catalog import connect_with_search, plan_search, search_store, view_statements
 from cecq.cli.args import add_index_choice, add_scoring
+from cecq.pipeline.parallel_search import search_store_parallel
 from cecq.storage import Store
 
 
@@ -40,6 +41,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     add_scoring(p)
     add_index_choice(p)
+    p.add_argument(
+        "--ray-address",
+        help="scan the codes shards in parallel on this Ray cluster ('local': a local Ray) and merge the top-k",
+    )
     p.set_defaults(func=cmd_search)
 
 
@@ -64,9 +69,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     store = Store(args.store)
-    plan = plan_search(store, exact=args.exact, index=args.index_name, nprobe=args.nprobe)
-    print(f"searching with {plan.describe()}", file=sys.stderr)
-    hits = search_store(store, args.query, args.k, args.scoring, plan=plan)
+    if args.ray_address:
+        if args.index_name or args.nprobe is not None:
+            raise ValueError("--ray-address scans every codes shard: it takes no --index or --nprobe")
+        address = None if args.ray_address == "local" else args.ray_address
+        [hits], nodes = search_store_parallel(store, [args.query], args.k, address, args.scoring)
+        print(f"searching shard-parallel on Ray ({len(nodes)} node(s)): exhaustive scan", file=sys.stderr)
+    else:
+        plan = plan_search(store, exact=args.exact, index=args.index_name, nprobe=args.nprobe)
+        print(f"searching with {plan.describe()}", file=sys.stderr)
+        hits = search_store(store, args.query, args.k, args.scoring, plan=plan)
     for h in hits:
         print(json.dumps(h) if args.json else f"{h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['text'][:100]!r}")
     return 0
