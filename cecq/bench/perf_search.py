@@ -70,13 +70,14 @@ def measure(
 ) -> tuple[list[Figure], list[Ratio], dict[str, Any]]:
     """Figures and ratios for every size and thread count; details with recall and memory."""
     started = time.perf_counter()
-    quantizer = ProductQuantizer.fit(decoder_like(FIT_ROWS, 0), BUDGET)
+    fit_rows = max(2000, min(FIT_ROWS, max(sizes)))  # tiny runs (the tests) fit on fewer
+    quantizer = ProductQuantizer.fit(decoder_like(fit_rows, 0), BUDGET)
     q = decoder_like(queries, 999)
     figures: list[Figure] = []
     ratios: list[Ratio] = []
     details: dict[str, Any] = {
         "codes": f"{BUDGET}-byte product codes of {PREFIX_DIMS}-dim decoder-like rows ({CLUSTERS} clusters), "
-        f"quantizer fitted on {FIT_ROWS} rows",
+        f"quantizer fitted on {fit_rows} rows",
         "queries": queries,
         "k": k,
         "sizes": {},
