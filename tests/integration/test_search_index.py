@@ -34,6 +34,7 @@ def hits(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
+@pytest.mark.slow
 def test_search_uses_the_index_once_built_and_says_so(store_dir, capsys):
     s = str(store_dir)
     rc, exact, err = cli(capsys, "search", "galaxy orbit", "--store", s, "-k", "8", "--json")
