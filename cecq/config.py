@@ -347,3 +347,35 @@ class ModelTrust:
             trust=None if raw == "" else raw in ("1", "true", "yes"),
             allowed=None if allowed is None else tuple(a.strip() for a in allowed.split(",") if a.strip()),
         )
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """A FAISS search index over a catalog version's codes (``cecq index build``).
+
+    ``kind``: a kind of :mod:`cecq.index` (``flat``: every code scored by FAISS; ``ivf``: an
+    inverted file over a coarse k-means of the codes, ``nprobe`` lists searched a query).
+    ``nlist`` ``None``: about the square root of the documents. ``shortlist``: candidates a
+    query per result that FAISS hands over to be re-scored exactly from their codes, where
+    FAISS's own score is not cecq's cosine (product codes).
+    """
+
+    kind: str = "flat"
+    nlist: int | None = None
+    nprobe: int = 32
+    shortlist: int = 10
+    train_rows_per_list: int = 50  # coarse k-means sample (FAISS asks for at least 39 a list)
+    norm_ratio: float = 1.2  # documents are listed by norm in groups this wide (product codes)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nlist is not None and self.nlist < 1:
+            raise ConfigError(f"nlist must be >= 1, got {self.nlist}")
+        if self.nprobe < 1:
+            raise ConfigError(f"nprobe must be >= 1, got {self.nprobe}")
+        if self.shortlist < 1:
+            raise ConfigError(f"shortlist must be >= 1, got {self.shortlist}")
+        if not self.norm_ratio > 1.0:
+            raise ConfigError(f"norm_ratio must be > 1, got {self.norm_ratio}")
+        if self.train_rows_per_list < 1:
+            raise ConfigError(f"train_rows_per_list must be >= 1, got {self.train_rows_per_list}")

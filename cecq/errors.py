@@ -52,6 +52,15 @@ class DimensionMismatchError(ValueError):
     """The decoder's input dimension does not match the embeddings given to it."""
 
 
+class NoIndexStructureError(ConfigError):
+    """A store's quantizer kind has no FAISS index structure."""
+
+
+class IndexFileError(DataError):
+    """A search index file does not belong to the catalog version or codebooks it is used
+    with, or is truncated or corrupt; the message names the file and the version."""
+
+
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     DataError,
     ConfigError,

@@ -10,12 +10,13 @@ from dataclasses import replace
 from prefect import flow
 
 from cecq.catalog import CatalogManifest, run_id_for
-from cecq.config import PIPELINE_DECODER, PipelineConfig
+from cecq.config import PIPELINE_DECODER, IndexConfig, PipelineConfig
 from cecq.encoders import is_fitted
 from cecq.pipeline.publish import claim_store
 from cecq.storage import Store
 from cecq.targets import CompressionTarget
 from tasks import (
+    build_index_task,
     compress_task,
     embed_model_task,
     fingerprint_models_task,
@@ -57,11 +58,14 @@ def run_steps(
     previous: CatalogManifest | None,
     target: CompressionTarget | None = None,
     lease_owner: str | None = None,
+    index: str | None = None,
+    nlist: int | None = None,
 ) -> dict:
     """The steps both flows share. ``previous`` is the store's published manifest (or None),
     read under the store's lease, whose owner is ``lease_owner``. With a ``target``, the
     codes' sizes and kind of ``config`` are replaced by the target's plan for this corpus
-    and these models once they are embedded."""
+    and these models once they are embedded. ``index``: also build a search index of this
+    kind (flat, ivf) for the new version."""
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     step = _Timer()
     with step("shard"):
@@ -113,14 +117,21 @@ def run_steps(
             plan,
             lease_owner,
         )
+    built = None
+    if index:
+        with step("index"):
+            built = build_index_task(config.store, version, index, nlist)
     summary = summarise_task(config.store, run_id, version, manifest_path, previous_manifest, step.seconds)
-    return {
+    result = {
         "run_id": run_id,
         "catalog_version": version,
         "store": config.store,
         "compressor_id": compressor_id,
         "summary": summary,
     }
+    if built is not None:
+        result["index"] = built
+    return result
 
 
 @flow(name="embed-corpus", log_prints=True)
@@ -143,9 +154,12 @@ def embed_corpus(
     max_train_rows: int = PIPELINE_DECODER.max_train_rows,
     model_weights: str = P.model_weights,
     seed: int = PIPELINE_DECODER.seed,
+    index: str | None = None,
+    nlist: int | None = IndexConfig.nlist,
 ) -> dict:
     """Embed ``corpus`` with every base model, train the compressor, and publish compressed,
-    quantized embeddings under ``store`` (any fsspec URL).
+    quantized embeddings under ``store`` (any fsspec URL); with ``index`` (flat, ivf), also a
+    FAISS search index of the published version.
 
     ``compression`` (x the float32 concatenation) picks the decoder size, dims, byte budget
     and quantizer kind for these models and this corpus (:mod:`cecq.targets`); ``dims``,
@@ -164,4 +178,4 @@ def embed_corpus(
         model_weights=model_weights,
     )
     with claim_store(Store(store), "embed-corpus") as lease:
-        return run_steps(config, ray_address, load_previous_task(store), target, lease.owner)
+        return run_steps(config, ray_address, load_previous_task(store), target, lease.owner, index, nlist)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cecq.bench import perf_compute, perf_embed, perf_memory, perf_scaleout
+from cecq.bench import perf_compute, perf_embed, perf_memory, perf_scaleout, perf_search
 from cecq.bench.timing import Figure, Ratio
 from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
@@ -34,6 +34,16 @@ def _only(text: str) -> tuple[str, ...]:
             f"--only takes a comma-separated subset of {', '.join(MEASUREMENTS)}, got {text!r}"
         )
     return names
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated document counts, got {text!r}") from None
+    if any(s < 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"document counts must be >= 0, got {text!r}")
+    return tuple(s for s in sizes if s)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--search-queries", type=int, default=10, help="queries scored together (default 10)")
     g.add_argument("--search-shard-rows", type=int, default=50_000, help="rows per published codes shard")
     g.add_argument("-k", type=int, default=10)
+    g.add_argument(
+        "--search-index-sizes",
+        type=_sizes,
+        default=(1_000_000, 10_000_000),
+        metavar="N[,N...]",
+        help="product-code collections for the FAISS comparison (default 1000000,10000000; 0 skips it)",
+    )
     g = p.add_argument_group("memory")
     g.add_argument("--memory-docs", type=int, default=4000, help="N: the small corpus (the large one is N x factor)")
     g.add_argument("--memory-factor", type=int, default=10)
@@ -169,6 +186,22 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{s['peak_large_mb']:.0f} | {s['growth']:.2f} | {s['above_imports_small_mb']:.0f} / "
                 f"{s['above_imports_large_mb']:.0f} | {'yes' if s['met'] else '**no**'} |"
             )
+    index = result.get("details", {}).get("search_index")
+    if index:
+        lines += [
+            "",
+            "| documents | IVF nlist / nprobe | recall@10 IVF vs flat | flat vs NumPy | IVF memory / (codes + "
+            "centroids) | build flat / IVF (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for size in index["sizes"].values():
+            for label, t in size["threads"].items():
+                lines.append(
+                    f"| {size['rows']:,} ({label}) | {size['nlist']} / {size['nprobe']} | "
+                    f"{t['recall_at_k_ivf_vs_flat']:.3f} | {t['recall_at_k_flat_vs_numpy']:.3f} | "
+                    f"{size['ivf_memory']['ratio_to_codes_plus_centroids']:.3f} | "
+                    f"{size['build_flat_s']:.0f} / {size['build_ivf_s']:.0f} |"
+                )
     for key in ("scale_out", "gpu"):
         if key in result and not result[key].get("measured"):
             lines.append(f"\n{key}: not measured: {result[key]['reason']}")
@@ -237,6 +270,13 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         figures += f
         ratios += r
         details["search"] = d
+        if args.search_index_sizes:
+            f, r, d = perf_search.measure(
+                args.search_index_sizes, args.search_queries, args.k, args.repeats, args.search_shard_rows, workdir
+            )
+            figures += f
+            ratios += r
+            details["search_index"] = d
     if "memory" in args.only:
         source = perf_embed.corpus_texts(args.corpus, 10_000)
         result["memory"] = perf_memory.measure(

@@ -6,6 +6,7 @@ models/<fitted model>-<corpus>/...         embeddings/<model key>/<shard key>.pa
 runs/<run>/decoder/  runs/<run>/quantizer.parquet  runs/<run>/run.json
 codes/<compressor>/<shard key>.parquet     catalog/v<N>/{manifest.json,shards.parquet}
 catalog/current.json                       catalog/lease.json (who is writing the store)
+                                           catalog/v<N>/index/<name>.{faiss,json}
 ```
 """
 
@@ -74,3 +75,17 @@ def version_dir(version: int) -> str:
 def version_of(manifest_rel: str) -> int:
     """The version number of a ``catalog/v<N>/manifest.json`` path."""
     return int(manifest_rel.split("/")[1][1:])
+
+
+def index_dir(version: int) -> str:
+    """Search indexes of a catalog version: ``<name>.faiss`` (FAISS's serialisation) and
+    ``<name>.json`` (its record, written last: it commits the index)."""
+    return f"{version_dir(version)}/index"
+
+
+def index_file_path(version: int, name: str) -> str:
+    return f"{index_dir(version)}/{slug(name)}.faiss"
+
+
+def index_record_path(version: int, name: str) -> str:
+    return f"{index_dir(version)}/{slug(name)}.json"

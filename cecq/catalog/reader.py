@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
-from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir, version_of
-from cecq.catalog.records import CatalogManifest, RunRecord
+from cecq.catalog.layout import CURRENT, fitted_model_path, index_dir, run_record_path, version_dir, version_of
+from cecq.catalog.records import CatalogManifest, IndexRecord, RunRecord
 from cecq.config import ModelSpec, ModelTrust
 from cecq.decoder import Decoder, load_decoder
 from cecq.encoders import Encoder, encoder_class, load_encoder
@@ -52,6 +52,16 @@ def current_manifest(store: Store) -> CatalogManifest:
 
 def read_run(store: Store, run_id: str) -> RunRecord:
     return RunRecord.from_dict(store.read_json(run_record_path(run_id)))
+
+
+def read_index_record(store: Store, rel: str) -> IndexRecord:
+    return IndexRecord.from_dict(store.read_json(rel))
+
+
+def index_records(store: Store, version: int) -> list[IndexRecord]:
+    """The committed search indexes of a catalog version, oldest first."""
+    records = [read_index_record(store, p) for p in store.list(index_dir(version), ".json")]
+    return sorted(records, key=lambda r: (r.built, r.name))
 
 
 def load_quantizer(store: Store, quantizer_rel: str) -> CodeQuantizer:
@@ -125,20 +135,35 @@ def sql_list(paths: Sequence[str]) -> str:
 
 
 def view_statements(store: Store) -> list[str]:
-    """``CREATE VIEW`` statements for runs, shards, documents, corpus and versions."""
+    """``CREATE VIEW`` statements for indexes, runs, shards, documents, corpus and versions."""
     m = current_manifest(store)
     vdir = version_dir(m.version)
     runs = [store.uri(p) for p in store.glob("runs/*/run.json")]
     versions = [store.uri(p) for p in store.glob("catalog/v*/manifest.json")]
+    indexes = [store.uri(p) for p in store.glob("catalog/v*/index/*.json")]
+    # indexes: one row per search index (any version); runs and versions list theirs by name
+    listed = "(SELECT {key}, list(name ORDER BY name) AS indexes FROM indexes GROUP BY {key})"
     return [
-        f"CREATE OR REPLACE VIEW runs AS SELECT * FROM read_json_auto({sql_list(runs)}, union_by_name = true)",
+        "CREATE OR REPLACE VIEW indexes AS "
+        + (
+            "SELECT name, kind, layout, version, run_id, rows, params, nprobe, file, file_bytes, built, seconds "
+            f"FROM read_json_auto({sql_list(indexes)}, union_by_name = true)"
+            if indexes
+            else "SELECT NULL::VARCHAR AS name, NULL::VARCHAR AS kind, NULL::VARCHAR AS layout, "
+            "NULL::BIGINT AS version, NULL::VARCHAR AS run_id, NULL::BIGINT AS rows, NULL::JSON AS params, "
+            "NULL::BIGINT AS nprobe, NULL::VARCHAR AS file, NULL::BIGINT AS file_bytes, NULL::VARCHAR AS built, "
+            "NULL::DOUBLE AS seconds WHERE false"
+        ),
+        f"CREATE OR REPLACE VIEW runs AS SELECT r.*, coalesce(i.indexes, []) AS indexes FROM read_json_auto("
+        f"{sql_list(runs)}, union_by_name = true) r LEFT JOIN {listed.format(key='run_id')} i USING (run_id)",
         "CREATE OR REPLACE VIEW shards AS SELECT * FROM "
         f"read_parquet({sql_string(store.uri(f'{vdir}/shards.parquet'))})",
         "CREATE OR REPLACE VIEW documents AS SELECT id, code, shard, content_hash, empty FROM "
         f"read_parquet({sql_list([store.uri(p) for p in m.codes])})",
         "CREATE OR REPLACE VIEW corpus AS SELECT id, text, content_hash FROM "
         f"read_parquet({sql_list([store.uri(p) for p in m.corpus_shards])})",
-        f"CREATE OR REPLACE VIEW versions AS SELECT * FROM read_json_auto({sql_list(versions)}, union_by_name = true)",
+        f"CREATE OR REPLACE VIEW versions AS SELECT v.*, coalesce(i.indexes, []) AS indexes FROM read_json_auto("
+        f"{sql_list(versions)}, union_by_name = true) v LEFT JOIN {listed.format(key='version')} i USING (version)",
     ]
 
 

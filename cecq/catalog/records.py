@@ -236,6 +236,51 @@ class CatalogManifest:
         return cls(**d)
 
 
+@dataclass
+class IndexRecord:
+    """``catalog/v<N>/index/<name>.json``: a FAISS search index over one catalog version's
+    codes (a row of the ``indexes`` view). Written after the index file, so it commits it.
+
+    ``quantizer_sha256`` and ``file_sha256`` tie the file to the codebooks and bytes it was
+    built from; ``shard_rows`` maps its row ids (catalog order) back to the codes shards;
+    ``empty_rows`` are the documents without text (they score 0, as in the exact scan);
+    list ``c * (groups + 1) + g`` holds cluster ``c``'s documents of norm group ``g``
+    (``norm_edges``), the last group of a cluster its documents without text.
+    """
+
+    name: str
+    kind: str
+    layout: str
+    version: int
+    run_id: str
+    quantizer: str
+    quantizer_sha256: str
+    file: str
+    file_bytes: int
+    file_sha256: str
+    rows: int
+    shard_rows: list[int]
+    params: dict[str, Any] = field(default_factory=dict)
+    nprobe: int | None = None  # default lists searched a query (IVF)
+    shortlist: int = 10
+    empty_rows: list[int] = field(default_factory=list)
+    clusters: int = 1  # flat: 1; IVF: nlist
+    norm_edges: list[float] = field(default_factory=lambda: [1.0, 1.0])  # norm groups within a cluster
+    built: str = ""
+    seconds: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IndexRecord:
+        check_schema(d, f"index record {d.get('name')}")
+        d = _known(cls, d)
+        d["schema_version"] = SCHEMA_VERSION
+        return cls(**d)
+
+
 # ---------------------------------------------------------------- run ids
 
 # What a run id hashes: the fields that decide what a run publishes, frozen as of the

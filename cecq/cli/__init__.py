@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import duckdb
 
-from cecq.cli import bench, evaluate, maintenance, models, pipeline, store
+from cecq.cli import bench, evaluate, index, maintenance, models, pipeline, store
 from cecq.errors import ConfigError, StorageError, StoreBusyError
 
 TRUST_ENV = "CECQ_TRUST_STORE_MODELS"  # what --trust-store-models sets (cecq.config.ModelTrust)
-COMMAND_GROUPS = (evaluate, pipeline, store, models, bench, maintenance)
+COMMAND_GROUPS = (evaluate, pipeline, store, index, models, bench, maintenance)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,6 +68,15 @@ def add_scoring(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_index_choice(p: argparse.ArgumentParser) -> None:
+    """How a search reads the codes: the version's FAISS index where it has one, or ``--exact``."""
+    p.add_argument(
+        "--exact", action="store_true", help="scan every code exhaustively even where the version has an index"
+    )
+    p.add_argument("--index", dest="index_name", metavar="NAME", help="which index (default: the newest built)")
+    p.add_argument("--nprobe", type=int, help="IVF lists searched a query (default: the index's own)")
+
+
 def add_quantization(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantization",

@@ -8,9 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from cecq.catalog import current_manifest, read_run, search_store_batch
+from cecq.catalog import current_manifest, plan_search, read_run, search_store_batch
 from cecq.cli.args import (
     add_decoder_options,
+    add_index_choice,
     add_models,
     add_scoring,
     decoder_config,
@@ -99,6 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=EvalConfig.split)
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the result here")
     add_scoring(p)
+    add_index_choice(p)
     p.set_defaults(func=cmd_eval_store)
 
 
@@ -139,8 +141,10 @@ def cmd_eval_store(args: argparse.Namespace) -> int:
     m = current_manifest(store)
     run = read_run(store, m.run_id)
     # the version read above is the one searched, even if another is published meanwhile
+    plan = plan_search(store, m, exact=args.exact, index=args.index_name, nprobe=args.nprobe)
+    print(f"searching with {plan.describe()}", file=sys.stderr)
     hits = search_store_batch(
-        store, task.query_texts, RETRIEVE_K, show_progress=args.verbose, manifest=m, scoring=args.scoring
+        store, task.query_texts, RETRIEVE_K, show_progress=args.verbose, scoring=args.scoring, plan=plan
     )
     scores = ranking_scores(task, {qid: {h["id"]: h["score"] for h in hs} for qid, hs in zip(task.query_ids, hits)})
     result = {
@@ -157,6 +161,7 @@ def cmd_eval_store(args: argparse.Namespace) -> int:
         "compression": run.compression,
         "queries": len(task.query_ids),
         "scoring": args.scoring,
+        "search": plan.to_dict(),
         **scores,
     }
     print(json.dumps(result, indent=2))

@@ -9,6 +9,7 @@ import json
 from cecq.catalog import current_manifest
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.index import index_kinds
 from cecq.pipeline.dry_run import plan_reindex
 from cecq.pipeline.publish import reindex_config
 from cecq.pipeline.summary import RunSummary
@@ -72,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     add_json(p)
+    add_index_step(p)
     p.set_defaults(func=cmd_embed_corpus)
 
     p = sub.add_parser(
@@ -97,7 +99,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ray-address")
     add_json(p)
+    add_index_step(p)
     p.set_defaults(func=cmd_reindex)
+
+
+def add_index_step(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index", choices=index_kinds(), help="also build a FAISS search index of the published version (flat, ivf)"
+    )
+    p.add_argument(
+        "--nlist", type=int, help="IVF lists of that index (default: about the square root of the documents)"
+    )
 
 
 def cmd_embed_corpus(args: argparse.Namespace) -> int:
@@ -125,6 +137,8 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
             out_dim=args.out_dim,
             max_train_rows=args.max_train_rows,
             model_weights=args.weights,
+            index=args.index,
+            nlist=args.nlist,
         )
     return report(result, args.json)
 
@@ -148,6 +162,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             decoder_policy=args.decoder_policy,
             retrain_fraction=args.retrain_fraction,
             ray_address=args.ray_address,
+            index=args.index,
+            nlist=args.nlist,
         )
     return report(result, args.json)
 

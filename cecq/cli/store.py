@@ -5,23 +5,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from cecq.catalog import connect, search_store, view_statements
+from cecq.catalog import connect_with_search, plan_search, search_store, view_statements
 from cecq.catalog.status import store_status
-from cecq.cli.args import add_scoring
+from cecq.cli.args import add_index_choice, add_scoring
+from cecq.pipeline.parallel_search import search_store_parallel
 from cecq.storage import Store
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sql",
-        help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions)",
-        description="Open DuckDB over a store's published catalog and run one SQL statement.",
+        help="query the catalog with DuckDB (views: runs, shards, documents, corpus, versions, indexes)",
+        description="Open DuckDB over a store's published catalog and run one SQL statement. "
+        "cecq_search(query, k) returns the top-k hits of a text query as (rank, id, score) structs: "
+        "unnest it and join the views.",
     )
     p.add_argument("query", nargs="?", help="SQL to run; omit with --show-views")
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true", help="print rows as JSON lines")
     p.add_argument("--show-views", action="store_true", help="print the CREATE VIEW statements (for the duckdb CLI)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="VALUE",
+        help="a value for $1, $2, ... in the query (repeatable), e.g. the text of cecq_search($1, 10)",
+    )
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("search", help="search the published compressed codes with a text query")
@@ -30,6 +41,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     add_scoring(p)
+    add_index_choice(p)
+    p.add_argument(
+        "--ray-address",
+        help="scan the codes shards in parallel on this Ray cluster ('local': a local Ray) and merge the top-k",
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
@@ -51,7 +67,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     if not args.query:
         raise ValueError("give a SQL query, or --show-views")
-    rel = connect(store).sql(args.query)
+    rel = connect_with_search(store).sql(args.query, params=args.param or None)
     if rel is None:
         return 0
     if args.json:
@@ -70,7 +86,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    hits = search_store(Store(args.store), args.query, args.k, args.scoring)
+    store = Store(args.store)
+    if args.ray_address:
+        if args.index_name or args.nprobe is not None:
+            raise ValueError("--ray-address scans every codes shard: it takes no --index or --nprobe")
+        address = None if args.ray_address == "local" else args.ray_address
+        [hits], nodes = search_store_parallel(store, [args.query], args.k, address, args.scoring)
+        print(f"searching shard-parallel on Ray ({len(nodes)} node(s)): exhaustive scan", file=sys.stderr)
+    else:
+        plan = plan_search(store, exact=args.exact, index=args.index_name, nprobe=args.nprobe)
+        print(f"searching with {plan.describe()}", file=sys.stderr)
+        hits = search_store(store, args.query, args.k, args.scoring, plan=plan)
     for h in hits:
         print(json.dumps(h) if args.json else f"{h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['text'][:100]!r}")
     return 0

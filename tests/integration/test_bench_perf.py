@@ -45,6 +45,8 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
             "1000",
             "--search-queries",
             "2",
+            "--search-index-sizes",
+            "2500",
             "--only",
             "embed,compress,search,scaleout",
             "--scaleout-node-cpus",
@@ -79,6 +81,11 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
     assert targets[("search", "cecq-duckdb", "numpy-scan")] == 0.5
     # every search variant found the same documents as the NumPy scan
     assert result["details"]["search"]["topk_overlap_with_numpy"] == {"cecq-search-codes": 1.0, "cecq-duckdb": 1.0}
+    # the FAISS comparison: product codes, flat and IVF indexes beside the NumPy and DuckDB scans
+    assert ("search 2,500 (1 thread)", "faiss-ivf-pq") in variants
+    for t in result["details"]["search_index"]["sizes"]["2500"]["threads"].values():
+        assert t["recall_at_k_flat_vs_numpy"] == 1.0 and t["recall_at_k_duckdb_vs_numpy"] == 1.0
+        assert 0.5 <= t["recall_at_k_ivf_vs_flat"] <= 1.0
     # nodes larger than half the machine: refused with the reason, never measured as contention
     assert result["scale_out"]["measured"] is False and "would share them" in result["scale_out"]["reason"]
     table = capsys.readouterr().out

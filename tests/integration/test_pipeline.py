@@ -236,7 +236,9 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
         quantization=quantization,
         out_dim=32,
         max_epochs=2,
+        index="flat",  # the optional index step
     )
+    assert result["index"] == "flat"
     store = Store(str(store_dir))
     run = store.read_json(f"runs/{result['run_id']}/run.json")
     assert run["bits"] is None and run["budget_bytes"] == budget and 1 <= run["bytes_per_doc"] <= budget
@@ -271,6 +273,11 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
     assert scores["queries"] == n_topics and scores["budget_bytes"] == budget and scores["bits"] is None
     assert scores["quantization"] == quantization
     assert scores["ndcg_at_10"] > 0.8 and scores["recall_at_100"] > 0.9, scores
+    assert scores["search"]["path"] == "index" and scores["search"]["index"] == "flat"
+    exact_args = ["eval-store", str(beir), "--store", str(store_dir), "--exact", "--json", str(tmp_path / "ex.json")]
+    assert main(exact_args) == 0
+    exact = json.loads((tmp_path / "ex.json").read_text())
+    assert exact["search"]["path"] == "exact" and exact["ndcg_at_10"] == pytest.approx(scores["ndcg_at_10"], abs=1e-6)
     assert (
         main(
             [
@@ -290,7 +297,9 @@ def test_a_byte_budget_is_published_searched_and_kept_by_reindex(
     assert symmetric["scoring"] == "symmetric" and symmetric["ndcg_at_10"] > 0.8, symmetric
 
     write_corpus(corpus, n=40, extra=1)
-    result2 = reindex(corpus=str(beir), store=str(store_dir))
+    result2 = reindex(corpus=str(beir), store=str(store_dir), index="ivf", nlist=2)
+    assert result2["index"] == "ivf-nlist2" and result2["catalog_version"] == 2
+    assert store.exists("catalog/v000002/index/ivf-nlist2.json")
     run2 = store.read_json(f"runs/{result2['run_id']}/run.json")
     assert run2["budget_bytes"] == budget and run2["quantization"] == quantization
     assert result2["compressor_id"] == result["compressor_id"]

@@ -134,7 +134,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cecq.quantization",),
     ("cecq.config", "cecq.targets"),
     ("cecq.encoders",),
-    ("cecq.decoder", "cecq.search"),
+    ("cecq.decoder", "cecq.search", "cecq.index"),
     ("cecq.catalog",),
     ("cecq.pipeline",),
     ("cecq.eval",),
