@@ -8,6 +8,7 @@ object stores, so a reader never sees half a shard.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import functools
 import hashlib
 import io
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from cecq.errors import StorageError
+from cecq.errors import CorruptArtifactError, StorageError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -72,6 +73,21 @@ def _io(action: str) -> Callable[[_F], _F]:
         return guarded  # type: ignore[return-value]
 
     return wrap
+
+
+# How to recover a damaged file, by the pattern of its store-relative path; the layout that
+# names the paths (cecq.catalog.layout) registers its artifacts here.
+_RECOVERY: list[tuple[str, str]] = []
+_DEFAULT_RECOVERY = "restore it from a backup, or delete it and rerun the step that wrote it"
+
+
+def add_recovery_hint(pattern: str, hint: str) -> None:
+    """Say how a damaged file whose relative path matches ``pattern`` (fnmatch) is recovered."""
+    _RECOVERY.append((pattern, hint))
+
+
+def recovery_hint(rel: str) -> str:
+    return next((hint for pattern, hint in _RECOVERY if fnmatch.fnmatchcase(rel, pattern)), _DEFAULT_RECOVERY)
 
 
 def slug(text: str, max_len: int = 64) -> str:
@@ -146,6 +162,14 @@ class Store:
         p = self.path(rel)
         return p if self.is_local else f"{self.protocol}://{p}"
 
+    def damaged(self, rel: str, cause: BaseException | str) -> CorruptArtifactError:
+        """The error for a committed file that does not read whole: it names the file, what is
+        wrong and how to recover."""
+        why = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        return CorruptArtifactError(
+            f"{self.uri(rel)} is truncated or corrupt ({why}); to recover, {recovery_hint(rel)}"
+        )
+
     @_io("check")
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
@@ -201,7 +225,11 @@ class Store:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        data = self.read_bytes(rel)
+        try:
+            return json.loads(data)
+        except ValueError as e:  # malformed JSON, or not UTF-8
+            raise self.damaged(rel, e) from e
 
     def write_parquet(self, rel: str, table: pa.Table) -> int:
         """Write a Parquet file atomically; return its size in bytes."""
@@ -214,7 +242,10 @@ class Store:
     @_io("read")
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self.path(rel), "rb") as f:
-            return pq.read_table(f, columns=columns)
+            try:
+                return pq.read_table(f, columns=columns)
+            except pa.ArrowInvalid as e:
+                raise self.damaged(rel, e) from e
 
     @_io("stat")
     def size(self, rel: str) -> int:

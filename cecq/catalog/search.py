@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from cecq.catalog.reader import (
     current_manifest,
+    diagnosed,
     duckdb_connection,
     load_compressor,
     load_quantizer,
@@ -63,10 +64,27 @@ def search_published(
 
     DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,
     whatever the corpus size), then fetches the hits' ids by row number and their texts
-    from only the corpus shards that hold hits; no catalog views are built.
+    from only the corpus shards that hold hits; no catalog views are built. A shard that
+    does not read is named (:class:`~cecq.errors.CorruptArtifactError`).
     """
     m = manifest or current_manifest(store)
     quantizer = quantizer or load_quantizer(store, m.quantizer)
+    return diagnosed(
+        store,
+        [*m.codes, *m.corpus_shards],
+        lambda: _search_codes(store, queries, k, m, quantizer, batch_rows, scoring),
+    )
+
+
+def _search_codes(
+    store: Store,
+    queries: np.ndarray,
+    k: int,
+    m: CatalogManifest,
+    quantizer: CodeQuantizer,
+    batch_rows: int,
+    scoring: CodeScoring,
+) -> list[list[dict[str, Any]]]:
     con = duckdb_connection(store)
     codes, corpus = [store.uri(p) for p in m.codes], [store.uri(p) for p in m.corpus_shards]
     starts: list[int] = []  # first global row of every codes shard

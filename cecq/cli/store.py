@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import duckdb
+
 from cecq.catalog import connect, search_store, view_statements
+from cecq.catalog.reader import diagnosed, view_files
 from cecq.cli.args import add_scoring
 from cecq.storage import Store
 
@@ -39,16 +42,21 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     if not args.query:
         raise ValueError("give a SQL query, or --show-views")
-    rel = connect(store).sql(args.query)
+    con = connect(store)
+    diagnosed(store, view_files(store), lambda: _run_sql(con, args.query, args.json))  # names a damaged file
+    return 0
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, query: str, as_json: bool) -> None:
+    rel = con.sql(query)
     if rel is None:
-        return 0
-    if args.json:
+        return
+    if as_json:
         cols = rel.columns
         for row in rel.fetchall():
             print(json.dumps(dict(zip(cols, row)), default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
     else:
         rel.show(max_rows=1000, max_width=200)
-    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from cecq.catalog.layout import CURRENT, manifest_path, run_record_path, version_dir
-from cecq.catalog.reader import current_version, load_quantizer, read_manifest
+from cecq.catalog.reader import current_version, is_whole, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
 from cecq.config import PipelineConfig
 from cecq.decoder import CONFIG_FILE
@@ -97,6 +97,9 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
     if previous:
         current = read_manifest(store, previous)
         if current.run_id == run.run_id and current.codes == [s.path for s in shards]:
+            if not is_whole(store, run_record_path(run.run_id)):  # a damaged run record is rewritten
+                run.status, run.catalog_version, run.finished = "published", previous, current.published
+                store.write_json(run_record_path(run.run_id), run.to_dict())
             return previous
     version = previous + 1
     now = dt.datetime.now(dt.timezone.utc).isoformat()
