@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from cecq.errors import CorruptArtifactError, StorageError
+from cecq.errors import CorruptArtifactError, StorageError, check_version
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -73,6 +73,20 @@ def _io(action: str) -> Callable[[_F], _F]:
         return guarded  # type: ignore[return-value]
 
     return wrap
+
+
+# The format version of each kind of Parquet shard this cecq writes, stamped in the file's
+# schema metadata under FORMAT_KEY; a file without the stamp is version 1 (the first release).
+FORMAT_KEY = b"cecq.format"
+PARQUET_FORMATS: dict[str, int] = {"corpus": 1, "embeddings": 1, "codes": 1, "catalog-shards": 1}
+
+
+def check_parquet_format(metadata: dict[bytes, bytes] | None, where: str) -> None:
+    """Refuse a Parquet file stamped by a newer cecq (a version above :data:`PARQUET_FORMATS`)."""
+    stamp = json.loads((metadata or {}).get(FORMAT_KEY, b"{}"))
+    if stamp:
+        artifact = stamp.get("artifact")
+        check_version(f"{where} ({artifact} shard)", int(stamp.get("version", 1)), PARQUET_FORMATS.get(artifact, 0))
 
 
 # How to recover a damaged file, by the pattern of its store-relative path; the layout that
@@ -231,8 +245,12 @@ class Store:
         except ValueError as e:  # malformed JSON, or not UTF-8
             raise self.damaged(rel, e) from e
 
-    def write_parquet(self, rel: str, table: pa.Table) -> int:
-        """Write a Parquet file atomically; return its size in bytes."""
+    def write_parquet(self, rel: str, table: pa.Table, artifact: str | None = None) -> int:
+        """Write a Parquet file atomically, stamped with the format version of ``artifact`` (a
+        key of :data:`PARQUET_FORMATS`) if given; return its size in bytes."""
+        if artifact is not None:
+            stamp = json.dumps({"artifact": artifact, "version": PARQUET_FORMATS[artifact]})
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), FORMAT_KEY: stamp})
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue()
@@ -243,9 +261,11 @@ class Store:
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self.path(rel), "rb") as f:
             try:
-                return pq.read_table(f, columns=columns)
+                table = pq.read_table(f, columns=columns)
             except pa.ArrowInvalid as e:
                 raise self.damaged(rel, e) from e
+        check_parquet_format(table.schema.metadata, self.uri(rel))
+        return table
 
     @_io("stat")
     def size(self, rel: str) -> int:

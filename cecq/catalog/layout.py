@@ -16,6 +16,7 @@ from cecq.encoders.registry import is_fitted
 from cecq.storage import add_recovery_hint, digest, slug
 
 CURRENT = "catalog/current.json"
+CURRENT_FORMAT = 1  # format version of catalog/current.json (absent: 1)
 
 # How each damaged artifact is recovered (shown by every reader that finds one truncated or
 # corrupt). Derived artifacts are rewritten by a rerun of the step that writes them, which

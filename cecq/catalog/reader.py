@@ -18,15 +18,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cecq.catalog.layout import CURRENT, fitted_model_path, run_record_path, version_dir
+from cecq.catalog.layout import CURRENT, CURRENT_FORMAT, fitted_model_path, run_record_path, version_dir
 from cecq.catalog.records import CatalogManifest, RunRecord
 from cecq.config import ModelSpec
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, load_decoder
 from cecq.encoders import Encoder, encoder_class, load_encoder
-from cecq.errors import CorruptArtifactError, NoCatalogError, RecordVersionError
+from cecq.errors import CorruptArtifactError, NoCatalogError, RecordVersionError, check_version
 from cecq.quantization import CodeQuantizer
 from cecq.quantization import load_quantizer as read_quantizer_file
-from cecq.storage import Store
+from cecq.storage import Store, check_parquet_format
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -41,9 +41,11 @@ def check_artifact(store: Store, rel: str, rows: int | None = None) -> None:
     elif rel.endswith(".parquet"):
         with store.fs.open(store.path(rel), "rb") as f:
             try:
-                found = pq.read_metadata(f).num_rows
+                meta = pq.read_metadata(f)
             except pa.ArrowInvalid as e:
                 raise store.damaged(rel, e) from e
+        check_parquet_format(meta.metadata, store.uri(rel))
+        found = meta.num_rows
         if rows is not None and found != rows:
             raise store.damaged(rel, f"{found} rows, expected {rows}")
     elif rel.endswith(".safetensors"):
@@ -108,6 +110,7 @@ def current_version(store: Store) -> int:
     pointer = store.read_json(CURRENT)
     if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), int):
         raise store.damaged(CURRENT, f"no version number in {pointer!r:.80}")
+    check_version(store.uri(CURRENT), int(pointer.get("format_version", 1)), CURRENT_FORMAT)
     return pointer["version"]
 
 

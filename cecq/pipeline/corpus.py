@@ -168,7 +168,7 @@ def shard_corpus(
         info = ShardInfo(name=f"{key}-{len(manifest.shards):05d}", path="", rows=len(ids), fingerprint=fp)
         info.path = corpus_shard_path(key, info)
         if not is_whole(store, info.path, len(ids)):  # a damaged shard is rewritten
-            store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA))
+            store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA), "corpus")
         manifest.shards.append(info)
 
     for ids, texts, idc, tcs in iter_corpus(url, id_column, text_columns, batch_rows=min(shard_rows, 10_000)):

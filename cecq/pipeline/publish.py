@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from cecq.catalog.layout import CURRENT, manifest_path, run_record_path, version_dir
+from cecq.catalog.layout import CURRENT, CURRENT_FORMAT, manifest_path, run_record_path, version_dir
 from cecq.catalog.reader import current_version, is_whole, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
 from cecq.config import PipelineConfig
@@ -116,7 +116,7 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
         }
     )
     vdir = version_dir(version)
-    store.write_parquet(f"{vdir}/shards.parquet", table)
+    store.write_parquet(f"{vdir}/shards.parquet", table, "catalog-shards")
     manifest = CatalogManifest(
         version=version,
         published=now,
@@ -140,5 +140,5 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
     store.write_json(f"{vdir}/manifest.json", manifest.to_dict())
     run.status, run.catalog_version, run.finished = "published", version, now
     store.write_json(run_record_path(run.run_id), run.to_dict())
-    store.write_json(CURRENT, {"version": version, "published": now})
+    store.write_json(CURRENT, {"version": version, "published": now, "format_version": CURRENT_FORMAT})
     return version

@@ -107,7 +107,7 @@ def embed_shard(
     truncated_before = encoder.truncated
     if todo:
         vectors[todo] = encoder.encode([texts[i] for i in todo], "document")
-    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
+    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors), "embeddings")
     return EmbedShardResult(
         out_rel,
         len(ids),
@@ -239,7 +239,7 @@ def compress_shard(
         )
     decoder, meta, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
     ids, hashes, x = load_concatenated(store, embedding_paths, weights=meta.get("model_weights"))
-    nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer))
+    nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer), "codes")
     return CodesShard(shard.name, out_rel, len(ids), nbytes, shard.fingerprint, shard.path)
 
 
