@@ -14,6 +14,7 @@ from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, Em
 from cecq.config import PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError
+from cecq.killpoints import kill_point
 from cecq.storage import Store
 
 
@@ -117,6 +118,7 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard]) -> int:
     )
     vdir = version_dir(version)
     store.write_parquet(f"{vdir}/shards.parquet", table, "catalog-shards")
+    kill_point("publishing")  # crash tests: between the version's shards.parquet and catalog/current.json
     manifest = CatalogManifest(
         version=version,
         published=now,

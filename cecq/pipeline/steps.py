@@ -27,6 +27,7 @@ from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, S
 from cecq.config import DecoderPolicy, ModelSpec, ModelWeights, PipelineConfig
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder
 from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, spread_weights
+from cecq.killpoints import kill_point
 from cecq.pipeline.ray_pool import ActorContext
 from cecq.quantization import CodeQuantizer, fit_quantizer
 from cecq.storage import Store
@@ -240,6 +241,7 @@ def compress_shard(
     decoder, meta, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
     ids, hashes, x = load_concatenated(store, embedding_paths, weights=meta.get("model_weights"))
     nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer), "codes")
+    kill_point("compressing")  # crash tests: a codes shard committed
     return CodesShard(shard.name, out_rel, len(ids), nbytes, shard.fingerprint, shard.path)
 
 
@@ -296,6 +298,8 @@ class EmbedWorker:
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
         result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous)
         result.model_info = self.encoder.info()  # skipped shards too: a retried job still says which model ran
+        if not result.skipped:
+            kill_point("embedding")  # crash tests: a shard committed, others still to embed
         return result
 
 
