@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -141,8 +142,28 @@ def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir, two_nodes):
     assert run["documents"] == 80
 
 
+def alive_nodes(address: str, env: dict) -> int:
+    code = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+        "print(len([x for x in ray.nodes() if x['Alive']]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def busy_actor_in_group(pgid: int) -> int | None:
+    """The pid of an embedding actor of process group ``pgid`` (a node started with
+    ``ray start --block``) that is running a shard right now (Ray's process title), or None."""
+    out = subprocess.run(["ps", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, group, *args = line.split()
+        if int(group) == pgid and re.search(r"ray::PoolActor\.run", " ".join(args)):
+            return int(pid)
+    return None
+
+
 def test_losing_a_worker_node_mid_job_finishes_on_the_survivor(tmp_path, tiny_model_dir, two_nodes):
-    """Runs last in this module: it kills the worker node."""
+    """Runs last in this module: it kills the worker node, while its actor runs a shard."""
     from cecq.catalog import connect
     from cecq.storage import Store
 
@@ -157,11 +178,20 @@ def test_losing_a_worker_node_mid_job_finishes_on_the_survivor(tmp_path, tiny_mo
         text=True,
     )
     deadline = time.time() + 300
-    while not list(store.glob("embeddings/*/*.parquet")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.killpg(worker.pid, signal.SIGKILL)  # the worker node and its actor vanish mid-job
+    while busy_actor_in_group(worker.pid) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job finished before the worker node's actor ran a shard"
+    embedded_before = len(list(store.glob("embeddings/*/*.parquet")))
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker node and its busy actor vanish mid-job
+    worker.wait(timeout=30)
+    assert proc.poll() is None and embedded_before < 40, "the job was no longer running when the node died"
+    assert alive_nodes(address, env) == 1  # Ray sees the worker node dead
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
+    # The shard the lost actor held went back to the queue and to the survivor; no new actor
+    # was started while one was left (one waiting for the lost node's CPU would hang).
+    assert re.search(r"shard \S+ failed \(.*attempt 1\), retrying", stderr), stderr[-3000:]
+    assert "no actor left, starting a new one" not in stderr
     ids = [r[0] for r in connect(Store(str(store))).execute("SELECT id FROM documents").fetchall()]
     assert sorted(ids) == sorted(d["_id"] for d in docs)
     assert run_record(store, stdout)["documents"] == 400
