@@ -194,10 +194,28 @@ def test_disk_full_enospc_keeps_committed_files_and_a_rerun_completes(tmp_path):
 # ------------------------------------------------------------------ Ray
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _descends_from_this_process(pid: int) -> bool:
+    try:
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == os.getpid():
+                return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def _embedding_actor_pids() -> list[int]:
-    """Processes of embedding actors that are running a shard right now (Ray's process titles)."""
+    """Processes of this test's embedding actors (its local Ray's, never another Ray's on the
+    machine) that are running a shard right now (Ray's process titles)."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if re.search(r"ray::PoolActor\.run", line)]
+    pids = [int(line.split()[0]) for line in out.splitlines() if re.search(r"ray::PoolActor\.run", line)]
+    return [pid for pid in pids if _descends_from_this_process(pid)]
 
 
 @pytest.mark.slow
