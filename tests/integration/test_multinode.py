@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cecq.killpoints import ENV
 from tests.helpers.corpora import write_corpus
 
 pytestmark = pytest.mark.slow
@@ -142,53 +143,42 @@ def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir, two_nodes):
     assert run["documents"] == 80
 
 
-def alive_nodes(address: str, env: dict) -> int:
-    code = (
-        f"import ray; ray.init(address={address!r}, log_to_driver=False); "
-        "print(len([x for x in ray.nodes() if x['Alive']]))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
-def busy_actor_in_group(pgid: int) -> int | None:
-    """The pid of an embedding actor of process group ``pgid`` (a node started with
-    ``ray start --block``) that is running a shard right now (Ray's process title), or None."""
-    out = subprocess.run(["ps", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, group, *args = line.split()
-        if int(group) == pgid and re.search(r"ray::PoolActor\.run", " ".join(args)):
-            return int(pid)
-    return None
-
-
 def test_losing_a_worker_node_mid_job_finishes_on_the_survivor(tmp_path, tiny_model_dir, two_nodes):
-    """Runs last in this module: it kills the worker node, while its actor runs a shard."""
+    """A third node joins whose actors stop at the "embedding" kill point (a shard committed,
+    its job not yet returned: CECQ_KILL_AT in that node's environment only, so the other
+    actors go on); when its actor is there the node is SIGKILLed, so the job is provably
+    still running and that node provably held a shard."""
     from cecq.catalog import connect
     from cecq.storage import Store
 
-    address, env, worker = two_nodes
-    corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
-    docs = write_corpus(corpus, n=400)
-    proc = subprocess.Popen(
-        embed_command(corpus, store, tiny_model_dir, address),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while busy_actor_in_group(worker.pid) is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the job finished before the worker node's actor ran a shard"
-    embedded_before = len(list(store.glob("embeddings/*/*.parquet")))
-    os.killpg(worker.pid, signal.SIGKILL)  # the worker node and its busy actor vanish mid-job
-    worker.wait(timeout=30)
-    assert proc.poll() is None and embedded_before < 40, "the job was no longer running when the node died"
-    assert alive_nodes(address, env) == 1  # Ray sees the worker node dead
-    stdout, stderr = proc.communicate(timeout=600)
+    address, env, _ = two_nodes
+    marker = tmp_path / "reached"
+    doomed = start_node([f"--address={address}", "--node-ip-address=127.0.0.1"], {**env, ENV: f"embedding={marker}"})
+    try:
+        wait_for_nodes(address, 3, env)
+        corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
+        docs = write_corpus(corpus, n=400)
+        proc = subprocess.Popen(
+            embed_command(corpus, store, tiny_model_dir, address),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 420
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert marker.exists(), "the third node's actor never reached the kill point"
+        assert os.getpgid(int(marker.read_text().split()[0])) == doomed.pid  # the actor runs on that node
+        os.killpg(doomed.pid, signal.SIGKILL)  # the node and its busy actor vanish mid-job
+        doomed.wait(timeout=30)
+        assert proc.poll() is None, "the job was no longer running when the node died"
+        wait_for_nodes(address, 2, env)  # Ray sees the node dead
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        stop(doomed)
     assert proc.returncode == 0, stderr[-3000:]
-    # The shard the lost actor held went back to the queue and to the survivor; no new actor
+    # The shard the lost actor held went back to the queue and to a survivor; no new actor
     # was started while one was left (one waiting for the lost node's CPU would hang).
     assert re.search(r"shard \S+ failed \(.*attempt 1\), retrying", stderr), stderr[-3000:]
     assert "no actor left, starting a new one" not in stderr
