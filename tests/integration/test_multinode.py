@@ -53,7 +53,7 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
+def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 240) -> None:
     code = (
         f"import ray; ray.init(address={address!r}, log_to_driver=False); "
         "print(len([x for x in ray.nodes() if x['Alive']]))"
