@@ -27,7 +27,9 @@ def kill_point(name: KillPoint) -> None:
     point, _, marker = spec.partition("=")
     if point != name or not marker:
         return
-    with open(marker, "a", encoding="utf-8") as f:
+    tmp = f"{marker}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(f"{os.getpid()}\n")
+    os.replace(tmp, marker)  # the marker appears whole: a watcher reads the pid at once
     time.sleep(_WAIT_S)
     raise RuntimeError(f"kill point {name!r} was reached but the process was not killed within {_WAIT_S:.0f} s")
