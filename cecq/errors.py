@@ -19,6 +19,11 @@ class DataError(ValueError):
     """Input data is malformed; the message names the file, line or id at fault."""
 
 
+class CorruptArtifactError(DataError):
+    """A stored artifact is truncated or unreadable. The message names the file and says how to
+    recover: a rerun of the step that wrote it, where the artifact is derived."""
+
+
 class StorageError(RuntimeError):
     """The storage root is unreachable or full, or a path would leave it. Work committed
     before the error is kept; a rerun resumes from it."""
@@ -34,6 +39,16 @@ class NoCatalogError(FileNotFoundError):
 
 class RecordVersionError(ValueError):
     """A stored record was written by a newer cecq than this one reads."""
+
+
+def check_version(what: str, found: int, supported: int) -> int:
+    """``found``, unless it is newer than the ``supported`` version: then refuse, naming both."""
+    if found > supported:
+        raise RecordVersionError(
+            f"{what} has format version {found}; this cecq reads up to version {supported}: "
+            "upgrade cecq to read this store"
+        )
+    return found
 
 
 class ModelNotFoundError(FileNotFoundError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import functools
 import hashlib
 import io
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from cecq.errors import StorageError, StoreBusyError
+from cecq.errors import CorruptArtifactError, StorageError, StoreBusyError, check_version
 
 logger = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -90,6 +91,35 @@ def _precondition_failed(e: OSError) -> bool:
     """Whether s3fs's OSError is a 412 (an ``If-Match`` that did not hold)."""
     response = getattr(e.__cause__, "response", None) or {}
     return e.errno == errno.EINVAL and response.get("Error", {}).get("Code") in ("PreconditionFailed", "412")
+
+
+# The format version of each kind of Parquet shard this cecq writes, stamped in the file's
+# schema metadata under FORMAT_KEY; a file without the stamp is version 1 (the first release).
+FORMAT_KEY = b"cecq.format"
+PARQUET_FORMATS: dict[str, int] = {"corpus": 1, "embeddings": 1, "codes": 1, "catalog-shards": 1}
+
+
+def check_parquet_format(metadata: dict[bytes, bytes] | None, where: str) -> None:
+    """Refuse a Parquet file stamped by a newer cecq (a version above :data:`PARQUET_FORMATS`)."""
+    stamp = json.loads((metadata or {}).get(FORMAT_KEY, b"{}"))
+    if stamp:
+        artifact = stamp.get("artifact")
+        check_version(f"{where} ({artifact} shard)", int(stamp.get("version", 1)), PARQUET_FORMATS.get(artifact, 0))
+
+
+# How to recover a damaged file, by the pattern of its store-relative path; the layout that
+# names the paths (cecq.catalog.layout) registers its artifacts here.
+_RECOVERY: list[tuple[str, str]] = []
+_DEFAULT_RECOVERY = "restore it from a backup, or delete it and rerun the step that wrote it"
+
+
+def add_recovery_hint(pattern: str, hint: str) -> None:
+    """Say how a damaged file whose relative path matches ``pattern`` (fnmatch) is recovered."""
+    _RECOVERY.append((pattern, hint))
+
+
+def recovery_hint(rel: str) -> str:
+    return next((hint for pattern, hint in _RECOVERY if fnmatch.fnmatchcase(rel, pattern)), _DEFAULT_RECOVERY)
 
 
 def slug(text: str, max_len: int = 64) -> str:
@@ -187,6 +217,14 @@ class Store:
         """A URL for ``rel`` that other tools (DuckDB, pyarrow) understand."""
         p = self.path(rel)
         return p if self.is_local else f"{self.protocol}://{p}"
+
+    def damaged(self, rel: str, cause: BaseException | str) -> CorruptArtifactError:
+        """The error for a committed file that does not read whole: it names the file, what is
+        wrong and how to recover."""
+        why = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        return CorruptArtifactError(
+            f"{self.uri(rel)} is truncated or corrupt ({why}); to recover, {recovery_hint(rel)}"
+        )
 
     @_io("check")
     def exists(self, rel: str) -> bool:
@@ -351,10 +389,18 @@ class Store:
         self.fs.invalidate_cache(self.path(rel) if rel else self.root)
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        data = self.read_bytes(rel)
+        try:
+            return json.loads(data)
+        except ValueError as e:  # malformed JSON, or not UTF-8
+            raise self.damaged(rel, e) from e
 
-    def write_parquet(self, rel: str, table: pa.Table) -> int:
-        """Write a Parquet file atomically; return its size in bytes."""
+    def write_parquet(self, rel: str, table: pa.Table, artifact: str | None = None) -> int:
+        """Write a Parquet file atomically, stamped with the format version of ``artifact`` (a
+        key of :data:`PARQUET_FORMATS`) if given; return its size in bytes."""
+        if artifact is not None:
+            stamp = json.dumps({"artifact": artifact, "version": PARQUET_FORMATS[artifact]})
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), FORMAT_KEY: stamp})
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue()
@@ -364,7 +410,12 @@ class Store:
     @_io("read")
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self.path(rel), "rb") as f:
-            return pq.read_table(f, columns=columns)
+            try:
+                table = pq.read_table(f, columns=columns)
+            except pa.ArrowInvalid as e:
+                raise self.damaged(rel, e) from e
+        check_parquet_format(table.schema.metadata, self.uri(rel))
+        return table
 
     @_io("stat")
     def size(self, rel: str) -> int:

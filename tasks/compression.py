@@ -6,7 +6,7 @@ from cecq.catalog import CatalogManifest, CodesShard, CorpusManifest, EmbeddingR
 from cecq.config import PipelineConfig
 from cecq.pipeline.fanout import compress_corpus
 from cecq.pipeline.publish import choose_compressor
-from cecq.pipeline.steps import train_compressor
+from cecq.pipeline.steps import reusable_compressor, train_compressor
 from cecq.storage import Store
 from tasks.progress import progress_reporter
 from tasks.retry import retry_unless_bad_input
@@ -59,7 +59,11 @@ def plan_compressor_task(
     store = Store(config.store)
     rows = CorpusManifest.from_dict(store.read_json(manifest_path)).rows
     changed = max((e.embedded_documents for e in embedding), default=0) / max(1, rows)
-    reused = choose_compressor(config, previous, changed, [e.fingerprint for e in embedding])
+    reused = reusable_compressor(
+        store,
+        choose_compressor(config, previous, changed, [e.fingerprint for e in embedding]),
+        config.decoder_policy,
+    )
     get_run_logger().info(
         "%.1f%% of documents new or changed; %s",
         100 * changed,

@@ -14,11 +14,44 @@ from __future__ import annotations
 
 from cecq.catalog.records import CorpusManifest, ShardInfo
 from cecq.encoders.registry import is_fitted
-from cecq.storage import digest, slug
+from cecq.storage import add_recovery_hint, digest, slug
 
 CURRENT = "catalog/current.json"
 ARTIFACT_FOLDERS = ("corpus", "models", "embeddings", "runs", "codes")  # what runs write, beside catalog/
 LEASE = "catalog/lease.json"
+CURRENT_FORMAT = 1  # format version of catalog/current.json (absent: 1)
+
+# How each damaged artifact is recovered (shown by every reader that finds one truncated or
+# corrupt). Derived artifacts are rewritten by a rerun of the step that writes them, which
+# checks what it would skip; the catalog's manifests and pointer are the published history.
+_RERUN = "rerun the same `cecq embed-corpus` or `cecq reindex`: it rewrites this derived file"
+_RETRAIN = (
+    "rerun the `cecq embed-corpus` that trained it (same corpus and options; see the runs view): "
+    "it retrains it, byte for byte (training is seeded); `cecq reindex` retrains when it finds it damaged"
+)
+for _pattern, _hint in (
+    ("corpus/*", _RERUN + " from the corpus"),
+    ("models/*", _RERUN + " (refits the model)"),
+    ("embeddings/*", _RERUN + " (re-embeds the shard)"),
+    ("codes/*", _RERUN + " (recompresses the shard)"),
+    ("runs/*/decoder/*", _RETRAIN),
+    ("runs/*/quantizer.parquet", _RETRAIN),
+    ("runs/*/run.json", "rerun the run's `cecq embed-corpus` (same corpus and options): publishing rewrites it"),
+    ("catalog/v*/shards.parquet", "rerun `cecq reindex`: it publishes a new version with a whole list"),
+    (
+        "catalog/v*/manifest.json",
+        "restore it from a backup (catalog manifests are the published history and are not derived); "
+        "or give this version up: delete its catalog/v<N>/ folder, set catalog/current.json to the "
+        'previous version ({"version": <N-1>}, or delete catalog/ if it was the first) and rerun '
+        "`cecq embed-corpus`: committed shards are reused",
+    ),
+    (
+        CURRENT,
+        'restore it from a backup, or write {"version": <N>} into it, N the newest catalog/v<N>/ '
+        "whose manifest.json reads whole",
+    ),
+):
+    add_recovery_hint(_pattern, _hint)
 
 
 def corpus_shard_path(corpus_key: str, shard: ShardInfo) -> str:

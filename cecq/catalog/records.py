@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cecq.config import PipelineConfig
-from cecq.errors import RecordVersionError
+from cecq.errors import RecordVersionError, check_version
 from cecq.quantization.registry import quantizer_class, resolve_kind
-from cecq.storage import digest
+from cecq.storage import PARQUET_FORMATS, digest
 
 SCHEMA_VERSION = 2  # 1: records before versioning; 2: schema_version key, quantization names the kind
 
@@ -72,6 +72,7 @@ class CorpusManifest:
     shards: list[ShardInfo] = field(default_factory=list)
     rows: int = 0
     empty_texts: int = 0
+    schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,8 +81,10 @@ class CorpusManifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CorpusManifest:
+        check_schema(d, f"corpus manifest of {d.get('corpus_url')}")
         d = dict(d)
         d["shards"] = [ShardInfo(**s) for s in d["shards"]]
+        d["schema_version"] = SCHEMA_VERSION
         return cls(**d)
 
 
@@ -212,6 +215,9 @@ class CatalogManifest:
     budget_bytes: int | None = None
     quantization: str = "scalar"
     model_fingerprints: list[str | None] | None = None  # per model; None: stores before fingerprints
+    # format versions of the Parquet shards it lists (codes, corpus, its shards.parquet), by
+    # kind; read by DuckDB, which never sees their stamps. Absent (older stores): all 1.
+    formats: dict[str, int] = field(default_factory=lambda: dict(PARQUET_FORMATS))
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -230,7 +236,12 @@ class CatalogManifest:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CatalogManifest:
         check_schema(d, f"catalog manifest v{d.get('version')}")
+        for artifact, version in d.get("formats", {}).items():
+            check_version(
+                f"catalog manifest v{d.get('version')} ({artifact} shards)", version, PARQUET_FORMATS.get(artifact, 0)
+            )
         d = _known(cls, d)
+        d["formats"] = dict(d.get("formats", {}))
         d["quantization"] = _kind(d)
         d["schema_version"] = SCHEMA_VERSION
         return cls(**d)

@@ -15,6 +15,7 @@ import pyarrow as pa
 from cecq.catalog.reader import (
     connect,
     current_manifest,
+    diagnosed,
     duckdb_connection,
     index_records,
     load_compressor,
@@ -198,8 +199,9 @@ def search_published(
 
     With an index (``plan``, default :func:`plan_search`) FAISS ranks the codes. Without,
     DuckDB streams the codes shard by shard in record batches (memory bounded by a batch,
-    whatever the corpus size). Either way the hits' ids are fetched by row number and their
-    texts from only the corpus shards that hold hits; no catalog views are built.
+    whatever the corpus size), then fetches the hits' ids by row number and their texts
+    from only the corpus shards that hold hits; no catalog views are built. A shard that
+    does not read is named (:class:`~cecq.errors.CorruptArtifactError`).
     """
     m = plan.manifest if plan else manifest or current_manifest(store)
     quantizer = quantizer or load_quantizer(store, m.quantizer)
@@ -214,7 +216,23 @@ def search_published(
             np.asarray(loaded.record.empty_rows, dtype=np.int64),
         )
         starts = np.concatenate([[0], np.cumsum(loaded.record.shard_rows)[:-1]]).astype(np.int64)
-        return hits_with_texts(store, m, scores, idx, starts)
+        return diagnosed(store, list(m.corpus_shards), lambda: hits_with_texts(store, m, scores, idx, starts))
+    return diagnosed(
+        store,
+        [*m.codes, *m.corpus_shards],
+        lambda: _search_codes(store, queries, k, m, quantizer, batch_rows, scoring),
+    )
+
+
+def _search_codes(
+    store: Store,
+    queries: np.ndarray,
+    k: int,
+    m: CatalogManifest,
+    quantizer: CodeQuantizer,
+    batch_rows: int,
+    scoring: CodeScoring,
+) -> list[list[dict[str, Any]]]:
     con = duckdb_connection(store)
     starts: list[int] = []  # first global row of every codes shard
 

@@ -7,7 +7,10 @@ import argparse
 import json
 import sys
 
+import duckdb
+
 from cecq.catalog import connect_with_search, plan_search, search_store, view_statements
+from cecq.catalog.reader import diagnosed, view_files
 from cecq.catalog.status import store_status
 from cecq.cli.args import add_index_choice, add_scoring
 from cecq.pipeline.parallel_search import search_store_parallel
@@ -67,16 +70,22 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     if not args.query:
         raise ValueError("give a SQL query, or --show-views")
-    rel = connect_with_search(store).sql(args.query, params=args.param or None)
+    con = connect_with_search(store)
+    params = args.param or None
+    diagnosed(store, view_files(store), lambda: _run_sql(con, args.query, params, args.json))  # names a damaged file
+    return 0
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, query: str, params: list[str] | None, as_json: bool) -> None:
+    rel = con.sql(query, params=params)
     if rel is None:
-        return 0
-    if args.json:
+        return
+    if as_json:
         cols = rel.columns
         for row in rel.fetchall():
             print(json.dumps(dict(zip(cols, row)), default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
     else:
         rel.show(max_rows=1000, max_width=200)
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from cecq.decoder.model import Decoder
-from cecq.errors import DimensionMismatchError
+from cecq.errors import DimensionMismatchError, check_version
 
 WEIGHTS_FILE = "decoder.safetensors"
 CONFIG_FILE = "decoder.json"
+DECODER_FORMAT = 1  # format version of decoder.json and its weights (absent: 1, the first release)
 
 
 def save_decoder(decoder: Decoder, folder: str | Path, metadata: dict[str, Any] | None = None) -> None:
@@ -25,6 +26,7 @@ def save_decoder(decoder: Decoder, folder: str | Path, metadata: dict[str, Any] 
         "out_dim": decoder.out_dim,
         "kind": decoder.kind,
         "hidden_dim": decoder.hidden_dim,
+        "format_version": DECODER_FORMAT,
         **(metadata or {}),
     }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float))
@@ -36,6 +38,7 @@ def load_decoder(folder: str | Path, expected_in_dim: int | None = None) -> tupl
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"no decoder in {folder} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
     config = json.loads((folder / CONFIG_FILE).read_text())
+    check_version(f"decoder {folder / CONFIG_FILE}", int(config.get("format_version", 1)), DECODER_FORMAT)
     if expected_in_dim is not None and config["in_dim"] != expected_in_dim:
         raise DimensionMismatchError(
             f"decoder in {folder} takes {config['in_dim']}-dim inputs but the models give {expected_in_dim}; "

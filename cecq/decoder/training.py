@@ -24,6 +24,7 @@ from cecq.decoder.strategies import (
     pca_initialise,
     training_stages,
 )
+from cecq.killpoints import kill_point
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class _Trainer:
             val_loss = _evaluate(self.decoder, self.val, objective, config.batch_size)
             stats.val_loss.append(val_loss)
             stats.epochs += 1
+            kill_point("training")  # crash tests: provably while the decoder trains
             bar.set_postfix(train=f"{stats.train_loss[-1]:.5f}", val=f"{val_loss:.5f}")
             self.detail = f"train loss {stats.train_loss[-1]:.5f}, val loss {val_loss:.5f}"
             if self.progress:

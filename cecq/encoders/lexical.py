@@ -11,8 +11,10 @@ import numpy as np
 
 from cecq.config import ModelSpec
 from cecq.encoders.base import Encoder, TextKind, validate_texts
+from cecq.errors import check_version
 
 LEXICAL = "lexical"
+LEXICAL_FORMAT = 1  # format version of lexical.json/.safetensors (absent: 1, the first release)
 DEFAULT_LEXICAL_DIM = 256
 
 
@@ -99,7 +101,14 @@ class LexicalEncoder(Encoder):
         tensors = {"idf": np.ascontiguousarray(self.idf), "components": np.ascontiguousarray(self.components)}
         save_file(tensors, str(folder / "lexical.safetensors"))
         (folder / "lexical.json").write_text(
-            json.dumps({"name": self.name, "params": self.PARAMS, "vocabulary": self.vocab_list})
+            json.dumps(
+                {
+                    "name": self.name,
+                    "params": self.PARAMS,
+                    "vocabulary": self.vocab_list,
+                    "format_version": LEXICAL_FORMAT,
+                }
+            )
         )
 
     @classmethod
@@ -108,6 +117,7 @@ class LexicalEncoder(Encoder):
 
         folder = Path(folder)
         meta = json.loads((folder / "lexical.json").read_text())
+        check_version(f"lexical model {folder / 'lexical.json'}", int(meta.get("format_version", 1)), LEXICAL_FORMAT)
         if meta.get("params") != cls.PARAMS:
             raise ValueError(f"{folder}: lexical encoder saved with other parameters {meta.get('params')}")
         tensors = load_file(str(folder / "lexical.safetensors"))

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from cecq.catalog.layout import corpus_shard_path, manifest_path
+from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CorpusManifest, ShardInfo
 from cecq.errors import DataError
 from cecq.storage import Store, digest, slug, storage_options_from_env
@@ -170,8 +171,8 @@ def shard_corpus(
         fp = digest(*ids, *hashes)
         info = ShardInfo(name=f"{key}-{len(manifest.shards):05d}", path="", rows=len(ids), fingerprint=fp)
         info.path = corpus_shard_path(key, info)
-        if write and not store.exists(info.path):
-            store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA))
+        if write and not is_whole(store, info.path, len(ids)):  # a damaged shard is rewritten
+            store.write_parquet(info.path, pa.table([ids, texts, hashes], schema=CORPUS_SCHEMA), "corpus")
         if on_shard:
             on_shard(info, ids, hashes)
         manifest.shards.append(info)
@@ -193,7 +194,7 @@ def shard_corpus(
         raise DataError(f"corpus {url} is empty")
     if pending_ids:
         flush()
-    if write and not store.exists(manifest_path(manifest)):  # named by its shards' content: never rewritten
+    if write and not is_whole(store, manifest_path(manifest)):  # named by its shards' content: rewritten if damaged
         store.write_json(manifest_path(manifest), manifest.to_dict())
     logger.info(
         "corpus %s: %d documents in %d shards (%d empty texts)",

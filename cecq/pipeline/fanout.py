@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cecq.catalog.layout import codes_path, embedding_path, model_key
+from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbeddingResult, EmbedShardResult, ShardInfo
 from cecq.encoders import check_model
 from cecq.errors import ModelLoadError
@@ -58,7 +59,7 @@ def embed_model(
     jobs, skipped = [], 0
     for shard in manifest.shards:
         out = embedding_path(mkey, shard)
-        if store.exists(out):
+        if is_whole(store, out, shard.rows):  # a damaged shard is embedded again
             skipped += 1
             continue
         prev = prev_by_name.get(shard.name)

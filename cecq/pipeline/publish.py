@@ -11,13 +11,14 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from cecq.catalog.layout import CURRENT, LEASE, manifest_path, run_record_path, version_dir
+from cecq.catalog.layout import CURRENT, CURRENT_FORMAT, LEASE, manifest_path, run_record_path, version_dir
 from cecq.catalog.leftovers import Leftovers, find_leftovers
-from cecq.catalog.reader import current_version, latest_version, load_quantizer, read_manifest
+from cecq.catalog.reader import current_version, is_whole, latest_version, load_quantizer, read_manifest
 from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
 from cecq.config import DecoderPolicy, LeaseConfig, PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError, StoreBusyError
+from cecq.killpoints import kill_point
 from cecq.storage import Store, StoreLease, check_lease, json_bytes
 from cecq.targets import CompressionPlan
 
@@ -161,6 +162,9 @@ def publish(store: Store, run: RunRecord, shards: Sequence[CodesShard], lease_ow
             last = read_manifest(store, latest)
             if last.run_id == run.run_id and last.codes == codes:
                 if latest == previous:
+                    if not is_whole(store, run_record_path(run.run_id)):  # a damaged run record is rewritten
+                        run.status, run.catalog_version, run.finished = "published", latest, last.published
+                        store.write_json(run_record_path(run.run_id), run.to_dict())
                     return latest
                 claimed = last  # a publish that stopped half-way: finish it
         if claimed is None:
@@ -215,10 +219,11 @@ def _finish(
             "status": pa.array(["committed"] * len(shards), pa.string()),
         }
     )
-    store.write_parquet(f"{version_dir(version)}/shards.parquet", table)
+    store.write_parquet(f"{version_dir(version)}/shards.parquet", table, "catalog-shards")
+    kill_point("publishing")  # crash tests: between the version's shards.parquet and catalog/current.json
     run.status, run.catalog_version, run.finished = "published", version, manifest.published
     store.write_json(run_record_path(run.run_id), run.to_dict())
-    pointer = json_bytes({"version": version, "published": manifest.published})
+    pointer = json_bytes({"version": version, "published": manifest.published, "format_version": CURRENT_FORMAT})
     while True:
         if lease_owner is not None:
             check_lease(store, LEASE, lease_owner)

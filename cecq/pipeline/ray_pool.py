@@ -236,6 +236,7 @@ def run_on_actors(
                 if isinstance(e, RayTaskError):
                     idle.append(actor)  # the job failed, the actor is fine
                 elif not idle and not inflight:
+                    logger.warning("%s: no actor left, starting a new one", label)
                     actors.append(new_actor())
                     idle.append(actors[-1])
             if progress:

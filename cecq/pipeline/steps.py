@@ -23,13 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path, quantizer_path
-from cecq.catalog.reader import load_compressor, load_store_encoder
+from cecq.catalog.reader import check_artifact, compressor_is_whole, is_whole, load_compressor, load_store_encoder
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
-from cecq.config import ModelSpec, ModelWeights, PipelineConfig
-from cecq.decoder import Decoder, decode, save_decoder, train_decoder
+from cecq.config import DecoderPolicy, ModelSpec, ModelWeights, PipelineConfig
+from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder
 from cecq.decoder.training import TrainingProgress
 from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, spread_weights
 from cecq.errors import ModelLoadError
+from cecq.killpoints import kill_point
 from cecq.pipeline.ray_pool import ActorContext
 from cecq.quantization import CodeQuantizer, fit_quantizer
 from cecq.storage import Store
@@ -50,7 +51,7 @@ def fit_encoder(store: Store, manifest: CorpusManifest, model: str, max_rows: in
     """Fit a corpus-fitted encoder on (a sample of) the corpus once; later runs reuse it."""
     cls = encoder_class(model)
     rel = fitted_model_path(model, manifest.corpus_key)
-    if store.exists(f"{rel}/{cls.files[-1]}"):
+    if all(is_whole(store, f"{rel}/{name}") for name in cls.files):  # a damaged file is refitted
         return rel
     rng = np.random.default_rng(seed)
     per_shard = max(1, max_rows // max(1, len(manifest.shards)))
@@ -97,11 +98,12 @@ def embed_shard(
 ) -> EmbedShardResult:
     """Embed one corpus shard with one encoder and commit the embedding shard.
 
-    Skipped when ``out_rel`` already exists. ``previous`` maps ``(id, content_hash)`` to a
-    vector from an earlier run: those documents are not embedded again. Texts are encoded
-    :data:`PROGRESS_CHUNK` at a time, and ``progress(documents done)`` called between chunks.
+    Skipped when ``out_rel`` is already committed whole (a damaged one is rewritten).
+    ``previous`` maps ``(id, content_hash)`` to a vector from an earlier run: those
+    documents are not embedded again. Texts are encoded :data:`PROGRESS_CHUNK` at a time,
+    and ``progress(documents done)`` called between chunks.
     """
-    if store.exists(out_rel):
+    if is_whole(store, out_rel, shard.rows):
         return EmbedShardResult(out_rel, shard.rows, skipped=True)
     started = time.perf_counter()
     table = store.read_parquet(shard.path)
@@ -122,7 +124,7 @@ def embed_shard(
         done += len(chunk)
     if progress:
         progress(done)
-    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors))
+    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors), "embeddings")
     return EmbedShardResult(
         out_rel,
         len(ids),
@@ -217,7 +219,7 @@ def train_compressor(
 ) -> tuple[str, str]:
     """Train the decoder (``progress`` counts its epochs) and fit the quantizer; return their relative paths."""
     decoder_rel, quantizer_rel = decoder_path(run_id), quantizer_path(run_id)
-    if store.exists(f"{decoder_rel}/decoder.json") and store.exists(quantizer_rel):
+    if compressor_is_whole(store, decoder_rel, quantizer_rel):  # else (re)trained: seeded, so byte-identical
         return decoder_rel, quantizer_rel
     parts = sample_parts(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
     weights = fit_model_weights(parts, config.model_weights, config.decoder.seed)
@@ -236,7 +238,7 @@ def train_compressor(
                 "training": asdict(stats),
             },
         )
-        store.upload(tmp, decoder_rel, ["decoder.safetensors", "decoder.json"])
+        store.upload(tmp, decoder_rel, [WEIGHTS_FILE, CONFIG_FILE])
     calib = x[np.random.default_rng(config.decoder.seed + 1).permutation(len(x))[: config.calibration_rows]]
     prefix = decode(decoder, calib, config.dims)
     quantizer = fit_quantizer(
@@ -246,6 +248,22 @@ def train_compressor(
     quantizer.save(buf)
     store.write_bytes(quantizer_rel, buf.getvalue())
     return decoder_rel, quantizer_rel
+
+
+def reusable_compressor(
+    store: Store, reused: tuple[str, str, str] | None, policy: DecoderPolicy
+) -> tuple[str, str, str] | None:
+    """``reused`` (compressor id, decoder, quantizer) if its files read whole. A damaged one is
+    refused under policy 'reuse' (naming the file) and retrained otherwise (None)."""
+    if reused is None or compressor_is_whole(store, reused[1], reused[2]):
+        return reused
+    if policy == "reuse":
+        for rel in (f"{reused[1]}/{CONFIG_FILE}", f"{reused[1]}/{WEIGHTS_FILE}", reused[2]):
+            if not store.exists(rel):
+                raise store.damaged(rel, "missing")
+            check_artifact(store, rel)
+    logger.warning("the published compressor %s is damaged: training a new one", reused[0])
+    return None
 
 
 def compress_shard(
@@ -258,13 +276,14 @@ def compress_shard(
     compressor: tuple[Decoder, dict[str, Any], CodeQuantizer] | None = None,
 ) -> CodesShard:
     """Concatenate, decode, take the prefix, quantize and pack one shard; commit the codes shard."""
-    if store.exists(out_rel):
+    if is_whole(store, out_rel, shard.rows):  # a damaged codes shard is recompressed
         return CodesShard(
             shard.name, out_rel, shard.rows, store.size(out_rel), shard.fingerprint, shard.path, skipped=True
         )
     decoder, meta, quantizer = compressor or load_compressor(store, decoder_rel, quantizer_rel)
     ids, hashes, x = load_concatenated(store, embedding_paths, weights=meta.get("model_weights"))
-    nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer))
+    nbytes = store.write_parquet(out_rel, codes_table(shard.name, ids, hashes, x, decoder, quantizer), "codes")
+    kill_point("compressing")  # crash tests: a codes shard committed
     return CodesShard(shard.name, out_rel, len(ids), nbytes, shard.fingerprint, shard.path)
 
 
@@ -290,7 +309,7 @@ def previous_vectors(store: Store, paths: Sequence[str]) -> dict[tuple[str, str]
     """``(id, content_hash) -> vector`` from earlier embedding shards, for re-indexing."""
     out: dict[tuple[str, str], np.ndarray] = {}
     for p in paths:
-        if store.exists(p):
+        if is_whole(store, p):  # only a cache: a damaged earlier shard is embedded anew
             t = store.read_parquet(p)
             for i, h, v in zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist(), vectors_of(t)):
                 out[(i, h)] = v
@@ -331,6 +350,8 @@ class EmbedWorker:
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
         result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous, self.report)
         result.model_info = self.encoder.info()  # skipped shards too: a retried job still says which model ran
+        if not result.skipped:
+            kill_point("embedding")  # crash tests: a shard committed, others still to embed
         return result
 
 

@@ -1,6 +1,8 @@
 """Crash and resume: ``cecq embed-corpus`` is SIGKILLed (with its whole process group: the
-Prefect API it started, Ray's raylet and workers) at several points, rerun, and must end
-with exactly-once, byte-identical output to an uninterrupted run."""
+Prefect API it started, Ray's raylet and workers) at every kill point of a run
+(:mod:`cecq.killpoints`: the run marks the point and waits there, so each kill provably
+happens there), rerun, and must end with exactly-once, byte-identical output to an
+uninterrupted run."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cecq.killpoints import ENV, KILL_POINTS
 from tests.helpers.corpora import write_corpus
 
 pytestmark = pytest.mark.slow
@@ -141,23 +144,28 @@ def test_sigkill_at_every_stage_then_resume_is_exactly_once_and_byte_identical(t
     assert len([k for k in expected if k.startswith("codes/")]) == SHARDS
 
     store = tmp_path / "crashed"
-    stages: list[tuple[str, Callable[[], bool]]] = [
-        ("embedding", lambda: len(committed(store, "embeddings/*/*.parquet")) >= 2),
-        ("training", lambda: len(committed(store, "embeddings/*/*.parquet")) == 2 * SHARDS),
-        ("compressing", lambda: len(committed(store, "codes/*/*.parquet")) >= 1),
-        ("publishing", lambda: bool(committed(store, "catalog/v*/shards.parquet"))),
-    ]
-    killed = []
-    for stage, condition in stages:
-        if run_until(cecq_command(corpus, store, tiny_model_dir), env, condition):
-            killed.append(stage)
+    # What the store holds when each kill point is reached: the kill lands mid-stage.
+    at_kill: dict[str, Callable[[], None]] = {
+        "embedding": lambda: 1 <= len(committed(store, "embeddings/*/*.parquet")) < 2 * SHARDS,
+        "training": lambda: (
+            len(committed(store, "embeddings/*/*.parquet")) == 2 * SHARDS and not committed(store, "runs/*/decoder/*")
+        ),
+        "compressing": lambda: 1 <= len(committed(store, "codes/*/*.parquet")) < SHARDS,
+        "publishing": lambda: (
+            bool(committed(store, "catalog/v*/shards.parquet")) and not (store / "catalog" / "current.json").exists()
+        ),
+    }
+    assert sorted(at_kill) == sorted(KILL_POINTS)  # every kill point of a run is tested
+    for point in KILL_POINTS:
+        marker = tmp_path / f"reached-{point}"
+        killed = run_until(
+            cecq_command(corpus, store, tiny_model_dir), {**env, ENV: f"{point}={marker}"}, marker.exists
+        )
+        assert killed and marker.read_text().strip(), f"the run finished without reaching kill point {point!r}"
+        assert at_kill[point](), f"killed at {point!r}, but the store does not show it"
         assert_nothing_partial(store)
-    # Killing needs the process to still be running when the condition is seen; the early
-    # stages take seconds, so at least those must have been interrupted for the test to mean anything.
-    print("killed while", ", ".join(killed))
-    assert killed[:3] == ["embedding", "training", "compressing"], killed
-    if published_ids(store) is None:  # the last kill came before the catalog pointer was written
-        assert not run_until(cecq_command(corpus, store, tiny_model_dir), env, None)
+    assert published_ids(store) is None  # the last kill came before the catalog pointer was written
+    assert not run_until(cecq_command(corpus, store, tiny_model_dir), env, None)
 
     assert published_ids(store) == sorted(d["_id"] for d in docs)
     got = outputs(store)

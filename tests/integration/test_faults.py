@@ -5,12 +5,14 @@ in the middle of a shard."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -158,17 +160,69 @@ def test_disk_full_is_a_clear_error_and_keeps_committed_files(tmp_path, kind):
         assert json.loads((root / "committed.json").read_text()) == {"ok": True}
 
 
+def test_disk_full_enospc_keeps_committed_files_and_a_rerun_completes(tmp_path):
+    """ENOSPC without root or namespaces: the store's URL names a filesystem that fills up
+    (tests/helpers/full_disk.py). Sharding stops with a StorageError naming the file, every
+    shard committed before it is whole and untouched, and with space freed a rerun completes
+    without rewriting them."""
+    from tests.helpers import full_disk
+
+    full_disk.register()
+    corpus, disk = tmp_path / "docs.jsonl", tmp_path / "disk"
+    write_corpus(corpus, n=100)
+    reference = shard_corpus(str(corpus), Store(str(tmp_path / "reference")), shard_rows=10)
+    sizes = [(tmp_path / "reference" / s.path).stat().st_size for s in reference.shards]
+    disk.mkdir()
+    url = f"{full_disk.PROTOCOL}://{disk}/store"
+    full = Store(url, {"disk": str(disk), "capacity": sum(sizes[:3]) + sizes[3] // 2})  # 3.5 shards fit
+    with pytest.raises(
+        StorageError, match=r"could not write fulldisk://.*/corpus/.*-00003-.*\.parquet \(no space left"
+    ):
+        shard_corpus(str(corpus), full, shard_rows=10)
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(disk.rglob("*")) if p.is_file()}
+    assert [p.name for p in kept] == [Path(s.path).name for s in reference.shards[:3]]  # no partial, no temporary
+    for s in reference.shards[:3]:
+        assert kept[disk / "store" / s.path][0] == (tmp_path / "reference" / s.path).read_bytes()
+
+    roomy = Store(url, {"disk": str(disk), "capacity": 10 * sum(sizes)})  # space freed
+    manifest = shard_corpus(str(corpus), roomy, shard_rows=10)
+    assert manifest.rows == 100 and len(manifest.shards) == 10
+    assert {p: kept[p] for p in kept} == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in kept}  # not rewritten
+    assert [s.to_dict() for s in manifest.shards] == [s.to_dict() for s in reference.shards]
+
+
 # ------------------------------------------------------------------ Ray
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _descends_from_this_process(pid: int) -> bool:
+    try:
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == os.getpid():
+                return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def _embedding_actor_pids() -> list[int]:
-    """Processes of embedding actors that are running a shard right now (Ray's process titles)."""
+    """Processes of this test's embedding actors (its local Ray's, never another Ray's on the
+    machine) that are running a shard right now (Ray's process titles)."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if re.search(r"ray::PoolActor\.run", line)]
+    pids = [int(line.split()[0]) for line in out.splitlines() if re.search(r"ray::PoolActor\.run", line)]
+    return [pid for pid in pids if _descends_from_this_process(pid)]
 
 
 @pytest.mark.slow
-def test_actor_killed_mid_shard_is_retried_and_every_document_lands_once(tmp_path, tiny_model_dir, ray_cluster):
+def test_actor_killed_mid_shard_is_retried_and_every_document_lands_once(tmp_path, tiny_model_dir, ray_cluster, caplog):
+    """The local cluster (2 CPUs) holds one embedding actor: when it dies there is none left,
+    so the pool starts exactly one new actor (the rule's other half: with a survivor left, no
+    new actor; see test_multinode.py)."""
     from cecq.catalog.layout import embedding_path, model_key
     from cecq.pipeline.fanout import embed_model
 
@@ -188,9 +242,12 @@ def test_actor_killed_mid_shard_is_retried_and_every_document_lands_once(tmp_pat
 
     killer = threading.Thread(target=kill_one_busy_actor)
     killer.start()
-    embed_model(store, manifest, str(tiny_model_dir), batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="cecq.pipeline.ray_pool"):
+        embed_model(store, manifest, str(tiny_model_dir), batch_size=8)
     killer.join()
     assert killed, "no embedding actor was seen running a shard"
+    assert caplog.text.count("no actor left, starting a new one") == 1, caplog.text
+    assert re.search(r"shard \S+ failed \(.*attempt 1\), retrying", caplog.text)
     mkey = model_key(str(tiny_model_dir), manifest.corpus_key)
     ids = [
         i for s in manifest.shards for i in store.read_parquet(embedding_path(mkey, s), ["id"]).column("id").to_pylist()

@@ -3,8 +3,10 @@ embed job together."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cecq.killpoints import ENV
 from tests.helpers.corpora import write_corpus
 
 pytestmark = pytest.mark.slow
@@ -51,7 +54,7 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
+def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 240) -> None:
     code = (
         f"import ray; ray.init(address={address!r}, log_to_driver=False); "
         "print(len([x for x in ray.nodes() if x['Alive']]))"
@@ -143,26 +146,47 @@ def test_two_nodes_share_one_embed_job(tmp_path, tiny_model_dir, two_nodes):
 
 
 def test_losing_a_worker_node_mid_job_finishes_on_the_survivor(tmp_path, tiny_model_dir, two_nodes):
-    """Runs last in this module: it kills the worker node."""
+    """A third node joins whose actors stop at the "embedding" kill point (a shard committed,
+    its job not yet returned: CECQ_KILL_AT in that node's environment only, so the other
+    actors go on); when its actor is there the node is SIGKILLed, so the job is provably
+    still running and that node provably held a shard."""
     from cecq.catalog import connect
     from cecq.storage import Store
 
-    address, env, worker = two_nodes
-    corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
-    docs = write_corpus(corpus, n=400)
-    proc = subprocess.Popen(
-        embed_command(corpus, store, tiny_model_dir, address),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not list(store.glob("embeddings/*/*.parquet")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.killpg(worker.pid, signal.SIGKILL)  # the worker node and its actor vanish mid-job
-    stdout, stderr = proc.communicate(timeout=600)
+    address, env, _ = two_nodes
+    marker = tmp_path / "reached"
+    doomed = start_node([f"--address={address}", "--node-ip-address=127.0.0.1"], {**env, ENV: f"embedding={marker}"})
+    try:
+        wait_for_nodes(address, 3, env)
+        corpus, store = tmp_path / "docs.jsonl", tmp_path / "store"
+        docs = write_corpus(corpus, n=400)
+        proc = subprocess.Popen(
+            embed_command(corpus, store, tiny_model_dir, address),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 420
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert marker.exists(), "the third node's actor never reached the kill point"
+        # Only that node's processes have CECQ_KILL_AT: the marker's writer is its actor, which
+        # Ray puts in a process group of its own, so it is killed with the node's group.
+        os.killpg(doomed.pid, signal.SIGKILL)  # the node and its busy actor vanish mid-job
+        with contextlib.suppress(ProcessLookupError):  # gone already if it noticed its raylet die
+            os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)
+        doomed.wait(timeout=30)
+        assert proc.poll() is None, "the job was no longer running when the node died"
+        wait_for_nodes(address, 2, env)  # Ray sees the node dead
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        stop(doomed)
     assert proc.returncode == 0, stderr[-3000:]
+    # The shard the lost actor held went back to the queue and to a survivor; no new actor
+    # was started while one was left (one waiting for the lost node's CPU would hang).
+    assert re.search(r"shard \S+ failed \(.*attempt 1\), retrying", stderr), stderr[-3000:]
+    assert "no actor left, starting a new one" not in stderr
     ids = [r[0] for r in connect(Store(str(store))).execute("SELECT id FROM documents").fetchall()]
     assert sorted(ids) == sorted(d["_id"] for d in docs)
     assert run_record(store, stdout)["documents"] == 400
