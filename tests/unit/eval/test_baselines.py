@@ -240,7 +240,15 @@ def test_baselines_are_fitted_on_the_fit_rows_only(monkeypatch):
     config = EvalConfig(models=(ModelSpec("lexical"),), dims=(4,), bits=(1,), scorings=("asymmetric",))
     results = list(
         run_baselines(
-            [FakeEncoder()], [docs], [queries], docs, queries, config, DecoderConfig(out_dim=4, max_epochs=1), 5, fit
+            [FakeEncoder()],
+            [docs],
+            [queries],
+            docs,
+            queries,
+            config,
+            DecoderConfig(out_dim=4, max_epochs=1),
+            5,
+            fit=fit,
         )
     )
     assert len(fitted_on) == 1 and np.array_equal(fitted_on[0], docs[fit])
