@@ -342,15 +342,21 @@ def evaluate_task(
 
 
 def format_table(records: Sequence[EvalRecord]) -> str:
-    """A Markdown table of records."""
+    """A Markdown table of records: codes-only compression beside the amortized one (fixed
+    bytes spread over this corpus, and over 1M documents), and, when fitted on part of the
+    corpus, retention on the fitted and on the unseen documents."""
     lines = [
-        "| task | configuration | scoring | nDCG@10 | retention | bytes/doc | compression |",
-        "|---|---|---|---|---|---|---|",
+        "| task | configuration | scoring | nDCG@10 | retention | retention in / out of sample | bytes/doc "
+        "| fixed bytes | compression (codes) | amortized (here / 1M docs) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        halves = f"{r.retention_in:.1%} / {r.retention_out:.1%}" if r.retention_out is not None else "n/a"
+        float_bytes = r.compression * r.bytes_per_doc
         lines.append(
-            f"| {r.task} | {r.name} | {r.scoring} | {r.ndcg_at_10:.4f} | {r.retention:.1%} | {r.bytes_per_doc} "
-            f"| {r.compression:.1f}x |"
+            f"| {r.task} | {r.name} | {r.scoring} | {r.ndcg_at_10:.4f} | {r.retention:.1%} | {halves} "
+            f"| {r.bytes_per_doc} | {r.fixed_bytes} | {r.compression:.1f}x "
+            f"| {float_bytes / r.bytes_per_doc_amortized:.1f}x / {float_bytes / r.bytes_per_doc_amortized_1m:.1f}x |"
         )
     return "\n".join(lines)
 
