@@ -59,6 +59,9 @@ def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dic
         if set(by_task) != set(tasks):
             continue  # not measured on every task (e.g. a model missing somewhere): no fair mean
         first = next(iter(by_task.values()))
+        float_bytes = {t: by_task[t].compression * by_task[t].bytes_per_doc for t in tasks}
+        outs = [by_task[t].retention_out for t in tasks]
+        ins = [by_task[t].retention_in for t in tasks]
         rows.append(
             {
                 "budget": None if is_reference(name) else budget_of(first.bytes_per_doc, budgets),
@@ -73,6 +76,13 @@ def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dic
                 "mean_ndcg_at_10": float(np.mean([by_task[t].ndcg_at_10 for t in tasks])),
                 "mean_retention": float(np.mean([by_task[t].retention for t in tasks])),
                 "min_retention": float(np.min([by_task[t].retention for t in tasks])),
+                "fixed_bytes": {t: by_task[t].fixed_bytes for t in tasks},
+                # float32 concatenation bytes over every stored byte, fixed ones spread over the documents
+                "amortized_compression": {t: float_bytes[t] / by_task[t].bytes_per_doc_amortized for t in tasks},
+                "amortized_compression_1m": {t: float_bytes[t] / by_task[t].bytes_per_doc_amortized_1m for t in tasks},
+                "mean_retention_in": float(np.mean(ins)) if None not in ins else None,
+                "mean_retention_out": float(np.mean(outs)) if None not in outs else None,
+                "min_retention_out": float(np.min(outs)) if None not in outs else None,
             }
         )
     rows.sort(key=lambda r: (r["budget"] is not None, r["budget"] or 0, -r["mean_retention"]))
@@ -85,19 +95,27 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
         return "(no configuration was measured on every task)\n"
     tasks = list(rows[0]["ndcg_at_10"])
     header = (
-        "| configuration | scoring | bytes/doc | compression | "
+        "| configuration | scoring | bytes/doc | compression (codes) | amortized, lowest task (here / 1M docs) | "
         + " | ".join(f"{t} nDCG@10 (retention)" for t in tasks)
-        + " | mean nDCG@10 | mean retention | min retention |"
+        + " | mean nDCG@10 | mean retention | min retention | retention in / out of sample |"
     )
-    rule = "|" + "---|" * (7 + len(tasks))
+    rule = "|" + "---|" * (9 + len(tasks))
     out: list[str] = []
     for budget in sorted({r["budget"] for r in rows}, key=lambda b: (b is not None, b or 0)):
         out += ["", "### References (float)" if budget is None else f"### {budget} bytes a document", "", header, rule]
         for r in (r for r in rows if r["budget"] == budget):
             cells = " | ".join(f"{r['ndcg_at_10'][t]:.4f} ({r['retention'][t]:.1%})" for t in tasks)
+            here = min(r["amortized_compression"].values())
+            at_1m = min(r["amortized_compression_1m"].values())
+            halves = (
+                f"{r['mean_retention_in']:.1%} / {r['mean_retention_out']:.1%}"
+                if r["mean_retention_out"] is not None
+                else "n/a"
+            )
             out.append(
-                f"| {r['name']} | {r['scoring']} | {r['bytes_per_doc']} | {r['compression']:.1f}x | {cells} | "
-                f"{r['mean_ndcg_at_10']:.4f} | {r['mean_retention']:.1%} | {r['min_retention']:.1%} |"
+                f"| {r['name']} | {r['scoring']} | {r['bytes_per_doc']} | {r['compression']:.1f}x | "
+                f"{here:.1f}x / {at_1m:.1f}x | {cells} | {r['mean_ndcg_at_10']:.4f} | {r['mean_retention']:.1%} "
+                f"| {r['min_retention']:.1%} | {halves} |"
             )
     return "\n".join(out).lstrip("\n") + "\n"
 
@@ -200,6 +218,8 @@ def run_quality(
         "models": [m.name for m in config.models],
         "decoder": config.decoder.to_dict(),
         "strategies": list(config.strategies),
+        "fit_fraction": config.fit_fraction,
+        "model_weights": config.model_weights,
         "tasks": tasks,
         "summary": summary,
         "records": [asdict(r) for r in records],

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cecq.config import DEFAULT_MODELS, STRATEGIES, DecoderConfig
+from cecq.config import DEFAULT_MODELS, EVAL_WEIGHTS, STRATEGIES, DecoderConfig, EvalConfig
 from cecq.quantization import quantizer_kinds
 
 MODELS_HELP = (
@@ -57,6 +57,38 @@ def decoder_config(args: argparse.Namespace) -> DecoderConfig:
     """The :class:`DecoderConfig` of :func:`add_decoder_options`' flags."""
     config = DecoderConfig(kind=args.decoder, init=args.init, max_epochs=args.epochs, seed=args.seed)
     return config.with_strategy(args.strategy) if args.strategy else config
+
+
+def fraction(text: str) -> float:
+    """A float in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def add_fitting(p: argparse.ArgumentParser, fit_fraction: float = EvalConfig.fit_fraction) -> None:
+    """``--weights`` and ``--fit-fraction``: how ``cecq eval`` and ``bench quality`` fit on the corpus."""
+    p.add_argument(
+        "--weights",
+        choices=EVAL_WEIGHTS,
+        default=EvalConfig.model_weights,
+        help="per-model concatenation weights, fitted on the corpus only: self (self-retrieval on "
+        "pseudo-queries cut from the documents; may drop a model), spread (similarity spreads), equal "
+        f"(default {EvalConfig.model_weights})",
+    )
+    p.add_argument(
+        "--fit-fraction",
+        type=fraction,
+        default=fit_fraction,
+        metavar="F",
+        help="a seeded random F of the documents fits the weights, the lexical model, the decoder and every "
+        "quantizer; all documents are coded and searched, and nDCG@10 is also reported on the fitted "
+        f"documents and on the others, each ranked among its own (default {fit_fraction})",
+    )
 
 
 def add_scoring(p: argparse.ArgumentParser) -> None:

@@ -9,8 +9,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from cecq.bench import DEFAULT_BUDGETS, perf
-from cecq.cli.args import add_decoder_options, add_models, decoder_config, int_list, name_list, show_progress
+from cecq.bench import DEFAULT_BUDGETS, DEFAULT_FIT_FRACTION, perf
+from cecq.cli.args import (
+    add_decoder_options,
+    add_fitting,
+    add_models,
+    decoder_config,
+    int_list,
+    name_list,
+    show_progress,
+)
 from cecq.config import DEFAULT_MODELS, STRATEGIES, VALID_BITS, DecoderConfig, EvalConfig, ModelSpec
 
 
@@ -50,12 +58,7 @@ def add_quality(sub: argparse._SubParsersAction) -> None:
         help=f"training strategies to ablate, one decoder each (default: all of {', '.join(STRATEGIES)})",
     )
     add_decoder_options(p)
-    p.add_argument(
-        "--weights",
-        choices=["equal", "spread"],
-        default=EvalConfig.model_weights,
-        help=f"per-model concatenation weights (default {EvalConfig.model_weights})",
-    )
+    add_fitting(p, DEFAULT_FIT_FRACTION)
     p.add_argument(
         "--out-dim", type=int, default=DecoderConfig.out_dim, help="decoder output size: the largest dims compared"
     )
@@ -87,6 +90,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
         strategies=args.strategies,
         budgets=tuple(args.bytes),
         model_weights=args.weights,
+        fit_fraction=args.fit_fraction,
     )
     started = time.perf_counter()
     report = run_quality(

@@ -11,6 +11,7 @@ from pathlib import Path
 from cecq.catalog import current_manifest, plan_search, read_run, search_store_batch
 from cecq.cli.args import (
     add_decoder_options,
+    add_fitting,
     add_index_choice,
     add_models,
     add_scoring,
@@ -63,13 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="also score B bytes a document with every quantizer kind that spends a byte budget, "
         f"cecq-<B>B-<kind> ({', '.join(quantizer_kinds('budget'))})",
     )
-    p.add_argument(
-        "--weights",
-        choices=["equal", "spread"],
-        default=EvalConfig.model_weights,
-        help="per-model concatenation weights: equal, or fitted to each model's similarity spread "
-        f"(default {EvalConfig.model_weights})",
-    )
+    add_fitting(p)
     p.add_argument(
         "--rescore",
         type=int,
@@ -119,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         strategies=args.ablate,
         budgets=args.budget,
         model_weights=args.weights,
+        fit_fraction=args.fit_fraction,
     )
     task = load_beir(args.beir_dir, split=config.split)
     print(

@@ -19,7 +19,7 @@ from cecq.encoders.sentence_transformer import (
     SentenceTransformerEncoder,
     resolve_model,
 )
-from cecq.encoders.weights import spread_weights
+from cecq.encoders.weights import fit_weights, self_retrieval_weights, spread_weights
 
 __all__ = [
     "EPS",
@@ -36,6 +36,7 @@ __all__ = [
     "embed",
     "encoder_class",
     "encoder_names",
+    "fit_weights",
     "is_fitted",
     "l2_normalize",
     "load_encoder",
@@ -43,6 +44,7 @@ __all__ = [
     "nonempty_rows",
     "register_encoder",
     "resolve_model",
+    "self_retrieval_weights",
     "spread_weights",
     "validate_texts",
 ]

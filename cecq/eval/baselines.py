@@ -5,6 +5,7 @@ with float rescoring. Like cecq itself, every baseline is fitted on the corpus o
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +41,20 @@ class BaselineResult:
     method: str | None = None  # the name's family: pq-<model>, pca, mrl, st-binary-<model>
     quantization: str | None = None
     budget_bytes: int | None = None
+    fixed_bytes: int = 0  # what the index stores once (quantizer, projection), not per document
+
+
+def stored_bytes(quantizer: CodeQuantizer) -> int:
+    """The size of the quantizer's file as cecq stores it (codebooks, rotation, thresholds)."""
+    buf = io.BytesIO()
+    quantizer.save(buf)
+    return len(buf.getvalue())
+
+
+def fit_rows(fit: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """The rows of ``x`` that fit things: the non-empty rows, within the ``fit`` mask if given."""
+    keep = nonempty_rows(x)
+    return x[keep if fit is None else keep & fit]
 
 
 def quantized_search(
@@ -51,21 +66,30 @@ def quantized_search(
     rescore: int = 0,
     empty: np.ndarray | None = None,
     quantizer: CodeQuantizer | None = None,
-) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
+    fit: np.ndarray | None = None,
+    sink: list[bytes] | None = None,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
     """Percentile-quantize float document vectors (thresholds fitted on the non-zero rows) and
-    search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc)``.
+    search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc, quantizer
+    file bytes)``. ``fit`` (a row mask) limits the rows the thresholds are fitted on; ``sink``
+    receives the quantizer file and the codes, as bytes.
     ``empty`` (default: the zero rows) flags documents that score 0.
     ``rescore`` > 0 re-ranks that many top candidates with ``doc_vecs`` themselves.
     ``quantizer``, when given, is used instead of fitting one of ``bits`` bits.
     This is cecq's own quantize-and-search step; the baselines differ only in the vectors."""
     if quantizer is None:
-        quantizer = Quantizer.fit(doc_vecs[nonempty_rows(doc_vecs)], bits)
+        quantizer = Quantizer.fit(fit_rows(fit, doc_vecs), bits)
     empty = ~nonempty_rows(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
     packed = quantizer.quantize(doc_vecs)
+    fixed = stored_bytes(quantizer)
+    if sink is not None:
+        buf = io.BytesIO()
+        quantizer.save(buf)
+        sink += [buf.getvalue(), np.ascontiguousarray(packed).tobytes()]
     kwargs = {"rescore_vectors": doc_vecs, "rescore_k": rescore} if rescore else {}
     for scoring in scorings:
         s, i = search_codes(query_vecs, packed, quantizer, k, scoring, empty=empty, **kwargs)
-        yield scoring, s, i, quantizer.bytes_per_vector
+        yield scoring, s, i, quantizer.bytes_per_vector, fixed
 
 
 def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> Iterator[CodeQuantizer]:
@@ -90,11 +114,23 @@ def _scalar_baseline(
     k: int,
     scorings: Sequence[str],
     rescore: int,
+    fit: np.ndarray | None = None,
+    fixed_bytes: int = 0,
 ) -> Iterator[BaselineResult]:
-    """Float vectors of a baseline method, percentile-quantized at ``bits`` and searched with each scoring."""
-    for scoring, s, i, nbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore):
+    """Float vectors of a baseline method, percentile-quantized at ``bits`` and searched with each
+    scoring; ``fixed_bytes``: what the method itself stores (a projection), besides the quantizer."""
+    for scoring, s, i, nbytes, qbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore, fit=fit):
         yield BaselineResult(
-            name, scoring, s, i, nbytes, dims=doc_vecs.shape[1], bits=bits, method=method, quantization=Quantizer.kind
+            name,
+            scoring,
+            s,
+            i,
+            nbytes,
+            dims=doc_vecs.shape[1],
+            bits=bits,
+            method=method,
+            quantization=Quantizer.kind,
+            fixed_bytes=fixed_bytes + qbytes,
         )
 
 
@@ -106,10 +142,11 @@ def pq_baseline(
     k: int,
     scorings: Sequence[str] = ("symmetric", "asymmetric"),
     rescore: int = 0,
+    fit: np.ndarray | None = None,
 ) -> Iterator[BaselineResult]:
     """(a) ``pq-<model>-<bits>b``: one base model's own vectors, percentile-quantized per dimension."""
     yield from _scalar_baseline(
-        f"pq-{model_name}-{bits}b", f"pq-{model_name}", doc_vecs, query_vecs, bits, k, scorings, rescore
+        f"pq-{model_name}-{bits}b", f"pq-{model_name}", doc_vecs, query_vecs, bits, k, scorings, rescore, fit
     )
 
 
@@ -144,6 +181,10 @@ class PCAProjection:
     def dims(self) -> int:
         return int(self.components.shape[0])
 
+    def stored_bytes(self, dims: int) -> int:
+        """float32 mean and the ``dims`` components a search needs."""
+        return 4 * (self.mean.size + dims * self.components.shape[1])
+
     def project(self, x: np.ndarray, dims: int | None = None) -> np.ndarray:
         """L2-normalised projection of the centred rows on the top ``dims`` components;
         zero (empty) rows stay zero."""
@@ -165,16 +206,26 @@ def pca_baseline(
     k: int,
     scorings: Sequence[str] = ("symmetric", "asymmetric"),
     rescore: int = 0,
+    fit: np.ndarray | None = None,
 ) -> Iterator[BaselineResult]:
     """(b) ``pca-<dims>d-<bits>b``: the float concatenation's top ``dims`` principal components
     (``pca`` fitted on the corpus), percentile-quantized."""
     d_docs, d_queries = pca.project(docs, dims), pca.project(queries, dims)
-    yield from _scalar_baseline(f"pca-{dims}d-{bits}b", "pca", d_docs, d_queries, bits, k, scorings, rescore)
+    yield from _scalar_baseline(
+        f"pca-{dims}d-{bits}b", "pca", d_docs, d_queries, bits, k, scorings, rescore, fit, pca.stored_bytes(dims)
+    )
 
 
-def train_mrl_decoder(docs: np.ndarray, config: DecoderConfig, show_progress: bool = False) -> Decoder:
+def decoder_bytes(decoder: Decoder) -> int:
+    """The decoder's parameters as stored (float32 safetensors, headers aside)."""
+    return sum(4 * int(v.numel()) for v in decoder.state_dict().values())
+
+
+def train_mrl_decoder(
+    docs: np.ndarray, config: DecoderConfig, show_progress: bool = False, fit: np.ndarray | None = None
+) -> Decoder:
     """The plain MRL recipe: cecq's decoder and loss from a random initialisation."""
-    decoder, _ = train_decoder(docs[nonempty_rows(docs)], replace(config, init="random"), show_progress=show_progress)
+    decoder, _ = train_decoder(fit_rows(fit, docs), replace(config, init="random"), show_progress=show_progress)
     return decoder
 
 
@@ -187,10 +238,13 @@ def mrl_baseline(
     k: int,
     scorings: Sequence[str] = ("symmetric", "asymmetric"),
     rescore: int = 0,
+    fit: np.ndarray | None = None,
 ) -> Iterator[BaselineResult]:
     """(c) ``mrl-<dims>d-<bits>b``: the ``dims``-prefix of a randomly initialised MRL decoder, quantized."""
     d_docs, d_queries = decode(decoder, docs, dims), decode(decoder, queries, dims)
-    yield from _scalar_baseline(f"mrl-{dims}d-{bits}b", "mrl", d_docs, d_queries, bits, k, scorings, rescore)
+    yield from _scalar_baseline(
+        f"mrl-{dims}d-{bits}b", "mrl", d_docs, d_queries, bits, k, scorings, rescore, fit, decoder_bytes(decoder)
+    )
 
 
 def binary_search(
@@ -253,18 +307,21 @@ def run_baselines(
     decoder_config: DecoderConfig,
     k: int,
     show_progress: bool = False,
+    fit: np.ndarray | None = None,
 ) -> Iterator[BaselineResult]:
     """Every baseline for an evaluation: (a) for each base model and bit width, (b) and (c) for
     each (dims, bits) pair the cecq variants use, (d) for every sentence-transformers model
     (a label-free choice: no "best model" is picked with the test judgements).
-    ``docs``/``queries`` are the float concatenations."""
+    ``docs``/``queries`` are the float concatenations; ``fit`` (a row mask) is what every
+    baseline is fitted on (default: all documents)."""
     scorings = tuple(config.scorings)
     pairs = config.configurations()
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         for bits in sorted({b for _, b in pairs}):
-            yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore)
+            yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore, fit)
 
-    max_pca = min(docs.shape[1], int(nonempty_rows(docs).sum()) - 1)
+    fit_docs = fit_rows(fit, docs)
+    max_pca = min(docs.shape[1], len(fit_docs) - 1)
     pca_pairs = [(dim, bits) for dim, bits in pairs if dim <= max_pca]
     if len(pca_pairs) < len(pairs):
         logger.warning(
@@ -273,18 +330,18 @@ def run_baselines(
             sorted({d for d, _ in pairs} - {d for d, _ in pca_pairs}),
         )
     if pca_pairs:
-        pca = PCAProjection.fit(docs, max(d for d, _ in pca_pairs))
+        pca = PCAProjection.fit(fit_docs, max(d for d, _ in pca_pairs))
         for dim, bits in pca_pairs:
-            yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore)
+            yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore, fit)
 
     if config.budgets and max_pca >= 1:
         # PCA with the same budget quantizers as cecq's budget variants.
-        pca = PCAProjection.fit(docs, max_pca)
+        pca = PCAProjection.fit(fit_docs, max_pca)
         p_docs, p_queries = pca.project(docs), pca.project(queries)
-        calibration = p_docs[nonempty_rows(docs)][:ALLOCATION_ROWS]
+        calibration = fit_rows(fit, p_docs)[:ALLOCATION_ROWS]
         for budget in sorted(config.budgets):
             for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
-                for scoring, s, i, nbytes in quantized_search(
+                for scoring, s, i, nbytes, qbytes in quantized_search(
                     p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer
                 ):
                     yield BaselineResult(
@@ -297,12 +354,13 @@ def run_baselines(
                         method="pca",
                         quantization=quantizer.kind,
                         budget_bytes=budget,
+                        fixed_bytes=qbytes + pca.stored_bytes(quantizer.dim),
                     )
 
     # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
-    decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress)
+    decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress, fit)
     for dim, bits in pairs:
-        yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore)
+        yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore, fit)
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         if isinstance(enc, SentenceTransformerEncoder):

@@ -15,8 +15,15 @@ import numpy as np
 
 from cecq.config import EvalConfig
 from cecq.decoder import decode, train_decoder
-from cecq.encoders import Encoder, concatenate, is_fitted, load_encoder, nonempty_rows, spread_weights
-from cecq.eval.baselines import ALLOCATION_ROWS, budget_quantizers, quantized_search, run_baselines
+from cecq.encoders import Encoder, concatenate, fit_weights, is_fitted, load_encoder, nonempty_rows
+from cecq.eval.baselines import (
+    ALLOCATION_ROWS,
+    budget_quantizers,
+    decoder_bytes,
+    fit_rows,
+    quantized_search,
+    run_baselines,
+)
 from cecq.eval.beir import RetrievalTask
 from cecq.eval.metrics import RETRIEVE_K, ranking_scores
 from cecq.quantization import quantizer_class
@@ -43,20 +50,64 @@ class EvalRecord:
     method: str | None = None  # what made the vectors: cecq, cecq[<strategy>], pca, mrl, pq-<model>, ...
     quantization: str | None = None  # the quantizer kind of compressed records
     budget_bytes: int | None = None  # the byte budget of records of a budget kind
+    fixed_bytes: int = 0  # stored once for the whole index: decoder, quantizer file (codebooks, rotation), projection
+    bytes_per_doc_amortized: float = float("nan")  # bytes_per_doc + fixed_bytes / documents, at this corpus size
+    bytes_per_doc_amortized_1m: float = float("nan")  # the same at 1,000,000 documents
+    # With a fit fraction below 1: nDCG@10 and retention on the documents that fitted the
+    # compressor (in) and on those it never saw (out), each ranked among its own half.
+    ndcg_at_10_in: float | None = None
+    ndcg_at_10_out: float | None = None
+    retention_in: float | None = None
+    retention_out: float | None = None
 
 
-def mteb_scores(task: RetrievalTask, scores: np.ndarray, indices: np.ndarray) -> dict[str, float]:
-    """nDCG@k and recall@k of a ranked result (rows of document indices), through mteb's evaluator."""
+AMORTIZE_AT = 1_000_000
+
+
+def fit_mask(documents: int, fraction: float, seed: int) -> np.ndarray:
+    """The seeded random ``fraction`` of ``documents`` that fits weights, decoder and quantizers."""
+    mask = np.zeros(documents, dtype=bool)
+    if fraction >= 1.0:
+        mask[:] = True
+    else:
+        mask[np.random.default_rng(seed + 7).permutation(documents)[: max(2, round(fraction * documents))]] = True
+    return mask
+
+
+def subset_task(task: RetrievalTask, keep: np.ndarray, suffix: str) -> RetrievalTask:
+    """``task`` with only the documents in the mask ``keep`` judged (queries left without a
+    relevant document dropped): a ranking filtered to those documents scores as a search of them."""
+    kept = {d for d, k in zip(task.doc_ids, keep) if k}
+    qrels = {q: {d: r for d, r in rel.items() if d in kept} for q, rel in task.qrels.items()}
+    qrels = {q: r for q, r in qrels.items() if any(v > 0 for v in r.values())}
+    qids = [q for q in task.query_ids if q in qrels]
+    texts = dict(zip(task.query_ids, task.query_texts))
+    return replace(task, name=f"{task.name}{suffix}", query_ids=qids, query_texts=[texts[q] for q in qids], qrels=qrels)
+
+
+def mteb_scores(
+    task: RetrievalTask,
+    scores: np.ndarray,
+    indices: np.ndarray,
+    keep: np.ndarray | None = None,
+    judged: RetrievalTask | None = None,
+) -> dict[str, float]:
+    """nDCG@k and recall@k of a ranked result (rows of document indices, one per query of
+    ``task``), through mteb's evaluator. With ``keep`` (a document mask) only those documents
+    are ranked, judged by ``judged`` (the :func:`subset_task` of the same mask)."""
+    judged = judged or task
+    wanted = set(judged.query_ids)
     return ranking_scores(
-        task,
+        judged,
         {
-            qid: {task.doc_ids[int(j)]: float(s) for s, j in zip(srow, irow)}
+            qid: {task.doc_ids[int(j)]: float(s) for s, j in zip(srow, irow) if keep is None or keep[int(j)]}
             for qid, srow, irow in zip(task.query_ids, scores, indices)
+            if qid in wanted
         },
     )
 
 
-def embedding_key(task: RetrievalTask, model: str, seed: int) -> str:
+def embedding_key(task: RetrievalTask, model: str, seed: int | str) -> str:
     """A cache key for one model's embeddings of a task: changes with any text."""
     h = hashlib.sha256(f"{model}\0{seed}".encode())
     for text in (*task.doc_texts, "\0queries\0", *task.query_texts):
@@ -65,19 +116,26 @@ def embedding_key(task: RetrievalTask, model: str, seed: int) -> str:
 
 
 def embed_task(
-    task: RetrievalTask, config: EvalConfig, show_progress: bool = False, cache_dir: str | Path | None = None
+    task: RetrievalTask,
+    config: EvalConfig,
+    show_progress: bool = False,
+    cache_dir: str | Path | None = None,
+    fit: np.ndarray | None = None,
 ) -> tuple[list[Encoder], list[np.ndarray], list[np.ndarray]]:
-    """Every base model's document and query embeddings of ``task`` (and the encoders).
+    """Every base model's document and query embeddings of ``task`` (and the encoders); a
+    corpus-fitted model is fitted on the documents of the mask ``fit`` (default: all).
     With ``cache_dir``, embeddings are read from / written to ``.npy`` files there, keyed
-    by model, seed and the texts, so repeated benchmarks embed once."""
+    by model, seed, fit fraction and the texts, so repeated benchmarks embed once."""
+    fit_texts = task.doc_texts if fit is None else [t for t, k in zip(task.doc_texts, fit) if k]
     encoders = [
-        load_encoder(s, fit_texts=task.doc_texts if is_fitted(s) else None, seed=config.decoder.seed)
-        for s in config.models
+        load_encoder(s, fit_texts=fit_texts if is_fitted(s) else None, seed=config.decoder.seed) for s in config.models
     ]
     doc_parts, query_parts = [], []
     for spec, enc in zip(config.models, encoders):
         # Only a fitted encoder's vectors depend on the seed: a pretrained model's cache serves every seed.
-        seed = config.decoder.seed if is_fitted(spec) else 0
+        seed: int | str = config.decoder.seed if is_fitted(spec) else 0
+        if is_fitted(spec) and config.fit_fraction < 1.0:
+            seed = f"{seed}-fit{config.fit_fraction}"
         cached = Path(cache_dir) / embedding_key(task, enc.name, seed) if cache_dir else None
         if (
             cached is not None
@@ -102,17 +160,26 @@ def evaluate_task(
     config: EvalConfig = EvalConfig(),
     show_progress: bool = False,
     cache_dir: str | Path | None = None,
+    fitted: list[bytes] | None = None,
 ) -> list[EvalRecord]:
     """Embed the task with every base model, train the compressor on its corpus, and score
     every configuration (with ``config.strategies``, one more decoder per strategy; with
     ``config.baselines``, the baselines of :mod:`cecq.baselines` too, at the same bytes per
-    document). Nothing is fitted on queries or judgements."""
+    document). Nothing is fitted on queries or judgements: ``fitted``, when given, receives
+    the bytes of everything fitted (weights, each decoder, each quantizer file and its codes)."""
     started = time.perf_counter()
-    encoders, doc_parts, query_parts = embed_task(task, config, show_progress, cache_dir)
+    fit = fit_mask(len(task.doc_ids), config.fit_fraction, config.decoder.seed)
+    encoders, doc_parts, query_parts = embed_task(task, config, show_progress, cache_dir, fit)
+    halves = (
+        {"in": (fit, subset_task(task, fit, "[in]")), "out": (~fit, subset_task(task, ~fit, "[out]"))}
+        if config.fit_fraction < 1.0
+        else {}
+    )
 
     records: list[EvalRecord] = []
     concat_dim = sum(p.shape[1] for p in doc_parts)
     float_bytes = 4 * concat_dim
+    documents = len(task.doc_ids)
 
     def record(
         name: str,
@@ -125,8 +192,13 @@ def evaluate_task(
         method: str | None = None,
         quantization: str | None = None,
         budget_bytes: int | None = None,
+        fixed_bytes: int = 0,
     ) -> None:
         m = mteb_scores(task, scores, indices)
+        part = {
+            f"ndcg_at_10_{half}": mteb_scores(task, scores, indices, keep, judged)["ndcg_at_10"]
+            for half, (keep, judged) in halves.items()
+        }
         records.append(
             EvalRecord(
                 task.name,
@@ -141,23 +213,36 @@ def evaluate_task(
                 method=method,
                 quantization=quantization,
                 budget_bytes=budget_bytes,
+                fixed_bytes=fixed_bytes,
+                bytes_per_doc_amortized=nbytes + fixed_bytes / documents,
+                bytes_per_doc_amortized_1m=nbytes + fixed_bytes / AMORTIZE_AT,
+                **part,
             )
         )
         logger.info("%s %-28s %-10s nDCG@10 %.4f", task.name, name, scoring, m["ndcg_at_10"])
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         record(f"model:{enc.name}", "float", *search_float(q, d, RETRIEVE_K), 4 * d.shape[1], dims=d.shape[1])
-    weights = spread_weights(doc_parts, seed=config.decoder.seed) if config.model_weights == "spread" else None
+    fit_texts = [t for t, k in zip(task.doc_texts, fit) if k]
+    weights, weight_fit = (
+        fit_weights(config.model_weights, encoders, fit_texts, [p[fit] for p in doc_parts], config.decoder.seed)
+        if len(encoders) > 1
+        else (None, {"rule": "equal"})
+    )
     if weights is not None:
         logger.info("%s: model weights %s", task.name, dict(zip((e.name for e in encoders), weights)))
+    if fitted is not None:
+        fitted.append(json.dumps(weight_fit, sort_keys=True).encode())
     docs = concatenate(doc_parts, weights)
     queries = concatenate(query_parts, weights)
     if len(encoders) > 1:
-        if weights is not None:  # the unweighted concatenation, for comparison (not the reference)
+        others = ("equal", "spread") if config.model_weights == "self" else ("equal",) if weights is not None else ()
+        for rule in others:  # the other rules' concatenations, for comparison (not the reference)
+            w, _ = fit_weights(rule, encoders, fit_texts, [p[fit] for p in doc_parts], config.decoder.seed)
             record(
-                "concat[equal]",
+                f"concat[{rule}]",
                 "float",
-                *search_float(concatenate(query_parts), concatenate(doc_parts), RETRIEVE_K),
+                *search_float(concatenate(query_parts, w), concatenate(doc_parts, w), RETRIEVE_K),
                 float_bytes,
                 dims=concat_dim,
             )
@@ -168,17 +253,21 @@ def evaluate_task(
     if pairs and dcfg.out_dim < max(d for d, _ in pairs):
         dcfg = replace(dcfg, out_dim=max(d for d, _ in pairs))
     empty = ~nonempty_rows(docs)
+    fitting = fit & ~empty
     scalar = quantizer_class(DEFAULT_KINDS["bits"])  # the fixed-bits kind the (dims, bits) pairs use
     variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
     for tag, cfg in variants:
-        decoder, stats = train_decoder(docs[~empty], cfg, show_progress=show_progress)
+        decoder, stats = train_decoder(docs[fitting], cfg, show_progress=show_progress)
+        dec_bytes = decoder_bytes(decoder)
+        if fitted is not None:
+            fitted += [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
         logger.info("%s: decoder%s trained in %.1fs (%d epochs)", task.name, tag, stats.seconds, stats.epochs)
         for dim in sorted({d for d, _ in pairs}):
             d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
             record(f"decoder{tag}-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
             for bits in sorted(b for d, b in pairs if d == dim):
-                for scoring, s, i, nbytes in quantized_search(
-                    d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty
+                for scoring, s, i, nbytes, qbytes in quantized_search(
+                    d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty, fit=fit, sink=fitted
                 ):
                     record(
                         f"cecq{tag}-{scalar.label(dim, bits, None)}",
@@ -190,14 +279,24 @@ def evaluate_task(
                         bits=bits,
                         method=f"cecq{tag}",
                         quantization=scalar.kind,
+                        fixed_bytes=dec_bytes + qbytes,
                     )
         if config.budgets:
             # Fitted bits per dimension over the whole output: the budget picks dims and bits.
             f_docs, f_queries = decode(decoder, docs), decode(decoder, queries)
             for budget in sorted(config.budgets):
-                for quantizer in budget_quantizers(f_docs[~empty][:ALLOCATION_ROWS], budget, config.decoder.seed):
-                    for scoring, s, i, nbytes in quantized_search(
-                        f_docs, f_queries, None, RETRIEVE_K, config.scorings, config.rescore, empty, quantizer=quantizer
+                calibration = fit_rows(fit, f_docs)[:ALLOCATION_ROWS]
+                for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
+                    for scoring, s, i, nbytes, qbytes in quantized_search(
+                        f_docs,
+                        f_queries,
+                        None,
+                        RETRIEVE_K,
+                        config.scorings,
+                        config.rescore,
+                        empty,
+                        quantizer=quantizer,
+                        sink=fitted,
                     ):
                         record(
                             f"cecq{tag}-{quantizer.label(quantizer.dim, None, budget)}",
@@ -209,11 +308,12 @@ def evaluate_task(
                             method=f"cecq{tag}",
                             quantization=quantizer.kind,
                             budget_bytes=budget,
+                            fixed_bytes=dec_bytes + qbytes,
                         )
 
     if config.baselines:
         for b in run_baselines(
-            encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress
+            encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress, fit
         ):
             record(
                 b.name,
@@ -226,28 +326,37 @@ def evaluate_task(
                 method=b.method,
                 quantization=b.quantization,
                 budget_bytes=b.budget_bytes,
+                fixed_bytes=b.fixed_bytes,
             )
 
-    reference = next(
-        (r.ndcg_at_10 for r in records if r.name == ("concat" if len(encoders) > 1 else f"model:{encoders[0].name}")),
-        None,
-    )
+    ref_name = "concat" if len(encoders) > 1 else f"model:{encoders[0].name}"
+    ref = next((r for r in records if r.name == ref_name), None)
     for r in records:
-        r.retention = r.ndcg_at_10 / reference if reference else float("nan")
+        r.retention = r.ndcg_at_10 / ref.ndcg_at_10 if ref and ref.ndcg_at_10 else float("nan")
+        if ref is not None and halves:
+            r.retention_in = r.ndcg_at_10_in / ref.ndcg_at_10_in if ref.ndcg_at_10_in else float("nan")
+            r.retention_out = r.ndcg_at_10_out / ref.ndcg_at_10_out if ref.ndcg_at_10_out else float("nan")
+    logger.info("%s: weights %s", task.name, json.dumps(weight_fit))
     logger.info("%s evaluated in %.1fs", task.name, time.perf_counter() - started)
     return records
 
 
 def format_table(records: Sequence[EvalRecord]) -> str:
-    """A Markdown table of records."""
+    """A Markdown table of records: codes-only compression beside the amortized one (fixed
+    bytes spread over this corpus, and over 1M documents), and, when fitted on part of the
+    corpus, retention on the fitted and on the unseen documents."""
     lines = [
-        "| task | configuration | scoring | nDCG@10 | retention | bytes/doc | compression |",
-        "|---|---|---|---|---|---|---|",
+        "| task | configuration | scoring | nDCG@10 | retention | retention in / out of sample | bytes/doc "
+        "| fixed bytes | compression (codes) | amortized (here / 1M docs) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        halves = f"{r.retention_in:.1%} / {r.retention_out:.1%}" if r.retention_out is not None else "n/a"
+        float_bytes = r.compression * r.bytes_per_doc
         lines.append(
-            f"| {r.task} | {r.name} | {r.scoring} | {r.ndcg_at_10:.4f} | {r.retention:.1%} | {r.bytes_per_doc} "
-            f"| {r.compression:.1f}x |"
+            f"| {r.task} | {r.name} | {r.scoring} | {r.ndcg_at_10:.4f} | {r.retention:.1%} | {halves} "
+            f"| {r.bytes_per_doc} | {r.fixed_bytes} | {r.compression:.1f}x "
+            f"| {float_bytes / r.bytes_per_doc_amortized:.1f}x / {float_bytes / r.bytes_per_doc_amortized_1m:.1f}x |"
         )
     return "\n".join(lines)
 

@@ -131,7 +131,7 @@ def test_pca_is_fitted_on_the_corpus_only(monkeypatch):
             k=5,
         )
     )
-    assert len(fitted_on) == 1 and fitted_on[0] is docs
+    assert len(fitted_on) == 1 and np.array_equal(fitted_on[0], docs)
     assert [r.name for r in results] == [
         "pq-fake-1b",
         "pca-4d-1b",
@@ -222,3 +222,34 @@ def test_evaluate_task_with_baselines(records, tiny_model_dir):
         assert (r.bytes_per_doc, r.dims, r.bits) == (4, 32, 1)
     # the synthetic topics are lexically distinct: quantized lexical vectors still find them
     assert by[("pq-lexical-2b", "asymmetric")].ndcg_at_10 > 0.6
+
+
+def test_baselines_are_fitted_on_the_fit_rows_only(monkeypatch):
+    rng = np.random.default_rng(3)
+    docs, queries = l2_normalize(rng.standard_normal((60, 12))), l2_normalize(rng.standard_normal((8, 12)))
+    fit = np.zeros(60, dtype=bool)
+    fit[::2] = True
+    fitted_on = []
+    real_fit = PCAProjection.fit.__func__
+    monkeypatch.setattr(PCAProjection, "fit", classmethod(lambda cls, x, d: fitted_on.append(x) or real_fit(cls, x, d)))
+
+    class FakeEncoder:
+        name = "fake"
+
+    config = EvalConfig(models=(ModelSpec("lexical"),), dims=(4,), bits=(1,), scorings=("asymmetric",))
+    results = list(
+        run_baselines(
+            [FakeEncoder()],
+            [docs],
+            [queries],
+            docs,
+            queries,
+            config,
+            DecoderConfig(out_dim=4, max_epochs=1),
+            5,
+            fit=fit,
+        )
+    )
+    assert len(fitted_on) == 1 and np.array_equal(fitted_on[0], docs[fit])
+    pca = next(r for r in results if r.name == "pca-4d-1b")
+    assert pca.fixed_bytes > 4 * (12 + 4 * 12)  # the projection and the quantizer file

@@ -149,3 +149,39 @@ def test_embedding_cache_serves_a_pretrained_model_for_every_seed(tiny_beir, tin
     # a cached file is what the encoder gives: the second seed read the model's vectors back unchanged
     _, again, _ = embed_task(task, EvalConfig(models=models, decoder=DecoderConfig(seed=1)), cache_dir=tmp_path)
     np.testing.assert_array_equal(again[0], docs[0])
+
+
+@pytest.mark.slow
+def test_nothing_is_fitted_on_queries_or_judgements(tiny_beir, tiny_model_dir):
+    """Perturbing the queries and the judgements leaves the weights, every decoder, every
+    quantizer and every code byte-identical (fit on half the corpus, budget kinds included)."""
+    from dataclasses import replace
+
+    task = load_beir(tiny_beir)
+    config = EvalConfig(
+        models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
+        dims=(8,),
+        bits=(1,),
+        scorings=("asymmetric",),
+        decoder=DecoderConfig(out_dim=16, max_epochs=2, batch_size=16),
+        budgets=(2,),
+        fit_fraction=0.5,
+        model_weights="self",  # the rule with the most fitting in it: pseudo-queries and a refitted lexical view
+    )
+    fitted, perturbed_fitted = [], []
+    records = evaluate_task(task, config, fitted=fitted)
+    perturbed = replace(
+        task,
+        query_texts=[" ".join(reversed(q.split())) + " zebra" for q in task.query_texts],
+        qrels={q: {d: 3 - r for d, r in rel.items()} for q, rel in reversed(list(task.qrels.items()))},
+    )
+    evaluate_task(perturbed, config, fitted=perturbed_fitted)
+    assert len(fitted) > 5 and fitted == perturbed_fitted
+    weights = json.loads(fitted[0])
+    assert weights["rule"] == "self" and len(weights["weights"]) == 2
+    # the fit-on-half protocol: both halves scored, every stored byte counted
+    cecq = next(r for r in records if r.name == "cecq-2B-product")
+    assert cecq.ndcg_at_10_in is not None and cecq.ndcg_at_10_out is not None and cecq.retention_out is not None
+    assert cecq.fixed_bytes > 4 * 16 * 2  # decoder + codebooks
+    assert math.isclose(cecq.bytes_per_doc_amortized, cecq.bytes_per_doc + cecq.fixed_bytes / len(task.doc_ids))
+    assert cecq.bytes_per_doc_amortized_1m < cecq.bytes_per_doc_amortized
