@@ -28,8 +28,11 @@ def run_flow(corpus: Path | str, store: Path, models: list[str] | None = None, *
 
 
 def committed_files(store: Path) -> dict[str, bytes]:
+    """Every committed file but the store's lease (each run claims and releases it: a lock, not work)."""
     return {
-        str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file() and ".tmp-" not in p.name
+        str(p.relative_to(store)): p.read_bytes()
+        for p in store.rglob("*")
+        if p.is_file() and ".tmp-" not in p.name and str(p.relative_to(store)) != "catalog/lease.json"
     }
 
 
