@@ -11,6 +11,7 @@ history), and anything outside the artifact folders cecq writes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cecq.catalog.layout import ARTIFACT_FOLDERS, LEASE, embedding_path
@@ -43,8 +44,9 @@ def referenced_paths(store: Store, manifest: CatalogManifest) -> tuple[set[str],
     return files, folders
 
 
-def find_leftovers(store: Store, keep: int = 1) -> Leftovers:
-    """The leftovers of ``store`` when the published version and ``keep - 1`` below it are kept."""
+def find_leftovers(store: Store, keep: int = 1, listing: Iterable[str] | None = None) -> Leftovers:
+    """The leftovers of ``store`` when the published version and ``keep - 1`` below it are kept.
+    ``listing``: the store's relative paths where the caller has just listed them (else listed here)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the published version is always kept), got {keep}")
     current = current_version(store)
@@ -56,8 +58,10 @@ def find_leftovers(store: Store, keep: int = 1) -> Leftovers:
         files |= f
         folders |= d
     out = Leftovers(kept)
-    store.forget()
-    for rel in store.walk_files(""):
+    if listing is None:
+        store.forget()
+        listing = store.walk_files("")
+    for rel in sorted(listing):
         top = rel.split("/", 1)[0]
         if TEMPORARY in rel.rsplit("/", 1)[-1]:
             if (top in ARTIFACT_FOLDERS or top == "catalog") and not rel.startswith(LEASE):  # the lease: live

@@ -192,7 +192,7 @@ def store_status(store: Store) -> StoreStatus:
     for rel, size in files.items():
         by_kind[artifact_kind(rel)] += size
     try:
-        leftovers = find_leftovers(store, keep=max(1, published))
+        leftovers = find_leftovers(store, keep=max(1, published), listing=files)  # one listing
     except (ValueError, OSError) as e:  # a damaged version: reported, the status still prints
         problems.append(f"leftovers cannot be listed: {e}")
         leftovers = Leftovers(kept_versions=[])

@@ -146,10 +146,9 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
 def cmd_reindex(args: argparse.Namespace) -> int:
     if args.dry_run:
         store = Store(args.store)
-        config = reindex_config(
-            current_manifest(store), args.corpus, args.store, args.decoder_policy, args.retrain_fraction
-        )
-        plan = plan_reindex(store, config, current_manifest(store))
+        published = current_manifest(store)
+        config = reindex_config(published, args.corpus, args.store, args.decoder_policy, args.retrain_fraction)
+        plan = plan_reindex(store, config, published)
         print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
         return 0
     prefect_defaults()
