@@ -180,6 +180,8 @@ class EvalConfig:
     # -8.75 on ADI (+0.34 SciFact train, +0.06 CISI): its pseudo-queries flatter the lexical view.
     model_weights: EvalWeights = "spread"
     fit_fraction: float = 1.0  # a seeded random share of the documents fits weights, decoder and quantizers
+    # Another BEIR folder whose documents (corpus.jsonl only) fit everything instead of the task's own.
+    fit_corpus: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -204,6 +206,13 @@ class EvalConfig:
             raise ConfigError(f"model_weights must be one of {EVAL_WEIGHTS}, got {self.model_weights!r}")
         if not 0.0 < self.fit_fraction <= 1.0:
             raise ConfigError(f"fit_fraction must be in (0, 1], got {self.fit_fraction}")
+        if self.fit_corpus is not None and self.fit_fraction < 1.0:
+            raise ConfigError(
+                f"fit_corpus ({self.fit_corpus!r}) and fit_fraction ({self.fit_fraction}) are mutually exclusive: "
+                "fit on another corpus, or on a share of this one"
+            )
+        if self.fit_corpus is not None and not str(self.fit_corpus).strip():
+            raise ConfigError("fit_corpus must name a BEIR folder, got an empty string")
         if any(b < 1 for b in self.budgets):
             raise ConfigError(f"budgets are bytes a document, >= 1; got {self.budgets}")
         for d, b in self.pairs:

@@ -66,6 +66,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add_fitting(p)
     p.add_argument(
+        "--fit-corpus",
+        metavar="DIR",
+        help="fit the lexical model, the weights, the decoder(s), every quantizer and baseline on this BEIR "
+        "folder's documents (its corpus.jsonl only; never its queries or judgements), then code and score "
+        "the task's corpus with them (not with --fit-fraction)",
+    )
+    p.add_argument(
         "--rescore",
         type=int,
         default=EvalConfig.rescore,
@@ -81,6 +88,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default=EvalConfig.split, help=f"qrels split (default {EvalConfig.split})")
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="write one record per configuration here")
+    p.add_argument("--cache", metavar="DIR", help="folder caching base-model embeddings between runs (default: none)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -115,14 +123,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         budgets=args.budget,
         model_weights=args.weights,
         fit_fraction=args.fit_fraction,
+        fit_corpus=args.fit_corpus,
     )
     task = load_beir(args.beir_dir, split=config.split)
     print(
         f"{task.name}: {len(task.doc_ids)} documents, {len(task.query_ids)} queries with judgements "
-        f"({task.notes['empty_documents']} empty documents)",
+        f"({task.notes['empty_documents']} empty documents)"
+        + (f"; fitted on the documents of {config.fit_corpus}" if config.fit_corpus else ""),
         file=sys.stderr,
     )
-    records = evaluate_task(task, config, show_progress=show_progress())
+    records = evaluate_task(task, config, show_progress=show_progress(), cache_dir=args.cache)
     print(format_table(records))
     if args.json_out:
         write_json(records, args.json_out)

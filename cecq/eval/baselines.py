@@ -68,11 +68,14 @@ def quantized_search(
     quantizer: CodeQuantizer | None = None,
     fit: np.ndarray | None = None,
     sink: list[bytes] | None = None,
+    coded: int | None = None,
+    codes_sink: list[bytes] | None = None,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, int, int]]:
     """Percentile-quantize float document vectors (thresholds fitted on the non-zero rows) and
     search them with each scoring: yields ``(scoring, scores, indices, bytes_per_doc, quantizer
-    file bytes)``. ``fit`` (a row mask) limits the rows the thresholds are fitted on; ``sink``
-    receives the quantizer file and the codes, as bytes.
+    file bytes)``. ``fit`` (a row mask) limits the rows the thresholds are fitted on; only the
+    first ``coded`` rows (default: all) are coded and searched, the others (another corpus's
+    documents) only fit. ``sink`` receives the quantizer file's bytes, ``codes_sink`` the codes'.
     ``empty`` (default: the zero rows) flags documents that score 0.
     ``rescore`` > 0 re-ranks that many top candidates with ``doc_vecs`` themselves.
     ``quantizer``, when given, is used instead of fitting one of ``bits`` bits.
@@ -80,12 +83,15 @@ def quantized_search(
     if quantizer is None:
         quantizer = Quantizer.fit(fit_rows(fit, doc_vecs), bits)
     empty = ~nonempty_rows(doc_vecs) if empty is None else np.asarray(empty, dtype=bool)
+    doc_vecs, empty = doc_vecs[:coded], empty[:coded]
     packed = quantizer.quantize(doc_vecs)
     fixed = stored_bytes(quantizer)
     if sink is not None:
         buf = io.BytesIO()
         quantizer.save(buf)
-        sink += [buf.getvalue(), np.ascontiguousarray(packed).tobytes()]
+        sink.append(buf.getvalue())
+    if codes_sink is not None:
+        codes_sink.append(np.ascontiguousarray(packed).tobytes())
     kwargs = {"rescore_vectors": doc_vecs, "rescore_k": rescore} if rescore else {}
     for scoring in scorings:
         s, i = search_codes(query_vecs, packed, quantizer, k, scoring, empty=empty, **kwargs)
@@ -116,10 +122,15 @@ def _scalar_baseline(
     rescore: int,
     fit: np.ndarray | None = None,
     fixed_bytes: int = 0,
+    coded: int | None = None,
+    sink: list[bytes] | None = None,
 ) -> Iterator[BaselineResult]:
     """Float vectors of a baseline method, percentile-quantized at ``bits`` and searched with each
-    scoring; ``fixed_bytes``: what the method itself stores (a projection), besides the quantizer."""
-    for scoring, s, i, nbytes, qbytes in quantized_search(doc_vecs, query_vecs, bits, k, scorings, rescore, fit=fit):
+    scoring; ``fixed_bytes``: what the method itself stores (a projection), besides the quantizer.
+    ``fit``, ``coded`` and ``sink`` as in :func:`quantized_search`."""
+    for scoring, s, i, nbytes, qbytes in quantized_search(
+        doc_vecs, query_vecs, bits, k, scorings, rescore, fit=fit, sink=sink, coded=coded
+    ):
         yield BaselineResult(
             name,
             scoring,
@@ -143,11 +154,12 @@ def pq_baseline(
     scorings: Sequence[str] = ("symmetric", "asymmetric"),
     rescore: int = 0,
     fit: np.ndarray | None = None,
+    coded: int | None = None,
+    sink: list[bytes] | None = None,
 ) -> Iterator[BaselineResult]:
     """(a) ``pq-<model>-<bits>b``: one base model's own vectors, percentile-quantized per dimension."""
-    yield from _scalar_baseline(
-        f"pq-{model_name}-{bits}b", f"pq-{model_name}", doc_vecs, query_vecs, bits, k, scorings, rescore, fit
-    )
+    search = (doc_vecs, query_vecs, bits, k, scorings, rescore, fit, 0, coded, sink)
+    yield from _scalar_baseline(f"pq-{model_name}-{bits}b", f"pq-{model_name}", *search)
 
 
 @dataclass
@@ -207,13 +219,14 @@ def pca_baseline(
     scorings: Sequence[str] = ("symmetric", "asymmetric"),
     rescore: int = 0,
     fit: np.ndarray | None = None,
+    coded: int | None = None,
+    sink: list[bytes] | None = None,
 ) -> Iterator[BaselineResult]:
     """(b) ``pca-<dims>d-<bits>b``: the float concatenation's top ``dims`` principal components
     (``pca`` fitted on the corpus), percentile-quantized."""
     d_docs, d_queries = pca.project(docs, dims), pca.project(queries, dims)
-    yield from _scalar_baseline(
-        f"pca-{dims}d-{bits}b", "pca", d_docs, d_queries, bits, k, scorings, rescore, fit, pca.stored_bytes(dims)
-    )
+    search = (d_docs, d_queries, bits, k, scorings, rescore, fit, pca.stored_bytes(dims), coded, sink)
+    yield from _scalar_baseline(f"pca-{dims}d-{bits}b", "pca", *search)
 
 
 def decoder_bytes(decoder: Decoder) -> int:
@@ -239,12 +252,13 @@ def mrl_baseline(
     scorings: Sequence[str] = ("symmetric", "asymmetric"),
     rescore: int = 0,
     fit: np.ndarray | None = None,
+    coded: int | None = None,
+    sink: list[bytes] | None = None,
 ) -> Iterator[BaselineResult]:
     """(c) ``mrl-<dims>d-<bits>b``: the ``dims``-prefix of a randomly initialised MRL decoder, quantized."""
     d_docs, d_queries = decode(decoder, docs, dims), decode(decoder, queries, dims)
-    yield from _scalar_baseline(
-        f"mrl-{dims}d-{bits}b", "mrl", d_docs, d_queries, bits, k, scorings, rescore, fit, decoder_bytes(decoder)
-    )
+    search = (d_docs, d_queries, bits, k, scorings, rescore, fit, decoder_bytes(decoder), coded, sink)
+    yield from _scalar_baseline(f"mrl-{dims}d-{bits}b", "mrl", *search)
 
 
 def binary_search(
@@ -308,17 +322,21 @@ def run_baselines(
     k: int,
     show_progress: bool = False,
     fit: np.ndarray | None = None,
+    coded: int | None = None,
+    sink: list[bytes] | None = None,
 ) -> Iterator[BaselineResult]:
     """Every baseline for an evaluation: (a) for each base model and bit width, (b) and (c) for
     each (dims, bits) pair the cecq variants use, (d) for every sentence-transformers model
     (a label-free choice: no "best model" is picked with the test judgements).
     ``docs``/``queries`` are the float concatenations; ``fit`` (a row mask) is what every
-    baseline is fitted on (default: all documents)."""
+    baseline is fitted on (default: all documents); only the first ``coded`` document rows
+    are coded and searched (the rest: another corpus's, to fit on); ``sink`` receives every
+    fitted file's bytes (quantizers, PCA, the MRL decoder)."""
     scorings = tuple(config.scorings)
     pairs = config.configurations()
     for enc, d, q in zip(encoders, doc_parts, query_parts):
         for bits in sorted({b for _, b in pairs}):
-            yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore, fit)
+            yield from pq_baseline(enc.name, d, q, bits, k, scorings, config.rescore, fit, coded, sink)
 
     fit_docs = fit_rows(fit, docs)
     max_pca = min(docs.shape[1], len(fit_docs) - 1)
@@ -331,8 +349,10 @@ def run_baselines(
         )
     if pca_pairs:
         pca = PCAProjection.fit(fit_docs, max(d for d, _ in pca_pairs))
+        if sink is not None:
+            sink += [pca.mean.tobytes(), pca.components.tobytes()]
         for dim, bits in pca_pairs:
-            yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore, fit)
+            yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore, fit, coded, sink)
 
     if config.budgets and max_pca >= 1:
         # PCA with the same budget quantizers as cecq's budget variants.
@@ -342,7 +362,7 @@ def run_baselines(
         for budget in sorted(config.budgets):
             for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
                 for scoring, s, i, nbytes, qbytes in quantized_search(
-                    p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer
+                    p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer, sink=sink, coded=coded
                 ):
                     yield BaselineResult(
                         f"pca-{quantizer.label(quantizer.dim, None, budget)}",
@@ -359,9 +379,11 @@ def run_baselines(
 
     # The plain recipe: random initialisation and the joint MRL loss, whatever strategy cecq uses.
     decoder = train_mrl_decoder(docs, decoder_config.with_strategy("mrl"), show_progress, fit)
+    if sink is not None:
+        sink += [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
     for dim, bits in pairs:
-        yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore, fit)
+        yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore, fit, coded, sink)
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
-        if isinstance(enc, SentenceTransformerEncoder):
-            yield from st_binary_baseline(enc.name, d, q, k)
+        if isinstance(enc, SentenceTransformerEncoder):  # nothing fitted: signs of the task's own vectors
+            yield from st_binary_baseline(enc.name, d[:coded], q, k)

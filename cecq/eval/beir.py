@@ -154,3 +154,18 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalTask:
             "qrels_unknown_queries": unknown_queries,
         },
     )
+
+
+def load_beir_corpus(folder: str | Path) -> RetrievalTask:
+    """Only the documents of a BEIR folder (``corpus.jsonl``): a task without queries or
+    judgements, to fit on (its queries and qrels, if any, are never read)."""
+    root = Path(folder)
+    corpus_path = root / "corpus.jsonl"
+    if not root.is_dir():
+        raise DataError(f"BEIR folder not found: {root}")
+    if not corpus_path.is_file():
+        raise DataError(f"BEIR folder {root} is missing corpus.jsonl")
+    doc_ids, doc_texts, empty_docs = read_beir_corpus(corpus_path)
+    if not doc_ids:
+        raise DataError(f"{corpus_path} holds no documents")
+    return RetrievalTask(root.name, doc_ids, doc_texts, [], [], {}, notes={"empty_documents": empty_docs})

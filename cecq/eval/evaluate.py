@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from cecq.eval.baselines import (
     quantized_search,
     run_baselines,
 )
-from cecq.eval.beir import RetrievalTask
+from cecq.eval.beir import RetrievalTask, load_beir_corpus
 from cecq.eval.metrics import RETRIEVE_K, ranking_scores
 from cecq.quantization import quantizer_class
 from cecq.quantization.registry import DEFAULT_KINDS
@@ -59,6 +59,8 @@ class EvalRecord:
     ndcg_at_10_out: float | None = None
     retention_in: float | None = None
     retention_out: float | None = None
+    # The corpus everything was fitted on: the task's own (its name), or --fit-corpus's folder name.
+    fitted_on: str | None = None
 
 
 AMORTIZE_AT = 1_000_000
@@ -115,18 +117,49 @@ def embedding_key(task: RetrievalTask, model: str, seed: int | str) -> str:
     return f"{task.name}-{h.hexdigest()[:16]}"
 
 
+def corpus_key(task: RetrievalTask) -> str:
+    """A short digest of a corpus's documents (for cache keys of what was fitted on it)."""
+    h = hashlib.sha256()
+    for text in task.doc_texts:
+        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _cached_pair(
+    cached: Path | None, compute: Callable[[], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``compute()`` (documents and queries), read from / written to ``cached``'s .npy files if given."""
+    docs_file, queries_file = (
+        (None, None) if cached is None else (cached.with_suffix(".docs.npy"), cached.with_suffix(".queries.npy"))
+    )
+    if docs_file is not None and docs_file.is_file() and queries_file.is_file():
+        return np.load(docs_file), np.load(queries_file)
+    pair = compute()
+    if docs_file is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.save(docs_file, pair[0])
+        np.save(queries_file, pair[1])
+    return pair
+
+
 def embed_task(
     task: RetrievalTask,
     config: EvalConfig,
     show_progress: bool = False,
     cache_dir: str | Path | None = None,
     fit: np.ndarray | None = None,
+    fit_corpus: RetrievalTask | None = None,
 ) -> tuple[list[Encoder], list[np.ndarray], list[np.ndarray]]:
     """Every base model's document and query embeddings of ``task`` (and the encoders); a
-    corpus-fitted model is fitted on the documents of the mask ``fit`` (default: all).
+    corpus-fitted model is fitted on the documents of the mask ``fit`` (default: all), or on
+    ``fit_corpus``'s documents when given: their embeddings then follow the task's documents
+    in each returned document array (rows ``len(task.doc_ids)`` on).
     With ``cache_dir``, embeddings are read from / written to ``.npy`` files there, keyed
-    by model, seed, fit fraction and the texts, so repeated benchmarks embed once."""
-    fit_texts = task.doc_texts if fit is None else [t for t, k in zip(task.doc_texts, fit) if k]
+    by model, seed, what a fitted model was fitted on and the texts, so repeated benchmarks embed once."""
+    if fit_corpus is not None:
+        fit_texts = fit_corpus.doc_texts
+    else:
+        fit_texts = task.doc_texts if fit is None else [t for t, k in zip(task.doc_texts, fit) if k]
     encoders = [
         load_encoder(s, fit_texts=fit_texts if is_fitted(s) else None, seed=config.decoder.seed) for s in config.models
     ]
@@ -136,22 +169,31 @@ def embed_task(
         seed: int | str = config.decoder.seed if is_fitted(spec) else 0
         if is_fitted(spec) and config.fit_fraction < 1.0:
             seed = f"{seed}-fit{config.fit_fraction}"
-        cached = Path(cache_dir) / embedding_key(task, enc.name, seed) if cache_dir else None
-        if (
-            cached is not None
-            and cached.with_suffix(".docs.npy").is_file()
-            and cached.with_suffix(".queries.npy").is_file()
-        ):
-            doc_parts.append(np.load(cached.with_suffix(".docs.npy")))
-            query_parts.append(np.load(cached.with_suffix(".queries.npy")))
-            continue
-        logger.info("%s: embedding %d documents and %d queries", enc.name, len(task.doc_texts), len(task.query_texts))
-        doc_parts.append(enc.encode(task.doc_texts, "document", show_progress))
-        query_parts.append(enc.encode(task.query_texts, "query", show_progress))
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached.with_suffix(".docs.npy"), doc_parts[-1])
-            np.save(cached.with_suffix(".queries.npy"), query_parts[-1])
+        if is_fitted(spec) and fit_corpus is not None:
+            seed = f"{seed}-fitcorpus-{fit_corpus.name}-{corpus_key(fit_corpus)}"
+
+        def both(task: RetrievalTask = task, enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
+            logger.info(
+                "%s: embedding %d documents and %d queries", enc.name, len(task.doc_texts), len(task.query_texts)
+            )
+            return enc.encode(task.doc_texts, "document", show_progress), enc.encode(
+                task.query_texts, "query", show_progress
+            )
+
+        cache = Path(cache_dir) if cache_dir else None
+        d, q = _cached_pair(cache / embedding_key(task, enc.name, seed) if cache else None, both)
+        if fit_corpus is not None:
+
+            def docs_only(enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
+                logger.info("%s: embedding %d documents to fit on", enc.name, len(fit_corpus.doc_texts))
+                docs = enc.encode(fit_corpus.doc_texts, "document", show_progress)
+                return docs, np.zeros((0, docs.shape[1]), docs.dtype)
+
+            key = embedding_key(fit_corpus, enc.name, seed) if cache else ""
+            fd, _ = _cached_pair(cache / key if cache else None, docs_only)
+            d = np.concatenate([d, fd])
+        doc_parts.append(d)
+        query_parts.append(q)
     return encoders, doc_parts, query_parts
 
 
@@ -161,15 +203,29 @@ def evaluate_task(
     show_progress: bool = False,
     cache_dir: str | Path | None = None,
     fitted: list[bytes] | None = None,
+    coded: list[bytes] | None = None,
 ) -> list[EvalRecord]:
-    """Embed the task with every base model, train the compressor on its corpus, and score
-    every configuration (with ``config.strategies``, one more decoder per strategy; with
-    ``config.baselines``, the baselines of :mod:`cecq.baselines` too, at the same bytes per
-    document). Nothing is fitted on queries or judgements: ``fitted``, when given, receives
-    the bytes of everything fitted (weights, each decoder, each quantizer file and its codes)."""
+    """Embed the task with every base model, train the compressor on its corpus (or on
+    ``config.fit_corpus``'s documents), and score every configuration (with
+    ``config.strategies``, one more decoder per strategy; with ``config.baselines``, the
+    baselines of :mod:`cecq.baselines` too, at the same bytes per document). Nothing is fitted
+    on queries or judgements: ``fitted``, when given, receives the bytes of everything fitted
+    (weights, each decoder, each quantizer file, baselines' included), and ``coded`` the
+    bytes of every set of codes of the task's documents."""
     started = time.perf_counter()
-    fit = fit_mask(len(task.doc_ids), config.fit_fraction, config.decoder.seed)
-    encoders, doc_parts, query_parts = embed_task(task, config, show_progress, cache_dir, fit)
+    documents = len(task.doc_ids)
+    fit_corpus = load_beir_corpus(config.fit_corpus) if config.fit_corpus is not None else None
+    if fit_corpus is None:
+        fit = fit_mask(documents, config.fit_fraction, config.decoder.seed)
+        fit_texts = [t for t, k in zip(task.doc_texts, fit) if k]
+    else:
+        # The fit corpus's documents follow the task's in every document array: they fit
+        # everything, and only the task's first `documents` rows are coded and searched.
+        fit = np.concatenate([np.zeros(documents, bool), np.ones(len(fit_corpus.doc_ids), bool)])
+        fit_texts = list(fit_corpus.doc_texts)
+        logger.info("%s: fitting on the %d documents of %s", task.name, len(fit_texts), fit_corpus.name)
+    fitted_on = task.name if fit_corpus is None else fit_corpus.name
+    encoders, doc_parts, query_parts = embed_task(task, config, show_progress, cache_dir, fit, fit_corpus)
     halves = (
         {"in": (fit, subset_task(task, fit, "[in]")), "out": (~fit, subset_task(task, ~fit, "[out]"))}
         if config.fit_fraction < 1.0
@@ -179,7 +235,6 @@ def evaluate_task(
     records: list[EvalRecord] = []
     concat_dim = sum(p.shape[1] for p in doc_parts)
     float_bytes = 4 * concat_dim
-    documents = len(task.doc_ids)
 
     def record(
         name: str,
@@ -216,14 +271,16 @@ def evaluate_task(
                 fixed_bytes=fixed_bytes,
                 bytes_per_doc_amortized=nbytes + fixed_bytes / documents,
                 bytes_per_doc_amortized_1m=nbytes + fixed_bytes / AMORTIZE_AT,
+                fitted_on=fitted_on,
                 **part,
             )
         )
         logger.info("%s %-28s %-10s nDCG@10 %.4f", task.name, name, scoring, m["ndcg_at_10"])
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
-        record(f"model:{enc.name}", "float", *search_float(q, d, RETRIEVE_K), 4 * d.shape[1], dims=d.shape[1])
-    fit_texts = [t for t, k in zip(task.doc_texts, fit) if k]
+        record(
+            f"model:{enc.name}", "float", *search_float(q, d[:documents], RETRIEVE_K), 4 * d.shape[1], dims=d.shape[1]
+        )
     weights, weight_fit = (
         fit_weights(config.model_weights, encoders, fit_texts, [p[fit] for p in doc_parts], config.decoder.seed)
         if len(encoders) > 1
@@ -242,11 +299,11 @@ def evaluate_task(
             record(
                 f"concat[{rule}]",
                 "float",
-                *search_float(concatenate(query_parts, w), concatenate(doc_parts, w), RETRIEVE_K),
+                *search_float(concatenate(query_parts, w), concatenate(doc_parts, w)[:documents], RETRIEVE_K),
                 float_bytes,
                 dims=concat_dim,
             )
-        record("concat", "float", *search_float(queries, docs, RETRIEVE_K), float_bytes, dims=concat_dim)
+        record("concat", "float", *search_float(queries, docs[:documents], RETRIEVE_K), float_bytes, dims=concat_dim)
 
     pairs = config.configurations()
     dcfg = config.decoder
@@ -264,10 +321,26 @@ def evaluate_task(
         logger.info("%s: decoder%s trained in %.1fs (%d epochs)", task.name, tag, stats.seconds, stats.epochs)
         for dim in sorted({d for d, _ in pairs}):
             d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
-            record(f"decoder{tag}-{dim}", "float", *search_float(d_queries, d_docs, RETRIEVE_K), 4 * dim, dims=dim)
+            record(
+                f"decoder{tag}-{dim}",
+                "float",
+                *search_float(d_queries, d_docs[:documents], RETRIEVE_K),
+                4 * dim,
+                dims=dim,
+            )
             for bits in sorted(b for d, b in pairs if d == dim):
                 for scoring, s, i, nbytes, qbytes in quantized_search(
-                    d_docs, d_queries, bits, RETRIEVE_K, config.scorings, config.rescore, empty, fit=fit, sink=fitted
+                    d_docs,
+                    d_queries,
+                    bits,
+                    RETRIEVE_K,
+                    config.scorings,
+                    config.rescore,
+                    empty,
+                    fit=fit,
+                    sink=fitted,
+                    coded=documents,
+                    codes_sink=coded,
                 ):
                     record(
                         f"cecq{tag}-{scalar.label(dim, bits, None)}",
@@ -297,6 +370,8 @@ def evaluate_task(
                         empty,
                         quantizer=quantizer,
                         sink=fitted,
+                        coded=documents,
+                        codes_sink=coded,
                     ):
                         record(
                             f"cecq{tag}-{quantizer.label(quantizer.dim, None, budget)}",
@@ -313,7 +388,18 @@ def evaluate_task(
 
     if config.baselines:
         for b in run_baselines(
-            encoders, doc_parts, query_parts, docs, queries, config, dcfg, RETRIEVE_K, show_progress, fit
+            encoders,
+            doc_parts,
+            query_parts,
+            docs,
+            queries,
+            config,
+            dcfg,
+            RETRIEVE_K,
+            show_progress,
+            fit,
+            coded=documents,
+            sink=fitted,
         ):
             record(
                 b.name,
@@ -336,7 +422,7 @@ def evaluate_task(
         if ref is not None and halves:
             r.retention_in = r.ndcg_at_10_in / ref.ndcg_at_10_in if ref.ndcg_at_10_in else float("nan")
             r.retention_out = r.ndcg_at_10_out / ref.ndcg_at_10_out if ref.ndcg_at_10_out else float("nan")
-    logger.info("%s: weights %s", task.name, json.dumps(weight_fit))
+    logger.info("%s: weights %s (fitted on %s)", task.name, json.dumps(weight_fit), fitted_on)
     logger.info("%s evaluated in %.1fs", task.name, time.perf_counter() - started)
     return records
 

@@ -168,15 +168,16 @@ def test_nothing_is_fitted_on_queries_or_judgements(tiny_beir, tiny_model_dir):
         fit_fraction=0.5,
         model_weights="self",  # the rule with the most fitting in it: pseudo-queries and a refitted lexical view
     )
-    fitted, perturbed_fitted = [], []
-    records = evaluate_task(task, config, fitted=fitted)
+    fitted, perturbed_fitted, coded, perturbed_coded = [], [], [], []
+    records = evaluate_task(task, config, fitted=fitted, coded=coded)
     perturbed = replace(
         task,
         query_texts=[" ".join(reversed(q.split())) + " zebra" for q in task.query_texts],
         qrels={q: {d: 3 - r for d, r in rel.items()} for q, rel in reversed(list(task.qrels.items()))},
     )
-    evaluate_task(perturbed, config, fitted=perturbed_fitted)
+    evaluate_task(perturbed, config, fitted=perturbed_fitted, coded=perturbed_coded)
     assert len(fitted) > 5 and fitted == perturbed_fitted
+    assert len(coded) > 2 and coded == perturbed_coded
     weights = json.loads(fitted[0])
     assert weights["rule"] == "self" and len(weights["weights"]) == 2
     # the fit-on-half protocol: both halves scored, every stored byte counted
