@@ -60,3 +60,19 @@ def synthetic_beir_parts(docs_per_topic: int = 12, seed: int = 0):
                 qrels.append((qid, did, 2 if k % 3 == j else 1))
     corpus.insert(17, {"_id": "empty-doc", "title": "", "text": ""})
     return corpus, queries, qrels
+
+
+def small_eval_config(model_dir: Path, **overrides):
+    """A quick ``cecq eval`` configuration on the tiny model and the lexical view: 8 dims at 1
+    bit and a 2-byte budget, asymmetric scoring, a 16-dim decoder trained for 2 epochs."""
+    from cecq.config import DecoderConfig, EvalConfig, ModelSpec
+
+    base = {
+        "models": (ModelSpec(str(model_dir), device="cpu"), ModelSpec("lexical")),
+        "dims": (8,),
+        "bits": (1,),
+        "scorings": ("asymmetric",),
+        "decoder": DecoderConfig(out_dim=16, max_epochs=2, batch_size=16),
+        "budgets": (2,),
+    }
+    return EvalConfig(**{**base, **overrides})

@@ -11,6 +11,7 @@ import pytest
 from cecq.config import DecoderConfig, EvalConfig, ModelSpec
 from cecq.eval.beir import load_beir
 from cecq.eval.evaluate import evaluate_task, format_table, mteb_scores, write_json
+from tests.helpers.beir import small_eval_config
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +159,8 @@ def test_nothing_is_fitted_on_queries_or_judgements(tiny_beir, tiny_model_dir):
     from dataclasses import replace
 
     task = load_beir(tiny_beir)
-    config = EvalConfig(
-        models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
-        dims=(8,),
-        bits=(1,),
-        scorings=("asymmetric",),
-        decoder=DecoderConfig(out_dim=16, max_epochs=2, batch_size=16),
-        budgets=(2,),
+    config = small_eval_config(
+        tiny_model_dir,
         fit_fraction=0.5,
         model_weights="self",  # the rule with the most fitting in it: pseudo-queries and a refitted lexical view
     )

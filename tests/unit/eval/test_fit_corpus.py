@@ -11,7 +11,7 @@ from cecq.config import DecoderConfig, EvalConfig, ModelSpec
 from cecq.errors import ConfigError, DataError
 from cecq.eval.beir import load_beir, load_beir_corpus
 from cecq.eval.evaluate import evaluate_task
-from tests.helpers.beir import synthetic_beir_parts, write_beir
+from tests.helpers.beir import small_eval_config, synthetic_beir_parts, write_beir
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +36,7 @@ def test_only_the_fit_corpus_is_fitted_on_and_records_name_it(tiny_beir, tiny_mo
     decoder, every quantizer file, every baseline's fit); perturbing the fit corpus changes them."""
     other, other_perturbed = fit_dirs
     task = load_beir(tiny_beir)
-    config = EvalConfig(
-        models=(ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec("lexical")),
-        dims=(8,),
-        bits=(1,),
-        scorings=("asymmetric",),
-        decoder=DecoderConfig(out_dim=16, max_epochs=2, batch_size=16),
-        budgets=(2,),
-        baselines=True,
-        fit_corpus=str(other),
-    )
+    config = small_eval_config(tiny_model_dir, baselines=True, fit_corpus=str(other))
     runs = {}
     for name, t, cfg in [
         ("base", task, config),
