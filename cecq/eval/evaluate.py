@@ -172,16 +172,15 @@ def embed_task(
         if is_fitted(spec) and fit_corpus is not None:
             seed = f"{seed}-fitcorpus-{fit_corpus.name}-{corpus_key(fit_corpus)}"
 
-        def both(task: RetrievalTask = task, enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
-            logger.info(
-                "%s: embedding %d documents and %d queries", enc.name, len(task.doc_texts), len(task.query_texts)
-            )
-            return enc.encode(task.doc_texts, "document", show_progress), enc.encode(
-                task.query_texts, "query", show_progress
-            )
+        def cache_file(t: RetrievalTask, name: str = enc.name, seed: int | str = seed) -> Path | None:
+            return Path(cache_dir) / embedding_key(t, name, seed) if cache_dir else None
 
-        cache = Path(cache_dir) if cache_dir else None
-        d, q = _cached_pair(cache / embedding_key(task, enc.name, seed) if cache else None, both)
+        def both(enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
+            logger.info("%s: embedding %d documents and %d queries", enc.name, len(task.doc_ids), len(task.query_ids))
+            docs = enc.encode(task.doc_texts, "document", show_progress)
+            return docs, enc.encode(task.query_texts, "query", show_progress)
+
+        d, q = _cached_pair(cache_file(task), both)
         if fit_corpus is not None:
 
             def docs_only(enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
@@ -189,9 +188,7 @@ def embed_task(
                 docs = enc.encode(fit_corpus.doc_texts, "document", show_progress)
                 return docs, np.zeros((0, docs.shape[1]), docs.dtype)
 
-            key = embedding_key(fit_corpus, enc.name, seed) if cache else ""
-            fd, _ = _cached_pair(cache / key if cache else None, docs_only)
-            d = np.concatenate([d, fd])
+            d = np.concatenate([d, _cached_pair(cache_file(fit_corpus), docs_only)[0]])
         doc_parts.append(d)
         query_parts.append(q)
     return encoders, doc_parts, query_parts
