@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -253,6 +254,26 @@ class Store:
             _commit_local(final, data, os.replace)
         else:
             self.fs.pipe_file(final, data)  # a single PUT: the object appears whole or not at all
+
+    @_io("write")
+    def write_file(self, rel: str, local_path: str) -> None:
+        """Copy a local file to ``rel`` atomically, streamed (never whole in memory): a
+        temporary file and a rename on a local root, one upload (s3fs completes a multipart
+        upload only at the end) on object storage."""
+        final = self.path(rel)
+        if self.is_local:
+            os.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+            try:
+                shutil.copyfile(local_path, tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            self.fs.put_file(local_path, final)
 
     @_io("create")
     def create_bytes(self, rel: str, data: bytes) -> bool:

@@ -7,12 +7,13 @@ using one is the catalog's search (:mod:`cecq.catalog.search`)."""
 from cecq.index.engine import (
     GroupedSearcher,
     add_documents,
+    coarse_centroids,
     from_bytes,
     inner_index,
     make_index,
     norm_edges,
-    to_bytes,
     with_pre_transform,
+    write_index_file,
 )
 from cecq.index.kinds import FlatKind, IndexKind, IvfKind, default_nlist, index_kind, index_kinds, register_index_kind
 from cecq.index.layouts import CodeLayout, DequantizedLayout, ProductLayout, code_layout, register_layout
@@ -26,6 +27,7 @@ __all__ = [
     "IvfKind",
     "ProductLayout",
     "add_documents",
+    "coarse_centroids",
     "code_layout",
     "default_nlist",
     "from_bytes",
@@ -36,6 +38,6 @@ __all__ = [
     "norm_edges",
     "register_index_kind",
     "register_layout",
-    "to_bytes",
     "with_pre_transform",
+    "write_index_file",
 ]

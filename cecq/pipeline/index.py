@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -18,7 +20,16 @@ from cecq.catalog.reader import current_manifest, load_quantizer, read_index_rec
 from cecq.catalog.records import CatalogManifest, IndexRecord
 from cecq.config import IndexConfig
 from cecq.errors import DataError
-from cecq.index import add_documents, code_layout, index_kind, make_index, norm_edges, to_bytes, with_pre_transform
+from cecq.index import (
+    add_documents,
+    coarse_centroids,
+    code_layout,
+    index_kind,
+    make_index,
+    norm_edges,
+    with_pre_transform,
+    write_index_file,
+)
 from cecq.index.layouts import CodeLayout
 from cecq.storage import Store, digest
 
@@ -94,7 +105,7 @@ def build_index(
         logger.info("index %s of catalog v%d exists: skipped", name, m.version)
         return read_index_record(store, record_path)
     low, high, sample = _first_pass(store, m, shard_rows, kind.train_rows(params, config), layout, config.seed)
-    centroids = kind.centroids(layout.dim, sample if kind.trains else None, params, config.seed)
+    centroids = coarse_centroids(kind.centroids(layout.dim, sample if kind.trains else None, params, config.seed))
     edges = [low, high] if layout.exact_scores else norm_edges(low, high, config.norm_ratio)
     index = make_index(layout, centroids, len(edges) - 1)
     first, empty_rows = 0, []
@@ -107,9 +118,12 @@ def build_index(
         first += count
     nprobe = min(config.nprobe, len(centroids)) if kind.trains else None
     index.nprobe = (nprobe or len(centroids)) * len(edges)  # plain FAISS search: whole clusters, all groups
-    data = to_bytes(with_pre_transform(index, layout))
     file_rel = index_file_path(m.version, name)
-    store.write_bytes(file_rel, data)
+    with tempfile.TemporaryDirectory(prefix="cecq-index-") as tmp:
+        local = os.path.join(tmp, "index.faiss")
+        file_bytes, file_sha256 = write_index_file(with_pre_transform(index, layout), local)
+        del index  # the lists are on disk: the upload needs only the file
+        store.write_file(file_rel, local)
     record = IndexRecord(
         name=name,
         kind=kind.name,
@@ -119,8 +133,8 @@ def build_index(
         quantizer=m.quantizer,
         quantizer_sha256=digest(store.read_bytes(m.quantizer)),
         file=file_rel,
-        file_bytes=len(data),
-        file_sha256=digest(data),
+        file_bytes=file_bytes,
+        file_sha256=file_sha256,
         rows=n,
         shard_rows=shard_rows,
         params=params,
