@@ -101,6 +101,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N[,N...]",
         help="product-code collections for the FAISS comparison (default 1000000,10000000; 0 skips it)",
     )
+    g.add_argument(
+        "--search-batches",
+        type=_sizes,
+        default=(1, 10),
+        metavar="B[,B...]",
+        help="queries a batch in the FAISS comparison (default 1,10: a service's single query, a batch job's ten)",
+    )
     g = p.add_argument_group("memory")
     g.add_argument("--memory-docs", type=int, default=4000, help="N: the small corpus (the large one is N x factor)")
     g.add_argument("--memory-factor", type=int, default=10)
@@ -158,6 +165,12 @@ def _gpu() -> dict[str, Any]:
     }
 
 
+def _rate(rate: float) -> str:
+    """A rate to three significant figures, with thousands separators when large (a 10M-code
+    scan answers 0.2 queries a second: rounding to integers printed 0)."""
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: one row per ratio, then one per memory stage."""
     figs = {(f["measurement"], f["variant"]): f for f in result["figures"]}
@@ -170,8 +183,8 @@ def format_table(result: dict[str, Any]) -> str:
         target = "" if r["target"] is None else f">= {r['target']:g}"
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(
-            f"| {r['measurement']} | {r['numerator']} | {r['denominator']} | {num['rate']:,.0f} {num['unit']}/s | "
-            f"{den['rate']:,.0f} {den['unit']}/s | {r['ratio']:.2f} | {target} | {met} |"
+            f"| {r['measurement']} | {r['numerator']} | {r['denominator']} | {_rate(num['rate'])} {num['unit']}/s | "
+            f"{_rate(den['rate'])} {den['unit']}/s | {r['ratio']:.2f} | {target} | {met} |"
         )
     memory = result.get("memory")
     if memory:
@@ -191,8 +204,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines += [
             "",
             "| documents | IVF nlist / nprobe | recall@10 IVF vs flat | flat vs NumPy | IVF memory / (codes + "
-            "centroids) | build flat / IVF (s) |",
-            "|---|---|---|---|---|---|",
+            "centroids) | build flat / IVF (s) | build peak RSS flat / IVF (MB) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for size in index["sizes"].values():
             for label, t in size["threads"].items():
@@ -200,7 +213,8 @@ def format_table(result: dict[str, Any]) -> str:
                     f"| {size['rows']:,} ({label}) | {size['nlist']} / {size['nprobe']} | "
                     f"{t['recall_at_k_ivf_vs_flat']:.3f} | {t['recall_at_k_flat_vs_numpy']:.3f} | "
                     f"{size['ivf_memory']['ratio_to_codes_plus_centroids']:.3f} | "
-                    f"{size['build_flat_s']:.0f} / {size['build_ivf_s']:.0f} |"
+                    f"{size['build_flat_s']:.0f} / {size['build_ivf_s']:.0f} | "
+                    f"{size['build_flat_peak_rss_bytes'] / 1e6:.0f} / {size['build_ivf_peak_rss_bytes'] / 1e6:.0f} |"
                 )
     for key in ("scale_out", "gpu"):
         if key in result and not result[key].get("measured"):
@@ -272,7 +286,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         details["search"] = d
         if args.search_index_sizes:
             f, r, d = perf_search.measure(
-                args.search_index_sizes, args.search_queries, args.k, args.repeats, args.search_shard_rows, workdir
+                args.search_index_sizes, args.search_batches, args.k, args.repeats, args.search_shard_rows, workdir
             )
             figures += f
             ratios += r

@@ -5,12 +5,23 @@ IVF index at its default nprobe, single-threaded and with all cores, side by sid
 The codes are synthetic but drawn from a fitted quantizer: rows of a decoder-like
 distribution (a mixture of 256 Gaussian clusters in 212 dims, variance decaying along the
 dims as an MRL prefix's does, norms spread 0.5x-2x) are quantized by a product quantizer
-fitted on 20,000 of them, chunk by chunk; queries are fresh rows of the same mixture.
+fitted on 20,000 of them, chunk by chunk; queries are fresh rows of the same mixture, in
+batches of 1 (a service answering one query at a time) and of 10 (a batch job). The scan
+dequantizes the codes once a batch, so its cost hardly grows with the batch; FAISS scores
+each query's lookup tables over every code, so the flat index's lead is largest at one
+query a batch.
+
+Each index is built in its own process (``python -m cecq.bench.perf_search build``) so its
+peak resident memory can be reported per size.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,12 +31,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cecq.bench.perf_compute import build_store
+from cecq.bench.perf_memory import peak_rss
 from cecq.bench.timing import Figure, Ratio, interleaved, ratio
 from cecq.catalog import plan_search, search_published
 from cecq.config import IndexConfig
 from cecq.pipeline.index import build_index
 from cecq.quantization import ProductQuantizer
 from cecq.search import prepare_queries, search_codes
+from cecq.storage import Store
 
 PREFIX_DIMS = 212  # 53 subspaces of 4 dims: the 53-byte codes of the README's headline store
 BUDGET = 53
@@ -66,24 +79,25 @@ def _ids(hits: list[list[dict]]) -> np.ndarray:
 
 
 def measure(
-    sizes: Sequence[int], queries: int, k: int, repeats: int, shard_rows: int, workdir: Path
+    sizes: Sequence[int], batches: Sequence[int], k: int, repeats: int, shard_rows: int, workdir: Path
 ) -> tuple[list[Figure], list[Ratio], dict[str, Any]]:
-    """Figures and ratios for every size and thread count; details with recall and memory."""
+    """Figures and ratios for every size, thread count and query batch; details with recall
+    and memory."""
     started = time.perf_counter()
     fit_rows = max(2000, min(FIT_ROWS, max(sizes)))  # tiny runs (the tests) fit on fewer
     quantizer = ProductQuantizer.fit(decoder_like(fit_rows, 0), BUDGET)
-    q = decoder_like(queries, 999)
+    q = decoder_like(max(batches), 999)
     figures: list[Figure] = []
     ratios: list[Ratio] = []
     details: dict[str, Any] = {
         "codes": f"{BUDGET}-byte product codes of {PREFIX_DIMS}-dim decoder-like rows ({CLUSTERS} clusters), "
         f"quantizer fitted on {fit_rows} rows",
-        "queries": queries,
+        "batches": list(batches),
         "k": k,
         "sizes": {},
     }
     for rows in sizes:
-        f, r, per_size = _measure_size(rows, quantizer, q, k, repeats, shard_rows, workdir)
+        f, r, per_size = _measure_size(rows, quantizer, q, batches, k, repeats, shard_rows, workdir)
         figures += f
         ratios += r
         details["sizes"][str(rows)] = per_size
@@ -91,34 +105,51 @@ def measure(
     return figures, ratios, details
 
 
+def build_in_child(store: Store, kind: str) -> dict[str, Any]:
+    """Build the ``kind`` index of ``store`` in a fresh process: its record's name, the
+    wall seconds and the process's peak resident memory."""
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "cecq.bench.perf_search", "build", store.url, kind],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {**json.loads(out.strip().splitlines()[-1]), "wall_s": round(time.perf_counter() - started, 1)}
+
+
 def _measure_size(
-    rows: int, quantizer: ProductQuantizer, q: np.ndarray, k: int, repeats: int, shard_rows: int, workdir: Path
+    rows: int,
+    quantizer: ProductQuantizer,
+    q: np.ndarray,
+    batches: Sequence[int],
+    k: int,
+    repeats: int,
+    shard_rows: int,
+    workdir: Path,
 ) -> tuple[list[Figure], list[Ratio], dict[str, Any]]:
+    """One collection size: make the codes and a store, build both indexes (each in its own
+    process), time every variant at every thread count and batch."""
     import faiss
 
-    """One collection size: make the codes and a store, build both indexes, time every variant."""
-    queries, cores = len(q), os.cpu_count() or 1
+    cores = os.cpu_count() or 1
     figures: list[Figure] = []
     ratios: list[Ratio] = []
     t0 = time.perf_counter()
     packed = synthetic_codes(rows, quantizer)
     store = build_store(workdir / f"search-{rows}", packed, quantizer, shard_rows)
     made_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    flat = build_index(store, IndexConfig(kind="flat"))
-    flat_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    builds = {kind: build_in_child(store, kind) for kind in ("flat", "ivf")}
+    flat = build_index(store, IndexConfig(kind="flat"))  # found: the child built it
     ivf = build_index(store, IndexConfig(kind="ivf"))
-    ivf_s = time.perf_counter() - t0
     plans = {
         "exact": plan_search(store, exact=True),
         "flat": plan_search(store, index=flat.name),
         "ivf": plan_search(store, index=ivf.name),
     }
     found: dict[str, np.ndarray] = {}
-    code_space = prepare_queries(q, quantizer, "asymmetric")
 
-    def indexed(plan: Any) -> np.ndarray:
+    def indexed(plan: Any, code_space: np.ndarray) -> np.ndarray:
         """Row ids from the index (as the NumPy scan returns them): FAISS plus exact re-scoring."""
         loaded = plan.index
         rows = loaded.searcher.search(
@@ -129,15 +160,18 @@ def _measure_size(
     def keep(name: str, fn: Callable[[], np.ndarray]) -> Callable[[int], None]:
         return lambda _: found.__setitem__(name, fn())
 
-    variants = {
-        "numpy-scan": keep("numpy-scan", lambda: search_codes(q, packed, quantizer, k)[1]),
-        "duckdb-scan": keep("duckdb-scan", lambda: _ids(search_published(store, q, k, plan=plans["exact"]))),
-        "faiss-flat-pq": keep("faiss-flat-pq", lambda: indexed(plans["flat"])),
-        "faiss-ivf-pq": keep("faiss-ivf-pq", lambda: indexed(plans["ivf"])),
-        "search-published-ivf": keep(
-            "search-published-ivf", lambda: _ids(search_published(store, q, k, plan=plans["ivf"]))
-        ),
-    }
+    def variants(b: np.ndarray) -> dict[str, Callable[[int], None]]:
+        code_space = prepare_queries(b, quantizer, "asymmetric")
+        return {
+            "numpy-scan": keep("numpy-scan", lambda: search_codes(b, packed, quantizer, k)[1]),
+            "duckdb-scan": keep("duckdb-scan", lambda: _ids(search_published(store, b, k, plan=plans["exact"]))),
+            "faiss-flat-pq": keep("faiss-flat-pq", lambda: indexed(plans["flat"], code_space)),
+            "faiss-ivf-pq": keep("faiss-ivf-pq", lambda: indexed(plans["ivf"], code_space)),
+            "search-published-ivf": keep(
+                "search-published-ivf", lambda: _ids(search_published(store, b, k, plan=plans["ivf"]))
+            ),
+        }
+
     what = {
         "numpy-scan": "cecq.search.search_codes over the codes in memory (today's NumPy scan)",
         "duckdb-scan": "search_published --exact: DuckDB streams the codes shards (today's `cecq search`)",
@@ -151,8 +185,10 @@ def _measure_size(
         "rows": rows,
         "codes_bytes": int(packed.nbytes),
         "make_codes_and_store_s": round(made_s, 1),
-        "build_flat_s": round(flat_s, 1),
-        "build_ivf_s": round(ivf_s, 1),
+        "build_flat_s": builds["flat"]["wall_s"],
+        "build_ivf_s": builds["ivf"]["wall_s"],
+        "build_flat_peak_rss_bytes": builds["flat"]["peak_rss_bytes"],
+        "build_ivf_peak_rss_bytes": builds["ivf"]["peak_rss_bytes"],
         "flat_index_file_bytes": flat.file_bytes,
         "ivf_index_file_bytes": ivf.file_bytes,
         "nlist": ivf.params["nlist"],
@@ -161,34 +197,65 @@ def _measure_size(
     }
     inner = plans["ivf"].index.index
     ivf_inner = faiss.downcast_index(faiss.downcast_index(inner).index)
-    centroid_bytes = ivf_inner.nlist * ivf_inner.d * 4
+    # The coarse quantizer holds each centroid once per norm group (see make_index): that
+    # repetition is index memory, while the goal's allowance is the nlist centroids themselves.
+    coarse_bytes = ivf_inner.nlist * ivf_inner.d * 4
+    centroid_bytes = ivf.clusters * ivf_inner.d * 4
     list_bytes = sum(ivf_inner.invlists.list_size(i) for i in range(ivf_inner.nlist)) * (ivf_inner.code_size + 8)
     per_size["ivf_memory"] = {
         "inverted_lists_bytes": int(list_bytes),
-        "coarse_centroids_bytes": int(centroid_bytes),
-        "ratio_to_codes_plus_centroids": (list_bytes + centroid_bytes) / (packed.nbytes + centroid_bytes),
-        "note": "lists hold each code (53 B) and its int64 id (8 B)",
+        "coarse_quantizer_bytes": int(coarse_bytes),
+        "centroids_bytes": int(centroid_bytes),
+        "ratio_to_codes_plus_centroids": (list_bytes + coarse_bytes) / (packed.nbytes + centroid_bytes),
+        "note": "lists hold each code (53 B) and its int64 id (8 B); the coarse quantizer repeats each of the "
+        "nlist centroids for every norm group",
     }
     for threads in sorted({1, cores}):
         faiss.omp_set_num_threads(threads)
-        with threadpool_limits(threads):
-            times = interleaved(variants, repeats)
-        label = "1 thread" if threads == 1 else f"{threads} threads"
-        figs = {
-            name: Figure(f"search {rows:,} ({label})", name, queries, "queries", secs, what[name], {"threads": threads})
-            for name, secs in times.items()
-        }
-        figures += figs.values()
-        ratios += [
-            ratio(figs, "faiss-flat-pq", "numpy-scan", 5.0),
-            ratio(figs, "faiss-ivf-pq", "numpy-scan", 50.0 if rows >= 10_000_000 else None),
-            ratio(figs, "duckdb-scan", "numpy-scan"),
-            ratio(figs, "search-published-ivf", "duckdb-scan"),
-        ]
-        per_size["threads"][label] = {
-            "recall_at_k_ivf_vs_flat": _recall(found["faiss-ivf-pq"], found["faiss-flat-pq"]),
-            "recall_at_k_flat_vs_numpy": _recall(found["faiss-flat-pq"], found["numpy-scan"]),
-            "recall_at_k_duckdb_vs_numpy": _recall(found["duckdb-scan"], found["numpy-scan"]),
-        }
+        for batch in batches:
+            with threadpool_limits(threads):
+                times = interleaved(variants(q[:batch]), repeats)
+            label = ("1 thread" if threads == 1 else f"{threads} threads") + f", {batch} a batch"
+            figs = {
+                name: Figure(
+                    f"search {rows:,} ({label})",
+                    name,
+                    batch,
+                    "queries",
+                    secs,
+                    what[name],
+                    {"threads": threads, "batch": batch},
+                )
+                for name, secs in times.items()
+            }
+            figures += figs.values()
+            ratios += [
+                ratio(figs, "faiss-flat-pq", "numpy-scan", 5.0),
+                ratio(figs, "faiss-ivf-pq", "numpy-scan", 50.0 if rows >= 10_000_000 else None),
+                ratio(figs, "duckdb-scan", "numpy-scan"),
+                ratio(figs, "search-published-ivf", "duckdb-scan"),
+            ]
+            per_size["threads"][label] = {
+                "recall_at_k_ivf_vs_flat": _recall(found["faiss-ivf-pq"], found["faiss-flat-pq"]),
+                "recall_at_k_flat_vs_numpy": _recall(found["faiss-flat-pq"], found["numpy-scan"]),
+                "recall_at_k_duckdb_vs_numpy": _recall(found["duckdb-scan"], found["numpy-scan"]),
+            }
     faiss.omp_set_num_threads(cores)
     return figures, ratios, per_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``build STORE KIND``: build one index (default parameters) and print its name and
+    this process's peak resident memory as JSON (what :func:`build_in_child` runs)."""
+    p = argparse.ArgumentParser(prog="python -m cecq.bench.perf_search")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("store")
+    p.add_argument("kind")
+    a = p.parse_args(argv)
+    record = build_index(Store(a.store), IndexConfig(kind=a.kind))
+    print(json.dumps({"name": record.name, "peak_rss_bytes": peak_rss()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
             "2",
             "--search-index-sizes",
             "2500",
+            "--search-batches",
+            "1,3",
             "--only",
             "embed,compress,search,scaleout",
             "--scaleout-node-cpus",
@@ -82,8 +85,13 @@ def test_bench_perf_writes_figures_and_ratios(tmp_path: Path, tiny_model_dir: Pa
     # every search variant found the same documents as the NumPy scan
     assert result["details"]["search"]["topk_overlap_with_numpy"] == {"cecq-search-codes": 1.0, "cecq-duckdb": 1.0}
     # the FAISS comparison: product codes, flat and IVF indexes beside the NumPy and DuckDB scans
-    assert ("search 2,500 (1 thread)", "faiss-ivf-pq") in variants
-    for t in result["details"]["search_index"]["sizes"]["2500"]["threads"].values():
+    assert ("search 2,500 (1 thread, 1 a batch)", "faiss-ivf-pq") in variants
+    assert ("search 2,500 (1 thread, 3 a batch)", "faiss-flat-pq") in variants
+    size = result["details"]["search_index"]["sizes"]["2500"]
+    # each index was built in its own process, whose peak memory is reported
+    assert size["build_flat_peak_rss_bytes"] > 50e6 and size["build_ivf_peak_rss_bytes"] > 50e6
+    assert len(size["threads"]) == 2 * len({1, os.cpu_count() or 1})
+    for t in size["threads"].values():
         assert t["recall_at_k_flat_vs_numpy"] == 1.0 and t["recall_at_k_duckdb_vs_numpy"] == 1.0
         assert 0.5 <= t["recall_at_k_ivf_vs_flat"] <= 1.0
     # nodes larger than half the machine: refused with the reason, never measured as contention
