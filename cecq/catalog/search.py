@@ -65,7 +65,10 @@ class SearchPlan:
         if self.index is None:
             return f"exhaustive scan of {v} ({self.reason})"
         r = self.index.record
-        probe = f", nprobe {self.index.nprobe(self.nprobe)}" if r.nprobe is not None else ""
+        probe = ""
+        if r.nprobe is not None:
+            n = self.index.nprobe(self.nprobe)
+            probe = f", nprobe {n} of {r.clusters} lists" + (": every list, as flat" if n == r.clusters else "")
         return f"FAISS index {r.name} of {v} ({r.layout} codes{probe}; {r.file})"
 
     def to_dict(self) -> dict[str, Any]:
