@@ -199,7 +199,8 @@ def _measure_size(
     ivf_inner = faiss.downcast_index(faiss.downcast_index(inner).index)
     # The coarse quantizer holds each centroid once per norm group (see make_index): that
     # repetition is index memory, while the goal's allowance is the nlist centroids themselves.
-    coarse_bytes = ivf_inner.nlist * ivf_inner.d * 4
+    coarse = faiss.downcast_index(ivf_inner.quantizer)
+    coarse_bytes = coarse.ntotal * coarse.code_size  # float16 values (see make_index)
     centroid_bytes = ivf.clusters * ivf_inner.d * 4
     list_bytes = sum(ivf_inner.invlists.list_size(i) for i in range(ivf_inner.nlist)) * (ivf_inner.code_size + 8)
     per_size["ivf_memory"] = {
