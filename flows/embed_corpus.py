@@ -1,4 +1,4 @@
-"""Flow ``embed-corpus``: shard -> embed with every model (Ray) -> train -> compress -> publish.
+"""Flow ``embed-corpus``: shard -> embed with every model (one Ray pool) -> train -> compress -> publish.
 Its parameters' defaults are :class:`cecq.config.PipelineConfig`'s."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cecq.targets import CompressionTarget
 from tasks import (
     build_index_task,
     compress_task,
-    embed_model_task,
+    embed_models_task,
     fingerprint_models_task,
     fit_encoder_task,
     load_previous_task,
@@ -82,12 +82,16 @@ def run_steps(
             with step(f"fit {model}"):
                 fit_encoder_task(config.store, manifest_path, model)
     previous_manifest = previous.corpus_manifest if previous else None
-    embedding = []
-    for m, fp in zip(config.models, fingerprints):
-        with step(f"embed {m}"):
-            embedding.append(
-                embed_model_task(config.store, manifest_path, m, config.batch_size, ray_address, previous_manifest, fp)
-            )
+    with step("embed"):  # every model on one pool: no model's tail leaves actors idle
+        embedding = embed_models_task(
+            config.store,
+            manifest_path,
+            list(config.models),
+            config.batch_size,
+            ray_address,
+            previous_manifest,
+            fingerprints,
+        )
     model_keys = [e.model_key for e in embedding]
     plan = None
     if target is not None:

@@ -4,45 +4,46 @@ from prefect import get_run_logger, task
 
 from cecq.catalog import CorpusManifest, EmbeddingResult
 from cecq.encoders import model_fingerprint
-from cecq.pipeline.fanout import embed_model
+from cecq.pipeline.fanout import embed_models
 from cecq.storage import Store
 from tasks.progress import progress_reporter
 from tasks.retry import retry_unless_bad_input
 
 
-@task(name="embed-model", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=10)
-def embed_model_task(
+@task(name="embed-models", retry_condition_fn=retry_unless_bad_input, retries=2, retry_delay_seconds=10)
+def embed_models_task(
     store_url: str,
     manifest_path: str,
-    model: str,
+    models: list[str],
     batch_size: int = 64,
     ray_address: str | None = None,
     previous_manifest_path: str | None = None,
-    fingerprint: str | None = None,
-) -> EmbeddingResult:
-    """Embed every shard with one base model (weights ``fingerprint``) on Ray actors;
-    committed shards are skipped."""
+    fingerprints: list[str | None] | None = None,
+) -> list[EmbeddingResult]:
+    """Embed every shard with every base model (weights ``fingerprints``) on one pool of Ray
+    actors; committed shards are skipped. One result per model."""
     store = Store(store_url)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     previous = CorpusManifest.from_dict(store.read_json(previous_manifest_path)) if previous_manifest_path else None
-    result = embed_model(
+    results = embed_models(
         store,
         manifest,
-        model,
+        models,
         batch_size,
         ray_address,
         previous,
-        progress=progress_reporter(f"embed {model}"),
-        fingerprint=fingerprint,
+        progress={m: progress_reporter(f"embed {m}") for m in models},
+        fingerprints=fingerprints,
     )
-    get_run_logger().info(
-        "%s: embedded %d documents (%d shards already committed), %.1f docs/s of actor time",
-        model,
-        result.embedded_documents,
-        result.skipped_shards,
-        result.embedded_documents / max(result.seconds, 1e-9),
-    )
-    return result
+    for result in results:
+        get_run_logger().info(
+            "%s: embedded %d documents (%d shards already committed), %.1f docs/s of actor time",
+            result.model,
+            result.embedded_documents,
+            result.skipped_shards,
+            result.embedded_documents / max(result.seconds, 1e-9),
+        )
+    return results
 
 
 @task(name="fingerprint-models", retry_condition_fn=retry_unless_bad_input, retries=1)

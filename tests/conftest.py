@@ -19,6 +19,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from tests.helpers.beir import synthetic_beir_parts, write_beir
+from tests.helpers.local_ray import local_ray
 from tests.helpers.models import build_tiny_model
 from tests.helpers.paths import SHARED_DATA
 
@@ -106,13 +107,7 @@ def no_ray_left_running(request):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A real local Ray with 2 CPUs for the tests of one module."""
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    yield from local_ray(2)
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cecq.bench import perf_compute, perf_embed, perf_memory, perf_scaleout, perf_search
+from cecq.bench import perf_compute, perf_embed, perf_memory, perf_models, perf_scaleout, perf_search
 from cecq.bench.timing import Figure, Ratio
+from cecq.config import DEFAULT_MODELS
 from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
-MEASUREMENTS = ("embed", "compress", "search", "memory", "scaleout")
+MEASUREMENTS = ("embed", "models", "compress", "search", "memory", "scaleout")
 DEFAULT_CORPUS = "../shared/data/scifact"
 
 
@@ -74,6 +75,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--docs", type=int, default=200, help="documents to embed (default 200)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--shard-rows", type=int, default=50_000, help="pipeline shard size for the embed comparison")
+    g = p.add_argument_group("models", "several base models: one pool against model after model and bare loops")
+    g.add_argument(
+        "--models",
+        dest="bench_models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated base models (default the pipeline's: {','.join(DEFAULT_MODELS)})",
+    )
+    g.add_argument("--models-docs", type=int, default=300, help="documents to embed with every model (default 300)")
+    g.add_argument("--models-shards", type=int, default=6, help="shards the documents are split into (default 6)")
     g = p.add_argument_group("scaleout", "two Ray nodes started on this machine against one (same model and corpus)")
     g.add_argument("--scaleout-docs", type=int, default=400, help="documents to embed (default 400)")
     g.add_argument("--scaleout-shards", type=int, default=8, help="shards the documents are split into (default 8)")
@@ -245,7 +255,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "environment": environment(),
         "config": {k: v for k, v in vars(args).items() if k != "func"},
     }
-    needs_corpus = {"embed", "memory", "scaleout"} & set(args.only)
+    needs_corpus = {"embed", "models", "memory", "scaleout"} & set(args.only)
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
@@ -262,6 +272,24 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             if not ray_was_running:  # leave the caller's process as we found it
                 shutdown_ray()
+    if "models" in args.only:
+        ray_was_running = ray_running()
+        models = [m.strip() for m in args.bench_models.split(",") if m.strip()]
+        try:
+            f, r, d = perf_models.measure(
+                perf_embed.corpus_texts(args.corpus, args.models_docs),
+                models,
+                args.batch_size,
+                args.repeats,
+                args.models_shards,
+                workdir,
+            )
+        finally:
+            if not ray_was_running:
+                shutdown_ray()
+        figures += f
+        ratios += r
+        details["embed-models"] = d
     if "compress" in args.only:
         dims = tuple(int(d) for d in args.model_dims.split(","))
         f, r, d = perf_compute.measure_compress(

@@ -117,7 +117,9 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
     CompressionTarget(args.compression, args.dims, args.bits, args.budget_bytes, args.quantization, args.out_dim)
     prefect_defaults()
     from flows.embed_corpus import embed_corpus  # heavy: Prefect
+    from flows.startup import start_services  # heavy: Prefect
 
+    start_services(args.ray_address)  # the Prefect server and Ray start together, not in turn
     with reporting_to(console_sink()):
         result = embed_corpus(
             corpus=args.corpus,
@@ -153,7 +155,9 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         return 0
     prefect_defaults()
     from flows.reindex import reindex  # heavy: Prefect
+    from flows.startup import start_services  # heavy: Prefect
 
+    start_services(args.ray_address)
     with reporting_to(console_sink()):
         result = reindex(
             corpus=args.corpus,

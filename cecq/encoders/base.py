@@ -94,13 +94,16 @@ class Encoder(ABC):
     ``fitted`` (fitted on the corpus, then stored with it, like ``lexical``; else
     pretrained), :meth:`fit_corpus`, :meth:`save` / :meth:`load` and ``files`` (fitted kinds only;
     the last file written marks the folder complete), :meth:`to_device` (placement and
-    precision on an accelerator) and ``truncated`` (texts cut at the model's length limit).
+    precision on an accelerator), ``truncated`` (texts cut at the model's length limit) and
+    ``relative_cost`` (compute a document takes, relative to a small transformer such as
+    MiniLM: the embedding pool starts the longest jobs of all models first).
     """
 
     name: str
     dim: int
     fitted: ClassVar[bool] = False
     files: ClassVar[tuple[str, ...]] = ()
+    relative_cost: ClassVar[float] = 1.0
     truncated: int = 0
 
     @classmethod

@@ -23,6 +23,8 @@ class LexicalEncoder(Encoder):
 
     fitted: ClassVar[bool] = True
     files: ClassVar[tuple[str, ...]] = ("lexical.safetensors", "lexical.json")  # the json marks it complete
+    # Measured: 400 SciFact documents took 0.23 s here and 70.5 s with MiniLM (0.003), on 2 loaded cores.
+    relative_cost: ClassVar[float] = 0.01
     PARAMS: ClassVar[dict[str, Any]] = {
         "lowercase": True,
         "sublinear_tf": True,

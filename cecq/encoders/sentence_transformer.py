@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,38 @@ PAPER_PRESET: tuple[str, ...] = (
     "thenlper/gte-small",
     "avsolatorio/NoInstruct-small-Embedding-v0",
 )
+
+
+# Token columns of a tokenized text and what the tokenizer pads them with (a name: its attribute).
+_PAD_VALUES: dict[str, int | str] = {
+    "input_ids": "pad_token_id",
+    "token_type_ids": "pad_token_type_id",
+    "attention_mask": 0,
+}
+# Encode's own tokenization, unpadded, with the cut-off pieces of long texts (their lengths).
+_ONE_PASS_KWARGS = {
+    "text": {"padding": False, "return_overflowing_tokens": True, "return_length": True},
+    "common": {"return_tensors": None},
+}
+_ONE_PASS_ONLY = ("length", "overflow_to_sample_mapping")  # what that call adds to encode's features
+
+
+@dataclass
+class _Tokens:
+    """Texts tokenized once: each text's token columns (cut at the limit), the preprocessing's
+    other features (e.g. ``modality``), and each text's untruncated length."""
+
+    columns: dict[str, list[list[int]]]
+    extra: dict[str, Any]
+    lengths: np.ndarray
+
+
+def _same(a: Any, b: Any) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
 
 
 def resolve_model(name: str, hints: list[str] | None = None) -> str:
@@ -164,6 +197,7 @@ class SentenceTransformerEncoder(Encoder):
         }
         self.prompt_names = {"query": spec.query_prompt_name, "document": spec.document_prompt_name}
         self.truncated = 0
+        self._one_pass: bool | None = None  # whether texts are tokenized once (see _single_pass)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> SentenceTransformerEncoder:
@@ -198,17 +232,100 @@ class SentenceTransformerEncoder(Encoder):
             out[start : start + chunk] = enc["length"]
         return out
 
+    def _tokenize_once(self, texts: list[str]) -> _Tokens | None:
+        """``texts`` tokenized once, as encode's own preprocessing does (cut at the length
+        limit), with every text's untruncated length; None where the model's preprocessing is
+        not that plain call (checked once a model by :meth:`_single_pass`)."""
+        return self._tokens(texts) if self._single_pass() else None
+
+    def _tokens(self, texts: list[str]) -> _Tokens:
+        out = self.model.preprocess(texts, processing_kwargs=_ONE_PASS_KWARGS)
+        sample = np.asarray(out["overflow_to_sample_mapping"], dtype=np.int64)
+        pieces = np.asarray(out["length"], dtype=np.int64)
+        # The tokenizer cuts a long text into pieces (stride 0), each with the special tokens:
+        # the untruncated length is what the pieces hold without the repeated special tokens.
+        added = int(self.model.tokenizer.num_special_tokens_to_add(pair=False))
+        counts = np.bincount(sample, minlength=len(texts))
+        lengths = np.bincount(sample, weights=pieces, minlength=len(texts)).astype(np.int64) - (counts - 1) * added
+        first = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])  # each text's first piece: what encode feeds
+        columns = {k: [out[k][i] for i in first] for k in _PAD_VALUES if k in out}
+        extra = {k: v for k, v in out.items() if k not in _PAD_VALUES and k not in _ONE_PASS_ONLY}
+        return _Tokens(columns, extra, lengths)
+
+    def _single_pass(self) -> bool:
+        """Whether features built from :meth:`_tokens` equal encode's own (same keys, values
+        and dtypes) on a probe batch; else the two passes (lengths, then encode) stay."""
+        if self._one_pass is None:
+            self._one_pass = False
+            tokenizer = getattr(self.model, "tokenizer", None)
+            try:
+                flattens = getattr(self.model, "_can_flatten_inputs", lambda: False)()  # encode interleaves then
+                if tokenizer is not None and getattr(tokenizer, "is_fast", False) and not flattens:
+                    probe = ["a short text", "  padded  ", "word " * (2 * (self.model.max_seq_length or 8)), ""]
+                    mine = self._features(self._tokens(probe), list(range(len(probe))))
+                    theirs = self.model.preprocess(probe)
+                    self._one_pass = mine.keys() == theirs.keys() and all(_same(mine[k], theirs[k]) for k in theirs)
+            except Exception as e:  # a preprocessing this code does not know: the two passes stay
+                logger.info("%s: cannot tokenize once (%s)", self.name, e)
+            if not self._one_pass:
+                logger.info("%s: token lengths are measured in a pass of their own", self.name)
+        return self._one_pass
+
+    def _features(self, tokens: _Tokens, rows: list[int]) -> dict[str, Any]:
+        """The padded batch of ``rows``, as the tokenizer pads one (to the longest, on its side)."""
+        import torch
+
+        tokenizer = self.model.tokenizer
+        width = max(len(tokens.columns["input_ids"][r]) for r in rows)
+        left = tokenizer.padding_side == "left"
+        out: dict[str, Any] = {}
+        for key, column in tokens.columns.items():
+            pad = getattr(tokenizer, _PAD_VALUES[key]) if isinstance(_PAD_VALUES[key], str) else _PAD_VALUES[key]
+            batch = np.full((len(rows), width), pad, dtype=np.int64)
+            for i, r in enumerate(rows):
+                ids = column[r]
+                if left:
+                    batch[i, width - len(ids) :] = ids
+                else:
+                    batch[i, : len(ids)] = ids
+            out[key] = torch.from_numpy(batch)
+        out.update(tokens.extra)
+        return out
+
+    def _forward(self, tokens: _Tokens, texts: list[str], idx: np.ndarray) -> np.ndarray:
+        """What ``model.encode`` returns for ``texts[idx]``, from the tokens already made.
+        The batch is ordered as encode orders it (longest text first, by characters), so the
+        model sees the very same tensor."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        perm = np.argsort([-len(texts[i]) for i in idx])  # as SentenceTransformer.encode sorts a batch
+        features = batch_to_device(self._features(tokens, [int(idx[p]) for p in perm]), self.model.device)
+        self.model.eval()
+        with torch.inference_mode():
+            emb = self.model(features)["sentence_embedding"].cpu()
+        if emb.dtype == torch.bfloat16:
+            emb = emb.float()
+        out = np.empty((len(idx), emb.shape[1]), dtype=emb.numpy().dtype)
+        out[perm] = emb.numpy()
+        return out
+
     def _encode(self, texts: list[str], kind: TextKind, show_progress: bool) -> np.ndarray:
         from tqdm.auto import tqdm
 
-        lengths = self.token_lengths(texts)
+        prompt_name = self.prompt_names[kind]
+        prompt = None if prompt_name else (self.prompts[kind] or None)
+        # One tokenization for lengths and encoding (a separate lengths pass took 25 s on
+        # SciFact under load). Not with a prompt: lengths have always been measured without it,
+        # and ordering by the prompted length would change the batches, so the bytes.
+        plain = not (prompt_name or prompt or getattr(self.model, "truncate_dim", None))
+        tokens = self._tokenize_once(texts) if plain else None
+        lengths = tokens.lengths if tokens is not None else self.token_lengths(texts)
         limit = self.model.max_seq_length
         n = int((lengths > limit).sum()) if lengths is not None and limit else 0
         if n:
             self.truncated += n
             logger.info("%s: %d of %d texts exceed %d tokens and are truncated", self.name, n, len(texts), limit)
-        prompt_name = self.prompt_names[kind]
-        prompt = None if prompt_name else (self.prompts[kind] or None)
         # Length bucketing over everything passed in (a whole shard in the pipeline): batches
         # of texts of similar token length waste little compute on padding. sentence-transformers
         # sorts too, but by characters, which orders tokens only roughly (numbers, code and
@@ -220,6 +337,9 @@ class SentenceTransformerEncoder(Encoder):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in tqdm(range(0, len(texts), bs), desc=f"embed {self.name}", unit="batch", disable=not show_progress):
             idx = order[start : start + bs]
+            if tokens is not None:
+                out[idx] = self._forward(tokens, texts, idx)
+                continue
             out[idx] = self.model.encode(
                 [texts[i] for i in idx],
                 prompt_name=prompt_name,

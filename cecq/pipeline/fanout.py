@@ -1,17 +1,18 @@
 """Fan-out of the per-shard steps over a Ray cluster (through :mod:`cecq.pipeline.ray_pool`,
-which is handed the work): embedding on actors that hold a model, compression as tasks."""
+which is handed the work): the shards of every model on one pool of actors that load the
+models they are given, compression as tasks."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cecq.catalog.layout import codes_path, embedding_path, model_key
 from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbeddingResult, EmbedShardResult, ShardInfo
-from cecq.encoders import check_model
+from cecq.encoders import check_model, encoder_class
 from cecq.errors import ModelLoadError
 from cecq.pipeline import ray_pool
 from cecq.pipeline.ray_pool import Progress
@@ -28,6 +29,8 @@ class EmbedJob:
     shard: dict[str, Any]  # ShardInfo fields
     out_path: str
     previous_paths: list[str] = field(default_factory=list)
+    group: str = ""  # the model: which worker of the pool runs it
+    relative_cost: float = 1.0  # the model's per-document cost (Encoder.relative_cost)
 
     @property
     def name(self) -> str:
@@ -37,6 +40,11 @@ class EmbedJob:
     def size(self) -> int:
         """Documents: what progress counts."""
         return int(self.shard["rows"])
+
+    @property
+    def cost(self) -> float:
+        """Documents times the model's cost a document: the pool starts the longest first."""
+        return self.size * self.relative_cost
 
 
 def embed_model(
@@ -49,46 +57,89 @@ def embed_model(
     progress: Progress | None = None,
     fingerprint: str | None = None,
 ) -> EmbeddingResult:
-    """Embed every shard of the corpus with one model on Ray; shards already committed are
+    """:func:`embed_models` for one model."""
+    [result] = embed_models(
+        store,
+        manifest,
+        [model],
+        batch_size,
+        ray_address,
+        previous,
+        {model: progress} if progress else None,
+        [fingerprint],
+    )
+    return result
+
+
+def embed_models(
+    store: Store,
+    manifest: CorpusManifest,
+    models: Sequence[str],
+    batch_size: int = 64,
+    ray_address: str | None = None,
+    previous: CorpusManifest | None = None,
+    progress: Mapping[str, Progress] | None = None,
+    fingerprints: Sequence[str | None] | None = None,
+) -> list[EmbeddingResult]:
+    """Embed every shard of the corpus with every model, all on one pool of Ray actors (the
+    shards of all models longest first, so no actor idles while another model's shards
+    wait); return one result per model, in the models' order. Shards already committed are
     skipped, and with ``previous`` unchanged documents reuse their earlier vectors.
-    Embeddings are keyed by the weights' ``fingerprint``: vectors of other weights are never
-    reused, and an actor whose copy of the model has other weights fails to start."""
-    check_model(model)  # a missing local path fails here, before any actor starts
-    mkey = model_key(model, manifest.corpus_key, fingerprint)
+    Embeddings are keyed by the weights' ``fingerprints`` (one per model): vectors of other
+    weights are never reused, and an actor whose copy of a model has other weights fails to
+    start (:class:`ModelLoadError`). ``progress[model]`` counts that model's documents."""
+    models = list(models)
+    if len(set(models)) != len(models):
+        raise ValueError(f"a model is named twice: {models}")
+    fingerprints = list(fingerprints) if fingerprints is not None else [None] * len(models)
+    if len(fingerprints) != len(models):
+        raise ValueError(f"{len(fingerprints)} fingerprints for {len(models)} models")
+    for model in models:
+        check_model(model)  # a missing local path fails here, before any actor starts
     prev_by_name = {s.name: s for s in previous.shards} if previous else {}
-    jobs, skipped = [], 0
-    for shard in manifest.shards:
-        out = embedding_path(mkey, shard)
-        if is_whole(store, out, shard.rows):  # a damaged shard is embedded again
-            skipped += 1
-            continue
-        prev = prev_by_name.get(shard.name)
-        jobs.append(EmbedJob(shard.to_dict(), out, [embedding_path(mkey, prev)] if prev else []))
-    results: list[EmbedShardResult] = []
+    keys = {m: model_key(m, manifest.corpus_key, fp) for m, fp in zip(models, fingerprints)}
+    jobs, skipped = [], dict.fromkeys(models, 0)
+    for model in models:
+        cost = encoder_class(model).relative_cost
+        for shard in manifest.shards:
+            out = embedding_path(keys[model], shard)
+            if is_whole(store, out, shard.rows):  # a damaged shard is embedded again
+                skipped[model] += 1
+                continue
+            prev = prev_by_name.get(shard.name)
+            previous_paths = [embedding_path(keys[model], prev)] if prev else []
+            jobs.append(EmbedJob(shard.to_dict(), out, previous_paths, model, cost))
+    results: dict[str, list[EmbedShardResult]] = {m: [] for m in models}
     if jobs:
         ray_pool.init_ray(ray_address)
-        factory = embed_worker_factory(
-            store.url, store.storage_options, model, manifest.corpus_key, batch_size, fingerprint
-        )
+        factories = {
+            m: embed_worker_factory(store.url, store.storage_options, m, manifest.corpus_key, batch_size, fp)
+            for m, fp in zip(models, fingerprints)
+            if any(j.group == m for j in jobs)
+        }
         try:
-            placed = ray_pool.run_on_actors(factory, jobs, label=model, progress=progress)
+            placed = ray_pool.run_groups(factories, jobs, label="embed", progress=progress)
         except ray_pool.ActorStartError as e:
-            raise ModelLoadError(f"model {model!r} could not be loaded by the embedding actors: {e}") from e
+            which = f"model {e.group!r}" if e.group is not None else f"one of the models {models}"
+            raise ModelLoadError(f"{which} could not be loaded by the embedding actors: {e}") from e
         for p in placed:
             p.value.node, p.value.pid = p.node, p.pid
-            results.append(p.value)
-    return EmbeddingResult(
-        model=model,
-        model_key=mkey,
-        shards=len(manifest.shards),
-        skipped_shards=skipped,
-        embedded_documents=sum(r.embedded for r in results),
-        truncated_documents=sum(r.truncated for r in results),  # longer than the model's limit
-        seconds=sum(r.seconds for r in results),
-        nodes=sorted({r.node for r in results if r.node}),
-        info=results[0].model_info if results else None,
-        fingerprint=fingerprint,
-    )
+            results[p.job.group].append(p.value)
+    return [
+        EmbeddingResult(
+            model=m,
+            model_key=keys[m],
+            shards=len(manifest.shards),
+            skipped_shards=skipped[m],
+            embedded_documents=sum(r.embedded for r in results[m]),
+            truncated_documents=sum(r.truncated for r in results[m]),  # longer than the model's limit
+            seconds=sum(r.seconds for r in results[m]),
+            nodes=sorted({r.node for r in results[m] if r.node}),
+            info=results[m][0].model_info if results[m] else None,
+            fingerprint=fp,
+        )
+        for m, fp in zip(models, fingerprints)
+    ]
 
 
 def _compress_job(

@@ -1,17 +1,19 @@
 """Ray: the only module that knows about it, and it knows nothing of the pipeline. It is
-handed its work: a factory that builds a stateful worker once per actor (e.g. one that
-holds a base model) and the jobs to run on those workers, or a function to run as remote
-tasks. Work goes to whichever actor is idle, failed jobs are retried, and resources are
-sized from the cluster (GPU actors where there are GPUs)."""
+handed its work: factories that build stateful workers (e.g. one that holds a base model),
+one a group of jobs, and the jobs to run on those workers; or a function to run as remote
+tasks. One pool of actors, sized for the cluster, runs the jobs of every group, longest
+first; an actor builds a group's worker when it first gets one of its jobs and keeps it.
+Failed jobs are retried, and resources are sized from the cluster (GPU actors where there
+are GPUs)."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from cecq.errors import ShardFailedError
@@ -20,15 +22,40 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (units done, units in all): a job's ``size`` units, default 1
 POLL_SECONDS = 2.0  # how often busy actors are asked for their progress within a job
+# An idle actor takes a job of a group whose worker it holds over the longest pending job when
+# that job's cost is within this fraction of the longest: it saves building a worker (a model
+# load, seconds) and lengthens the tail by at most this share of one job.
+AFFINITY_SLACK = 0.1
+
+Worker = Callable[[Any], Any]
+WorkerFactory = Callable[["ActorContext"], Worker]
 
 
 class ActorStartError(RuntimeError):
-    """The actors could not build their worker (e.g. a model that does not load): retrying cannot help."""
+    """The actors could not build a worker (e.g. a model that does not load): retrying cannot
+    help. ``group`` names the jobs' group whose worker failed (None: the actor itself)."""
+
+    def __init__(self, message: str, group: Hashable = None):
+        super().__init__(message)
+        self.group = group
+
+
+class WorkerStartError(RuntimeError):
+    """Raised in an actor whose worker factory failed (turned into :class:`ActorStartError`)."""
+
+    def __init__(self, group: Hashable, message: str):
+        super().__init__(group, message)
+        self.group, self.message = group, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class PoolJob(Protocol):
-    """A job for :func:`run_on_actors`: anything with a ``name`` (for messages); a ``size``
-    attribute (e.g. documents), where it has one, is the units progress counts it as."""
+    """A job for :func:`run_on_actors` / :func:`run_groups`: anything with a ``name`` (for
+    messages). Optional attributes: ``size`` (e.g. documents), the units progress counts it
+    as (default 1); ``cost``, what it takes to run, in any unit shared by the jobs (default
+    ``size``), longest first; ``group``, which factory's worker runs it (:func:`run_groups`)."""
 
     @property
     def name(self) -> str: ...
@@ -53,13 +80,69 @@ def job_size(job: Any) -> int:
     return int(getattr(job, "size", 1))
 
 
+def job_cost(job: Any) -> float:
+    """What a job takes to run, for longest-first order (its ``cost``, else its size)."""
+    return float(getattr(job, "cost", job_size(job)))
+
+
 @dataclass(frozen=True)
 class Placed:
-    """A job's result and where it ran."""
+    """A job's result and where it ran (``job``: the job itself, set where it was sent)."""
 
     value: Any
     node: str
     pid: int
+    job: Any = None
+
+
+class Schedule:
+    """The pending jobs, longest (by :func:`job_cost`) first, equal costs in the given order.
+
+    Longest first, because the tail is what leaves workers idle: the last job to start should
+    be a short one. An actor that holds a group's worker takes that group's longest job where
+    its cost is within ``slack`` of the longest pending job's (:data:`AFFINITY_SLACK`).
+    """
+
+    def __init__(self, jobs: Sequence[Any], group_of: Callable[[Any], Hashable], slack: float = AFFINITY_SLACK):
+        self.group_of, self.slack = group_of, slack
+        self._seq = 0
+        self._keys: list[tuple[float, int]] = []
+        self._jobs: list[Any] = []
+        for job in jobs:
+            self.push(job)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def push(self, job: Any) -> None:
+        """Add a job (a retried one too) at its place in the order."""
+        key = (-job_cost(job), self._seq)
+        self._seq += 1
+        i = bisect.bisect(self._keys, key)
+        self._keys.insert(i, key)
+        self._jobs.insert(i, job)
+
+    def _near_head(self, held: Collection[Hashable]) -> int | None:
+        """The index of the longest job of a held group close enough to the head, or None."""
+        floor = -self._keys[0][0] * (1.0 - self.slack)
+        for i, job in enumerate(self._jobs):
+            if -self._keys[i][0] < floor:
+                return None
+            if self.group_of(job) in held:
+                return i
+        return None
+
+    def assign(self, idle: Sequence[Collection[Hashable]]) -> tuple[int, Any]:
+        """Which of the ``idle`` actors (each given as the groups it holds) runs which job: an
+        actor that holds a group of a job near the head takes it, else the first idle actor
+        that holds nothing (else the first) takes the head."""
+        for a, held in enumerate(idle):
+            if held and (i := self._near_head(held)) is not None:
+                del self._keys[i]
+                return a, self._jobs.pop(i)
+        a = next((a for a, held in enumerate(idle) if not held), 0)
+        del self._keys[0]
+        return a, self._jobs.pop(0)
 
 
 def _cause(error: Exception) -> str:
@@ -149,12 +232,16 @@ def _actor_class() -> Any:
     # Two threads: ``progress`` is answered while ``run`` works (the pool sends one job at a time).
     @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
     class PoolActor:
-        """Builds one worker for its lifetime (e.g. loading a model once) and runs job after job."""
+        """Runs job after job; builds a group's worker (e.g. loading a model) on the first job
+        of that group it gets, and keeps it for the rest of its life."""
 
-        def __init__(self, make_worker: Callable[[ActorContext], Callable[[Any], Any]], threads: int):
-            device = "cuda" if ray.get_gpu_ids() else "cpu"
+        def __init__(self, factories: Mapping[Hashable, WorkerFactory], threads: int):
+            self.context = ActorContext(
+                device="cuda" if ray.get_gpu_ids() else "cpu", threads=threads, report=self.report
+            )
+            self.factories = factories
+            self.workers: dict[Hashable, Worker] = {}
             self.partial = 0
-            self.worker = make_worker(ActorContext(device=device, threads=threads, report=self.report))
 
         def report(self, done: int) -> None:
             self.partial = int(done)
@@ -163,100 +250,164 @@ def _actor_class() -> Any:
             """Units of the current job done so far."""
             return self.partial
 
-        def run(self, job: Any) -> Placed:
+        def run(self, group: Hashable, job: Any) -> Placed:
             self.partial = 0
-            value = self.worker(job)
+            worker = self.workers.get(group)
+            if worker is None:
+                try:
+                    worker = self.factories[group](self.context)
+                except Exception as e:  # any failure to build: the driver stops, retrying cannot help
+                    raise WorkerStartError(group, f"{type(e).__name__}: {e}") from e
+                self.workers[group] = worker
+            value = worker(job)
             return Placed(value, ray.get_runtime_context().get_node_id(), os.getpid())
 
     return PoolActor
 
 
 def run_on_actors(
-    make_worker: Callable[[ActorContext], Callable[[Any], Any]],
+    make_worker: WorkerFactory,
     jobs: Sequence[PoolJob],
     label: str = "",
     max_retries: int = 2,
     progress: Progress | None = None,
     max_actors: int | None = None,
 ) -> list[Placed]:
-    """Run every job on a pool of actors, each holding a worker ``make_worker`` built once;
-    return the results (in completion order) with where each ran.
+    """Run every job on a pool of actors, each holding a worker ``make_worker`` built once
+    (:func:`run_groups` with one group)."""
+    return run_groups(
+        {None: make_worker},
+        jobs,
+        label,
+        max_retries,
+        {None: progress} if progress else None,
+        max_actors,
+        group_of=lambda job: None,
+    )
+
+
+def _group_of(job: Any) -> Hashable:
+    return getattr(job, "group", None)
+
+
+def run_groups(
+    factories: Mapping[Hashable, WorkerFactory],
+    jobs: Sequence[PoolJob],
+    label: str = "",
+    max_retries: int = 2,
+    progress: Mapping[Hashable, Progress] | None = None,
+    max_actors: int | None = None,
+    group_of: Callable[[Any], Hashable] = _group_of,
+) -> list[Placed]:
+    """Run every job, of every group, on one pool of actors sized for the cluster; return the
+    results (in completion order) with where each ran.
+
+    ``factories[group]`` builds the worker that runs the group's jobs (``group_of(job)``, the
+    job's ``group`` by default); an actor builds it on its first job of that group and keeps
+    it. Jobs start longest first (:class:`Schedule`), whatever their group, so no actor waits
+    while jobs remain. ``progress[group]`` counts that group's jobs.
 
     A job that fails is retried (on any actor) up to ``max_retries`` times. An actor that
     dies hands its job to the survivors; a new actor is started only when none is left,
-    because one waiting for the resources of a lost node would hang the job. Actors that
-    fail to build their worker raise :class:`ActorStartError` at once.
+    because one waiting for the resources of a lost node would hang the job. A worker that
+    fails to build raises :class:`ActorStartError` (naming its group) at once.
     """
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
     if not jobs:
         return []
+    if missing := {group_of(j) for j in jobs} - set(factories):
+        raise ValueError(f"jobs of groups {sorted(map(str, missing))} have no worker factory")
     shape = actor_shape(max_actors)
     n = min(shape.count, len(jobs))
     actor_cls = _actor_class()
+    factories = dict(factories)
 
     def new_actor() -> Any:
         return actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
-            make_worker, shape.threads
+            factories, shape.threads
         )
 
     actors = [new_actor() for _ in range(n)]
+    held: dict[Any, set[Hashable]] = {a: set() for a in actors}  # the groups each actor has built (or is building)
     logger.info("%s: %d jobs on %d actors (%s cpus, %s gpus each)", label, len(jobs), n, shape.num_cpus, shape.num_gpus)
-    pending: deque[PoolJob] = deque(jobs)
+    schedule = Schedule(jobs, group_of)
     attempts: dict[int, int] = {}
     idle = list(actors)
     inflight: dict[Any, tuple[Any, PoolJob]] = {}
     results: list[Placed] = []
-    total, done = sum(job_size(j) for j in jobs), 0
+    total: dict[Hashable, int] = {}
+    for j in jobs:
+        total[group_of(j)] = total.get(group_of(j), 0) + job_size(j)
+    done = dict.fromkeys(total, 0)
+    progress = {g: p for g, p in (progress or {}).items() if p is not None and g in total}
+
+    def report(partial: dict[Hashable, int] | None = None) -> None:
+        for g, p in progress.items():
+            p(done[g] + (partial or {}).get(g, 0), total[g])
+
     try:
-        while pending or inflight:
-            while pending and idle:
-                actor, job = idle.pop(), pending.popleft()
-                inflight[actor.run.remote(job)] = (actor, job)
+        while schedule or inflight:
+            while schedule and idle:
+                a, job = schedule.assign([held[x] for x in idle])
+                actor = idle.pop(a)
+                group = group_of(job)
+                held[actor].add(group)
+                inflight[actor.run.remote(group, job)] = (actor, job)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS if progress else None)
             if not ready:
                 if progress:
-                    progress(done + _partial([a for a, _ in inflight.values()]), total)
+                    report(_partial(list(inflight.values()), group_of))
                 continue
             [ref] = ready
             actor, job = inflight.pop(ref)
+            group = group_of(job)
             try:
-                results.append(ray.get(ref))
-                done += job_size(job)
+                results.append(replace(ray.get(ref), job=job))
+                done[group] += job_size(job)
                 idle.append(actor)
             except (RayActorError, RayTaskError) as e:
+                if isinstance(cause := getattr(e, "cause", None), WorkerStartError):
+                    raise ActorStartError(cause.message, group) from e
                 if isinstance(e, RayActorError) and e.actor_init_failed:
                     raise ActorStartError(_cause(e)) from e
                 attempts[id(job)] = attempts.get(id(job), 0) + 1
+                where = label if group is None else f"{label} {group}".strip()
                 if attempts[id(job)] > max_retries:
-                    raise ShardFailedError(f"{job.name} failed {attempts[id(job)]} times ({label}): {e}") from e
-                logger.warning("%s failed (%s, attempt %d), retrying: %s", job.name, label, attempts[id(job)], e)
-                pending.append(job)
+                    raise ShardFailedError(f"{job.name} failed {attempts[id(job)]} times ({where}): {e}") from e
+                logger.warning("%s failed (%s, attempt %d), retrying: %s", job.name, where, attempts[id(job)], e)
+                schedule.push(job)
                 if isinstance(e, RayTaskError):
                     idle.append(actor)  # the job failed, the actor is fine
                 elif not idle and not inflight:
                     logger.warning("%s: no actor left, starting a new one", label)
                     actors.append(new_actor())
+                    held[actors[-1]] = set()
                     idle.append(actors[-1])
             if progress:
-                progress(done, total)
+                report()
     finally:
         for a in actors:
             ray.kill(a)
     return results
 
 
-def _partial(busy: list[Any]) -> int:
-    """Units done of the jobs that busy actors are running (0 for one that does not answer)."""
+def _partial(busy: list[tuple[Any, Any]], group_of: Callable[[Any], Hashable]) -> dict[Hashable, int]:
+    """Units done, by group, of the jobs that busy ``(actor, job)`` pairs are running (none
+    where an actor does not answer)."""
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
 
-    refs = [a.progress.remote() for a in busy]
+    refs = [a.progress.remote() for a, _ in busy]
     try:
-        return sum(ray.get(refs, timeout=POLL_SECONDS))
+        counts = ray.get(refs, timeout=POLL_SECONDS)
     except (GetTimeoutError, RayActorError):
-        return 0
+        return {}
+    out: dict[Hashable, int] = {}
+    for (_, job), units in zip(busy, counts):
+        out[group_of(job)] = out.get(group_of(job), 0) + int(units)
+    return out
 
 
 def run_tasks(

@@ -130,6 +130,23 @@ def test_bench_perf_memory_reports_every_stage(tmp_path: Path, tiny_beir: Path):
         assert _finite(s["peak_small_mb"]) and _finite(s["peak_large_mb"]) and _finite(s["growth"]), s
 
 
+def test_bench_perf_times_several_models_on_one_pool_and_one_after_another(
+    tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path
+):
+    out = tmp_path / "perf.json"
+    argv = ["bench", "perf", "--only", "models", "--corpus", str(tiny_beir), "--models", f"{tiny_model_dir},lexical"]
+    argv += ["--models-docs", "30", "--models-shards", "3", "--repeats", "1", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    variants = {f["variant"] for f in result["figures"] if f["measurement"] == "embed-models"}
+    assert variants == {"one-pool", "model-after-model", "bare-loops"}
+    assert all(_finite(f["median_s"]) and f["items"] == 60 for f in result["figures"])
+    pairs = {(r["numerator"], r["denominator"]) for r in result["ratios"]}
+    assert ("one-pool", "model-after-model") in pairs and ("one-pool", "bare-loops") in pairs
+    details = result["details"]["embed-models"]
+    assert details["identical_outputs"] is True and details["shards"] == 3
+
+
 def test_bench_perf_rejects_unknown_measurement(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "perf", "--only", "embed,gpu-magic"])

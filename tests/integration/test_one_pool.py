@@ -1,0 +1,138 @@
+"""Several base models, one pool: the jobs of every group (model) run on one pool of actors
+sized for the cluster, longest first, each actor building a group's worker on its first job
+of that group and keeping it. On a real local Ray with room for two actors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from cecq.errors import ModelLoadError
+from cecq.storage import Store
+from tests.helpers.corpora import write_corpus
+from tests.helpers.local_ray import local_ray
+
+UNIT_S = 0.5  # seconds a unit of cost sleeps
+
+
+@pytest.fixture(scope="module")
+def two_actor_ray():
+    """A local Ray whose 8 logical CPUs make :func:`actor_shape` size a pool of two actors."""
+    yield from local_ray(8)
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str
+    group: str
+    cost: float
+    size: int = 10
+
+
+class _Sleeper:
+    """A group's worker: sleeps its job's cost; says where and when it ran, and when it was built."""
+
+    def __init__(self, group: str, context):
+        self.group, self.built = group, time.time()
+
+    def __call__(self, job: _Job) -> tuple:
+        if job.group != self.group:
+            raise AssertionError(f"{job.name} of {job.group} ran on the worker of {self.group}")
+        start = time.time()
+        time.sleep(job.cost * UNIT_S)
+        return job.group, job.name, start, time.time(), os.getpid(), self.built
+
+
+def _broken(context):
+    raise OSError("no weights here")
+
+
+def test_jobs_of_two_models_share_one_pool_longest_first(two_actor_ray):
+    """Model after model, b's jobs would start only when all of a's are done; on one pool
+    a's longest and b's longest start together, and the pool never exceeds its actors."""
+    from cecq.pipeline import ray_pool
+
+    assert ray_pool.actor_shape().count == 2
+    jobs = [_Job("a-long", "a", 4), _Job("a1", "a", 1), _Job("a2", "a", 1), _Job("b1", "b", 3), _Job("b2", "b", 3)]
+    seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+    placed = ray_pool.run_groups(
+        {g: functools.partial(_Sleeper, g) for g in "ab"},
+        jobs,
+        label="test",
+        progress={g: (lambda d, t, g=g: seen[g].append((d, t))) for g in "ab"},
+    )
+    runs = {p.value[1]: p.value for p in placed}
+    assert sorted(runs) == sorted(j.name for j in jobs)
+    assert all(p.job.name == p.value[1] for p in placed)  # each result comes back with its job
+    assert len({r[4] for r in runs.values()}) == 2  # two actors, not a pool a model
+    # b's first job started before a's longest (which started first) ended.
+    assert min(r[2] for r in runs.values() if r[0] == "b") < runs["a-long"][3]
+    # Each actor built each group's worker once, before that group's first job there.
+    builds: dict[tuple[int, str], set[float]] = {}
+    for group, _, start, _, pid, built in runs.values():
+        builds.setdefault((pid, group), set()).add(built)
+        assert built <= start
+    assert all(len(b) == 1 for b in builds.values())
+    assert seen["a"][-1] == (30, 30) and seen["b"][-1] == (20, 20)  # progress per group, in its units
+
+
+def test_a_worker_that_fails_to_build_names_its_group(two_actor_ray):
+    from cecq.pipeline import ray_pool
+
+    with pytest.raises(ray_pool.ActorStartError, match="OSError: no weights here") as e:
+        ray_pool.run_groups(
+            {"a": functools.partial(_Sleeper, "a"), "bad": _broken},
+            [_Job("a1", "a", 1), _Job("x", "bad", 2)],
+        )
+    assert e.value.group == "bad"
+
+
+def test_embed_models_on_one_pool_matches_model_after_model(two_actor_ray, tmp_path, tiny_model_dir, tiny_model_dir_48):
+    """Byte-identical shards and the same per-model results as one model at a time; a rerun
+    skips every committed shard; a copy of a model with other weights is a ModelLoadError."""
+    from cecq.encoders import model_fingerprint
+    from cecq.pipeline.corpus import shard_corpus
+    from cecq.pipeline.fanout import embed_model, embed_models
+
+    corpus = tmp_path / "docs.jsonl"
+    write_corpus(corpus, n=60)
+    models = [str(tiny_model_dir), str(tiny_model_dir_48)]
+    fps = [model_fingerprint(m) for m in models]
+    pooled, single = Store(str(tmp_path / "pooled")), Store(str(tmp_path / "single"))
+    m_pooled = shard_corpus(str(corpus), pooled, shard_rows=20)
+    m_single = shard_corpus(str(corpus), single, shard_rows=20)
+
+    seen: dict[str, list] = {m: [] for m in models}
+    progress = {m: (lambda d, t, m=m: seen[m].append((d, t))) for m in models}
+    got = embed_models(pooled, m_pooled, models, batch_size=8, progress=progress, fingerprints=fps)
+    want = [embed_model(single, m_single, m, batch_size=8, fingerprint=fp) for m, fp in zip(models, fps)]
+
+    assert [r.model for r in got] == models
+    for g, w in zip(got, want):
+        assert (g.model_key, g.shards, g.skipped_shards, g.embedded_documents, g.truncated_documents) == (
+            w.model_key,
+            w.shards,
+            w.skipped_shards,
+            w.embedded_documents,
+            w.truncated_documents,
+        )
+        assert g.info == w.info and g.fingerprint == w.fingerprint and g.embedded_documents == 60
+    files = sorted(p for p in pooled.glob("embeddings/*/*") if ".tmp-" not in p)
+    assert len(files) == 2 * 3
+    for rel in files:
+        assert pooled.read_bytes(rel) == single.read_bytes(rel), rel
+    assert all(seen[m][-1] == (60, 60) for m in models)
+
+    again = embed_models(pooled, m_pooled, models, batch_size=8, fingerprints=fps)
+    assert [(r.skipped_shards, r.embedded_documents) for r in again] == [(3, 0), (3, 0)]
+
+    other = Store(str(tmp_path / "other"))
+    m_other = shard_corpus(str(corpus), other, shard_rows=20)
+    with pytest.raises(
+        ModelLoadError, match=r"model '.*48.*' could not be loaded by the embedding actors: .*not the run's"
+    ):
+        embed_models(other, m_other, models, batch_size=8, fingerprints=[fps[0], "sha256:" + "0" * 64])
