@@ -130,6 +130,7 @@ def test_bench_perf_memory_reports_every_stage(tmp_path: Path, tiny_beir: Path):
         assert _finite(s["peak_small_mb"]) and _finite(s["peak_large_mb"]) and _finite(s["growth"]), s
 
 
+@pytest.mark.slow
 def test_bench_perf_times_several_models_on_one_pool_and_one_after_another(
     tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path
 ):

@@ -91,6 +91,7 @@ def test_a_worker_that_fails_to_build_names_its_group(two_actor_ray):
     assert e.value.group == "bad"
 
 
+@pytest.mark.slow
 def test_embed_models_on_one_pool_matches_model_after_model(two_actor_ray, tmp_path, tiny_model_dir, tiny_model_dir_48):
     """Byte-identical shards and the same per-model results as one model at a time; a rerun
     skips every committed shard; a copy of a model with other weights is a ModelLoadError."""
