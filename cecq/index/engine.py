@@ -67,6 +67,7 @@ def from_bytes(data: bytes, where: str) -> Any:
 
 
 ASSIGN_BLOCK = 2048  # documents assigned to their clusters at a time
+ROWS_PER_SHORTLIST_SLOT = 1000  # a group's first shortlist: at least one candidate per this many documents
 MAX_SHORTLIST = 1 << 15  # candidates a query and list group at most, when a shortlist is grown
 MAX_GROUPS = 64
 
@@ -154,6 +155,8 @@ class GroupedSearcher:
             raise ValueError(f"index has {self.inner.nlist} lists, its record {clusters} x {width}")
         q = faiss.downcast_index(self.inner.quantizer)
         self.centroids = np.ascontiguousarray(q.reconstruct_n(0, q.ntotal)[::width])  # strided: a slow matmul
+        sizes = np.array([self.inner.invlists.list_size(i) for i in range(self.inner.nlist)], np.int64)
+        self.group_rows = sizes.reshape(clusters, width)[:, : self.groups].sum(axis=0)  # documents a group
         self._lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _list(self, lst: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +227,11 @@ class GroupedSearcher:
         q = np.ascontiguousarray(q, dtype=np.float32)
         n, probe = len(q), self.probe(q, nprobe)
         start = k if self.layout.exact_scores else k * shortlist
-        sizes = [start] * self.groups
+        # A group searched further is scanned again whole, so its first shortlist grows with
+        # the documents it probes: at 10M codes, 100 a group rescanned 9 of 12 groups once
+        # and 2 twice (1.1 s a query, against 0.47 s for one pass).
+        probed = self.group_rows * min(nprobe, self.clusters) / self.clusters
+        sizes = [int(min(MAX_SHORTLIST, max(start, p // ROWS_PER_SHORTLIST_SLOT))) for p in probed]
         cand_s = [np.full((n, 0), -np.inf, np.float32) for _ in range(self.groups)]
         cand_i = [np.full((n, 0), -1, np.int64) for _ in range(self.groups)]
         bounds = np.full((n, self.groups), -np.inf)
