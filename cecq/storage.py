@@ -140,6 +140,16 @@ def digest(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
+def file_digest(path: str) -> str:
+    """``digest`` of a local file's bytes, read in blocks (never whole in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    h.update(b"\x00")
+    return h.hexdigest()
+
+
 def json_bytes(obj: Any) -> bytes:
     """How the store writes JSON: indented, keys sorted, UTF-8."""
     return json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")

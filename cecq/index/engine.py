@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ import numpy as np
 
 from cecq.errors import IndexFileError
 from cecq.index.layouts import CodeLayout
+from cecq.storage import file_digest
 
 
 def inner_index(index: Any) -> Any:
@@ -48,12 +48,7 @@ def write_index_file(index: Any, path: str) -> tuple[int, str]:
     import faiss
 
     faiss.write_index(index, path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    h.update(b"\x00")  # as cecq.storage.digest of the whole file
-    return os.path.getsize(path), h.hexdigest()
+    return os.path.getsize(path), file_digest(path)
 
 
 def from_bytes(data: bytes, where: str) -> Any:
