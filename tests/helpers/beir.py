@@ -76,3 +76,18 @@ def small_eval_config(model_dir: Path, **overrides):
         "budgets": (2,),
     }
     return EvalConfig(**{**base, **overrides})
+
+
+def lexical_eval_config(**overrides):
+    """The quickest ``cecq eval`` configuration: the lexical view alone (24 dims), 8 dims at
+    2 bits, asymmetric scoring, a decoder trained for 2 epochs."""
+    from cecq.config import DecoderConfig, EvalConfig, ModelSpec
+
+    base = {
+        "models": (ModelSpec("lexical", dim=24),),
+        "dims": (8,),
+        "bits": (2,),
+        "scorings": ("asymmetric",),
+        "decoder": DecoderConfig(max_epochs=2),
+    }
+    return EvalConfig(**{**base, **overrides})

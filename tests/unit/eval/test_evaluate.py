@@ -11,7 +11,7 @@ import pytest
 from cecq.config import DecoderConfig, EvalConfig, ModelSpec
 from cecq.eval.beir import load_beir
 from cecq.eval.evaluate import evaluate_task, format_table, mteb_scores, write_json
-from tests.helpers.beir import small_eval_config
+from tests.helpers.beir import lexical_eval_config, small_eval_config
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +119,7 @@ def test_mteb_scores_of_perfect_and_reversed_rankings(tiny_beir):
 
 def test_single_model_with_rescoring(tiny_beir):
     task = load_beir(tiny_beir)
-    config = EvalConfig(
-        models=(ModelSpec("lexical", dim=24),),
-        dims=(8,),
-        bits=(2,),
-        scorings=("asymmetric",),
-        decoder=DecoderConfig(max_epochs=2),
-        rescore=20,
-    )
+    config = lexical_eval_config(rescore=20)
     records = evaluate_task(task, config)
     assert [(r.name, r.scoring) for r in records] == [
         ("model:lexical", "float"),

@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 
 from cecq.cli import build_parser, main
-from cecq.config import DecoderConfig, EvalConfig, ModelSpec
+from cecq.config import EvalConfig, ModelSpec
 from cecq.errors import ConfigError, DataError
 from cecq.eval.beir import load_beir, load_beir_corpus
 from cecq.eval.evaluate import evaluate_task
-from tests.helpers.beir import small_eval_config, synthetic_beir_parts, write_beir
+from tests.helpers.beir import lexical_eval_config, small_eval_config, synthetic_beir_parts, write_beir
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +88,7 @@ def test_a_lexical_only_eval_fits_on_the_fit_corpus(tiny_beir, fit_dirs, tmp_pat
     """One fitted view and the cache: the lexical model is fitted on the other corpus, whose
     vocabulary is the same topics' here; its cache key differs from the in-corpus fit's."""
     task = load_beir(tiny_beir)
-    config = EvalConfig(
-        models=(ModelSpec("lexical", dim=24),),
-        dims=(8,),
-        bits=(2,),
-        scorings=("asymmetric",),
-        decoder=DecoderConfig(max_epochs=2),
-    )
+    config = lexical_eval_config()
     own = evaluate_task(task, config, cache_dir=tmp_path)
     other = evaluate_task(task, replace(config, fit_corpus=str(fit_dirs[0])), cache_dir=tmp_path)
     assert [r.name for r in own] == [r.name for r in other]
