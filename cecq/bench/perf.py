@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cecq.bench import perf_compute, perf_embed, perf_memory, perf_models, perf_scaleout, perf_search
+from cecq.bench import perf_compute, perf_embed, perf_memory, perf_models, perf_process, perf_scaleout, perf_search
 from cecq.bench.timing import Figure, Ratio
 from cecq.config import DEFAULT_MODELS
 from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
-MEASUREMENTS = ("embed", "models", "compress", "search", "memory", "scaleout")
+MEASUREMENTS = ("embed", "models", "process", "compress", "search", "memory", "scaleout")
+# Measurements that run only when --only names them (the whole process on SciFact takes ~20 min here).
+OPT_IN = ("process",)
 DEFAULT_CORPUS = "../shared/data/scifact"
 
 
@@ -58,9 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--only",
         type=_only,
-        default=MEASUREMENTS,
+        default=tuple(m for m in MEASUREMENTS if m not in OPT_IN),
         metavar="LIST",
-        help=f"comma-separated measurements to run (default all: {','.join(MEASUREMENTS)})",
+        help=f"comma-separated measurements to run (of {','.join(MEASUREMENTS)}; default all but {','.join(OPT_IN)})",
     )
     p.add_argument(
         "--json", dest="json_out", default="cecq-perf.json", metavar="OUT.json", help="where to write the figures"
@@ -84,6 +86,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--models-docs", type=int, default=300, help="documents to embed with every model (default 300)")
     g.add_argument("--models-shards", type=int, default=6, help="shards the documents are split into (default 6)")
+    g = p.add_argument_group(
+        "process", "the whole embed-corpus process against a bare process encoding the same texts (opt-in)"
+    )
+    g.add_argument(
+        "--process-docs", type=int, default=0, help="documents of --corpus (default 0: all of them, as a user runs it)"
+    )
+    g.add_argument(
+        "--process-models",
+        default=f"all-MiniLM-L6-v2;{','.join(DEFAULT_MODELS)}",
+        metavar="M[,M...][;M...]",
+        help="model sets, ';' between sets (default: MiniLM alone; then the pipeline's default models)",
+    )
     g = p.add_argument_group("scaleout", "two Ray nodes started on this machine against one (same model and corpus)")
     g.add_argument("--scaleout-docs", type=int, default=400, help="documents to embed (default 400)")
     g.add_argument("--scaleout-shards", type=int, default=8, help="shards the documents are split into (default 8)")
@@ -255,7 +269,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "environment": environment(),
         "config": {k: v for k, v in vars(args).items() if k != "func"},
     }
-    needs_corpus = {"embed", "models", "memory", "scaleout"} & set(args.only)
+    needs_corpus = {"embed", "models", "process", "memory", "scaleout"} & set(args.only)
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
@@ -290,6 +304,14 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         figures += f
         ratios += r
         details["embed-models"] = d
+    if "process" in args.only:
+        texts = perf_embed.corpus_texts(args.corpus, args.process_docs or sys.maxsize)
+        for models in (m for m in args.process_models.split(";") if m.strip()):
+            names = [m.strip() for m in models.split(",") if m.strip()]
+            f, r, d = perf_process.measure(texts, names, args.batch_size, args.repeats, workdir)
+            figures += f
+            ratios += r
+            details[f"process:{'+'.join(names)}"] = d
     if "compress" in args.only:
         dims = tuple(int(d) for d in args.model_dims.split(","))
         f, r, d = perf_compute.measure_compress(

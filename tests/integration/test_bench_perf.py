@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -146,6 +147,41 @@ def test_bench_perf_times_several_models_on_one_pool_and_one_after_another(
     assert ("one-pool", "model-after-model") in pairs and ("one-pool", "bare-loops") in pairs
     details = result["details"]["embed-models"]
     assert details["identical_outputs"] is True and details["shards"] == 3
+
+
+def test_bare_process_encodes_with_every_model_and_times_each(tmp_path: Path, tiny_model_dir: Path):
+    from cecq.bench.perf_embed import write_jsonl
+
+    url = write_jsonl(tmp_path / "c.jsonl", [f"document {i} about topic {i % 3}" for i in range(12)])
+    cmd = [sys.executable, "-m", "cecq.bench.perf_process", "bare", url, "4", str(tiny_model_dir), "lexical"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(runs) == {str(tiny_model_dir), "lexical"}
+    assert _finite(runs[str(tiny_model_dir)]["load_s"]) and all(_finite(r["encode_s"]) for r in runs.values())
+    usage = subprocess.run([sys.executable, "-m", "cecq.bench.perf_process", "bare"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+@pytest.mark.slow
+def test_bench_perf_times_the_whole_embed_corpus_process_against_a_bare_one(
+    tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path
+):
+    out = tmp_path / "perf.json"
+    argv = ["bench", "perf", "--only", "process", "--corpus", str(tiny_beir), "--process-models", str(tiny_model_dir)]
+    argv += ["--process-docs", "20", "--repeats", "1", "--workdir", str(tmp_path / "w"), "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    figs = {f["variant"]: f for f in result["figures"]}
+    assert set(figs) == {"cecq-embed-corpus", "bare-encode", "bare-process"}
+    assert all(_finite(f["median_s"]) and f["items"] == 20 for f in figs.values())
+    # the bare process's encode is part of its wall time; the whole run is more than its own steps
+    assert figs["bare-encode"]["median_s"] < figs["bare-process"]["median_s"]
+    (target,) = [r for r in result["ratios"] if r["denominator"] == "bare-encode"]
+    assert target["numerator"] == "cecq-embed-corpus" and target["target"] == 0.95
+    details = result["details"][f"process:{tiny_model_dir}"]
+    (steps,) = details["cecq_steps_s"]
+    assert {"embed", "compress"} <= set(steps), steps
+    assert details["cecq_outside_steps_s"][0] > 0
 
 
 def test_bench_perf_rejects_unknown_measurement(capsys):

@@ -1,0 +1,122 @@
+"""The whole run as the user waits for it: a fresh ``cecq embed-corpus`` process (CLI imports,
+Prefect's API, Ray, actors, embedding, training, compression, publishing, shutdown) against
+a bare process that loads the same models and encodes the same texts.
+
+The target compares the whole ``embed-corpus`` process with the bare process's encode time
+alone (``SentenceTransformer.encode(texts, batch_size=B)``; a corpus-fitted model's fit and
+encode), summed over the models: everything cecq adds around the encoding counts against it.
+The bare process's own wall time (imports and model loads included) is reported beside it.
+
+The bare side runs as ``python -m cecq.bench.perf_process bare CORPUS.jsonl BATCH MODEL...``
+and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cecq.bench.timing import Figure, Ratio, interleaved, ratio
+
+CECQ = str(Path(sys.executable).with_name("cecq"))
+# The issue's targets: MiniLM alone at least 0.95x its bare encode; several models at least
+# 1.0x the sum of their bare encodes.
+TARGET_ONE_MODEL, TARGET_MODELS = 0.95, 1.0
+
+
+def bare(corpus: str, batch_size: int, models: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Load every model and encode the corpus's texts with it, the plain way; seconds of each part."""
+    from cecq.encoders import is_fitted, load_encoder, resolve_model
+    from cecq.eval.beir import read_beir_corpus
+
+    out: dict[str, dict[str, float]] = {}  # imports are the process's wall time less these
+    _, texts, _ = read_beir_corpus(Path(corpus))
+    for name in models:
+        t0 = time.perf_counter()
+        if is_fitted(name):  # cecq's own kind: fitting it on the corpus is part of its bare work
+            encoder = load_encoder(name, fit_texts=texts)
+            encoder.encode(texts, "document")
+            out[name] = {"load_s": 0.0, "encode_s": time.perf_counter() - t0}
+            continue
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(resolve_model(name), device="cpu")
+        t1 = time.perf_counter()
+        model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        out[name] = {"load_s": t1 - t0, "encode_s": time.perf_counter() - t1}
+    return out
+
+
+def measure(
+    texts: list[str], models: Sequence[str], batch_size: int, repeats: int, workdir: Path
+) -> tuple[list[Figure], list[Ratio], dict]:
+    """Time ``embed-corpus`` over ``texts`` with ``models`` against the bare process, ``repeats`` times."""
+    from cecq.bench.perf_embed import write_jsonl  # here: the bare child must not import Ray and the pipeline
+
+    models = list(models)
+    label = "+".join(models)
+    url = write_jsonl(workdir / f"process-{len(texts)}.jsonl", texts)
+    env = dict(os.environ)  # as the user's shell has it (a configured Prefect API or Ray is used)
+    bare_runs: list[dict[str, dict[str, float]]] = []
+    steps: list[dict[str, float]] = []  # the flow's own seconds per step, from its summary
+
+    def cecq_run(r: int) -> None:
+        store = workdir / f"process-{label.replace('/', '_')}-{r}"
+        cmd = [CECQ, "embed-corpus", url, "--store", str(store), "--batch-size", str(batch_size), "--json"]
+        for m in models:
+            cmd += ["--model", m]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        steps.append(json.loads(done.stdout)["summary"]["seconds"])
+
+    def bare_run(_: int) -> None:
+        cmd = [sys.executable, "-m", "cecq.bench.perf_process", "bare", url, str(batch_size), *models]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        bare_runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    times = interleaved({"cecq-embed-corpus": cecq_run, "bare-process": bare_run}, repeats)
+    times["bare-encode"] = [sum(run[m]["encode_s"] for m in models) for run in bare_runs]
+    measurement = f"process:{label}"
+    n = len(texts)
+    what = {
+        "cecq-embed-corpus": f"a fresh `cecq embed-corpus` process over {n} documents with {', '.join(models)}, "
+        f"batch {batch_size}, on its defaults: CLI imports, Prefect's API, Ray, actors, embedding, training, "
+        "compression, publishing and shutdown",
+        "bare-encode": f"the bare process's encode time alone, summed over the models: "
+        f"SentenceTransformer.encode(texts, batch_size={batch_size}); a corpus-fitted model's fit and encode",
+        "bare-process": "the bare process's whole wall time: imports, model loads, reading the texts, encoding",
+    }
+    figs = {name: Figure(measurement, name, n, "docs", secs, what[name]) for name, secs in times.items()}
+    target = TARGET_ONE_MODEL if len(models) == 1 else TARGET_MODELS
+    ratios = [ratio(figs, "cecq-embed-corpus", "bare-encode", target), ratio(figs, "cecq-embed-corpus", "bare-process")]
+    # Where the process's time went: the flow's steps, and the rest (CLI imports, Prefect's API
+    # and Ray starting, shutdown), by repeat.
+    outside = [wall - sum(s.values()) for wall, s in zip(times["cecq-embed-corpus"], steps)]
+    details = {
+        "docs": n,
+        "models": models,
+        "bare_runs": bare_runs,
+        "cecq_steps_s": steps,
+        "cecq_outside_steps_s": outside,
+    }
+    return list(figs.values()), ratios, details
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) < 4 or argv[0] != "bare":
+        print("usage: python -m cecq.bench.perf_process bare CORPUS.jsonl BATCH MODEL...", file=sys.stderr)
+        return 2
+    print(json.dumps(bare(argv[1], int(argv[2]), argv[3:])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
