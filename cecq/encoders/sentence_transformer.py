@@ -326,10 +326,11 @@ class SentenceTransformerEncoder(Encoder):
         if n:
             self.truncated += n
             logger.info("%s: %d of %d texts exceed %d tokens and are truncated", self.name, n, len(texts), limit)
-        # Length bucketing over everything passed in (a whole shard in the pipeline): batches
-        # of texts of similar token length waste little compute on padding. sentence-transformers
-        # sorts too, but by characters, which orders tokens only roughly (numbers, code and
-        # non-English text take more tokens per character). Longest first, as it does.
+        # Length bucketing over everything passed in (in the pipeline, a chunk of a shard that was
+        # sorted longest first by characters): batches of texts of similar token length waste
+        # little compute on padding. sentence-transformers sorts too, but by characters, which
+        # orders tokens only roughly (numbers, code and non-English text take more tokens per
+        # character). Longest first, as it does.
         order = np.argsort(-lengths, kind="stable") if lengths is not None else np.arange(len(texts))
         # Fixed batch_size: measured on CPU, larger batches of short texts (a token budget)
         # ran slower than batches of 64, not faster.

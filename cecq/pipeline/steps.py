@@ -101,7 +101,8 @@ def embed_shard(
     Skipped when ``out_rel`` is already committed whole (a damaged one is rewritten).
     ``previous`` maps ``(id, content_hash)`` to a vector from an earlier run: those
     documents are not embedded again. Texts are encoded :data:`PROGRESS_CHUNK` at a time,
-    and ``progress(documents done)`` called between chunks.
+    longest first, and ``progress(documents done)`` called between chunks; vectors are
+    written in the shard's row order.
     """
     if is_whole(store, out_rel, shard.rows):
         return EmbedShardResult(out_rel, shard.rows, skipped=True)
@@ -114,6 +115,11 @@ def embed_shard(
     todo = [i for i, key in enumerate(zip(ids, hashes)) if not previous or key not in previous]
     for i in set(range(len(ids))) - set(todo):
         vectors[i] = previous[(ids[i], hashes[i])]
+    # Longest first by characters across the whole shard, then chunks: the encoder sorts only
+    # within what it is given, so chunks taken in corpus order mixed short and long texts
+    # (MiniLM's padded tokens, 1,000 long-tailed SciFact texts: 1.68x the real ones in chunks
+    # of 512, 1.29x sorted first, 1.28x sorted whole; natural SciFact 1.034x, 1.013x, 1.004x).
+    todo.sort(key=lambda i: -len(texts[i]))
     truncated_before = encoder.truncated
     done = len(ids) - len(todo)  # reused vectors are done at once
     for start in range(0, len(todo), PROGRESS_CHUNK):
