@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cecq.bench.timing import Figure, Ratio, interleaved, ratio
+from cecq.encoders import is_fitted, load_encoder, resolve_model
+from cecq.eval.beir import read_beir_corpus
 
 CECQ = str(Path(sys.executable).with_name("cecq"))
 # The issue's targets: MiniLM alone at least 0.95x its bare encode; several models at least
@@ -31,9 +33,6 @@ TARGET_ONE_MODEL, TARGET_MODELS = 0.95, 1.0
 
 def bare(corpus: str, batch_size: int, models: Sequence[str]) -> dict[str, dict[str, float]]:
     """Load every model and encode the corpus's texts with it, the plain way; seconds of each part."""
-    from cecq.encoders import is_fitted, load_encoder, resolve_model
-    from cecq.eval.beir import read_beir_corpus
-
     out: dict[str, dict[str, float]] = {}  # imports are the process's wall time less these
     _, texts, _ = read_beir_corpus(Path(corpus))
     for name in models:
@@ -56,7 +55,7 @@ def measure(
     texts: list[str], models: Sequence[str], batch_size: int, repeats: int, workdir: Path
 ) -> tuple[list[Figure], list[Ratio], dict]:
     """Time ``embed-corpus`` over ``texts`` with ``models`` against the bare process, ``repeats`` times."""
-    from cecq.bench.perf_embed import write_jsonl  # here: the bare child must not import Ray and the pipeline
+    from cecq.bench.perf_embed import write_jsonl  # heavy: Ray and the pipeline, kept out of the bare child
 
     models = list(models)
     label = "+".join(models)
