@@ -24,7 +24,7 @@ from cecq.config import DEFAULT_MODELS
 from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
 MEASUREMENTS = ("embed", "models", "process", "compress", "search", "memory", "scaleout")
-# Measurements that run only when --only names them (the whole process on SciFact takes ~20 min here).
+# Measurements that run only when --only names them (the whole process on SciFact took 30 min here).
 OPT_IN = ("process",)
 DEFAULT_CORPUS = "../shared/data/scifact"
 

@@ -14,13 +14,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from cecq.bench.perf_compute import bench_run
+from cecq.bench.timing import child_json
 from cecq.catalog import load_compressor, load_store_encoder, search_published
 from cecq.catalog.layout import codes_path, decoder_path, embedding_path, model_key, quantizer_path
 from cecq.catalog.records import CorpusManifest
@@ -110,10 +110,8 @@ def run_stage(stage: str, root: Path, model: str, shard_rows: int, sample_rows: 
         "--sample-rows",
         str(sample_rows),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    if out.returncode != 0:
-        raise RuntimeError(f"memory stage {stage} failed:\n{out.stderr[-3000:]}")
-    return int(json.loads(out.stdout.strip().splitlines()[-1])["maxrss_bytes"])
+    out = child_json(cmd, f"memory stage {stage}", env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    return int(out["maxrss_bytes"])
 
 
 def measure(

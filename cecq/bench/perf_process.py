@@ -14,14 +14,12 @@ and prints one JSON line.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cecq.bench.timing import Figure, Ratio, interleaved, ratio
+from cecq.bench.timing import Figure, Ratio, child_json, interleaved, ratio, run_child
 from cecq.encoders import is_fitted, load_encoder, resolve_model
 from cecq.eval.beir import read_beir_corpus
 
@@ -60,7 +58,6 @@ def measure(
     models = list(models)
     label = "+".join(models)
     url = write_jsonl(workdir / f"process-{len(texts)}.jsonl", texts)
-    env = dict(os.environ)  # as the user's shell has it (a configured Prefect API or Ray is used)
     bare_runs: list[dict[str, dict[str, float]]] = []
     steps: list[dict[str, float]] = []  # the flow's own seconds per step, from its summary
 
@@ -69,17 +66,12 @@ def measure(
         cmd = [CECQ, "embed-corpus", url, "--store", str(store), "--batch-size", str(batch_size), "--json"]
         for m in models:
             cmd += ["--model", m]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        steps.append(json.loads(done.stdout)["summary"]["seconds"])
+        # The caller's environment, as a user's shell has it (a configured Prefect API or Ray is used).
+        steps.append(json.loads(run_child(cmd, " ".join(cmd)))["summary"]["seconds"])
 
     def bare_run(_: int) -> None:
         cmd = [sys.executable, "-m", "cecq.bench.perf_process", "bare", url, str(batch_size), *models]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        bare_runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        bare_runs.append(child_json(cmd, " ".join(cmd)))
 
     times = interleaved({"cecq-embed-corpus": cecq_run, "bare-process": bare_run}, repeats)
     times["bare-encode"] = [sum(run[m]["encode_s"] for m in models) for run in bare_runs]

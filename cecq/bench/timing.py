@@ -6,7 +6,9 @@ repeat runs every variant once (alternating the order), and ratios compare media
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -74,3 +76,17 @@ def ratio(
 ) -> Ratio:
     num, den = figures[numerator], figures[denominator]
     return Ratio(num.measurement, numerator, denominator, num.rate / den.rate, target, note)
+
+
+def run_child(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    """Run a measuring child process and return its stdout; a failed child raises, naming
+    ``what`` with the end of its stderr."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def child_json(cmd: list[str], what: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`run_child`, with the child's last stdout line parsed as JSON (its result)."""
+    return json.loads(run_child(cmd, what, env).strip().splitlines()[-1])
