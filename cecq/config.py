@@ -16,10 +16,18 @@ DecoderKind = Literal["linear", "mlp"]
 DecoderInit = Literal["pca", "random"]
 DecoderLoss = Literal["mse", "neighbours"]
 Selection = Literal["prefix", "ads"]
-ModelWeights = Literal["equal", "spread"]
-# cecq eval also has "self": self-retrieval on pseudo-queries cut from the corpus (cecq.encoders.weights)
-EvalWeights = Literal["equal", "spread", "self"]
-EVAL_WEIGHTS: tuple[str, ...] = ("equal", "spread", "self")
+# Per-model concatenation weights, fitted on the corpus (cecq.encoders.weights). "guarded" is
+# the default of cecq eval and of the pipeline: spread weights, with a view dropped when it
+# finds its own documents' pseudo-queries far worse than the best view. "spread" alone let a
+# weak lexical view pull the float concatenation below MiniLM on two kept tasks.
+ModelWeights = Literal["equal", "spread", "guarded"]
+MODEL_WEIGHTS: tuple[str, ...] = ("equal", "spread", "guarded")
+DEFAULT_MODEL_WEIGHTS: ModelWeights = "guarded"
+# cecq eval also has "self": self-retrieval on pseudo-queries cut from the corpus chooses the
+# weighting itself. It was measured against spread at -2.55 nDCG@10 points on Cranfield and
+# -8.75 on ADI (+0.34 SciFact train, +0.06 CISI): its pseudo-queries flatter the lexical view.
+EvalWeights = Literal["equal", "spread", "guarded", "self"]
+EVAL_WEIGHTS: tuple[str, ...] = (*MODEL_WEIGHTS, "self")
 DecoderPolicy = Literal["reuse", "retrain", "auto"]
 
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
@@ -175,10 +183,7 @@ class EvalConfig:
     strategies: tuple[str, ...] = ()  # extra decoders, one per STRATEGIES name, scored as cecq[<name>]-*
     pairs: tuple[tuple[int, int], ...] = ()  # (dims, bits) to score; empty: every dims x bits
     budgets: tuple[int, ...] = ()  # bytes a document at which to score cecq with fitted per-dim bits
-    # "spread" stays the default: "self" (self-retrieval on pseudo-queries cut from the corpus,
-    # cecq.encoders.weights) was measured against it at -2.55 nDCG@10 points on Cranfield and
-    # -8.75 on ADI (+0.34 SciFact train, +0.06 CISI): its pseudo-queries flatter the lexical view.
-    model_weights: EvalWeights = "spread"
+    model_weights: EvalWeights = DEFAULT_MODEL_WEIGHTS
     fit_fraction: float = 1.0  # a seeded random share of the documents fits weights, decoder and quantizers
     # Another BEIR folder whose documents (corpus.jsonl only) fit everything instead of the task's own.
     fit_corpus: str | None = None
@@ -259,7 +264,7 @@ class PipelineConfig:
     decoder_policy: DecoderPolicy = "auto"
     retrain_fraction: float = 0.25  # with policy 'auto': retrain when this share of documents is new or changed
     batch_size: int = 64
-    model_weights: ModelWeights = "spread"  # per-model concatenation weights, fitted on the corpus (or "equal")
+    model_weights: ModelWeights = DEFAULT_MODEL_WEIGHTS  # per-model concatenation weights, fitted on the corpus
 
     def __post_init__(self) -> None:
         if not self.corpus:
@@ -279,8 +284,8 @@ class PipelineConfig:
         kind = resolve_kind(self.quantization, self.budget_bytes)
         object.__setattr__(self, "quantization", kind)
         self.quantizer.check(self.dims, self.bits, self.budget_bytes)
-        if self.model_weights not in ("equal", "spread"):
-            raise ConfigError(f"model_weights must be 'equal' or 'spread', got {self.model_weights!r}")
+        if self.model_weights not in MODEL_WEIGHTS:
+            raise ConfigError(f"model_weights must be one of {MODEL_WEIGHTS}, got {self.model_weights!r}")
         if self.decoder_policy not in ("reuse", "retrain", "auto"):
             raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
 

@@ -76,9 +76,10 @@ def add_fitting(p: argparse.ArgumentParser, fit_fraction: float = EvalConfig.fit
         "--weights",
         choices=EVAL_WEIGHTS,
         default=EvalConfig.model_weights,
-        help="per-model concatenation weights, fitted on the corpus only: self (self-retrieval on "
-        "pseudo-queries cut from the documents; may drop a model), spread (similarity spreads), equal "
-        f"(default {EvalConfig.model_weights})",
+        help="per-model concatenation weights, fitted on the corpus only: guarded (similarity spreads, "
+        "dropping a model that finds pseudo-queries cut from the documents far worse than the best), "
+        "spread (similarity spreads), self (the weighting that finds those pseudo-queries best, "
+        f"sparsest within a tolerance), equal (default {EvalConfig.model_weights})",
     )
     p.add_argument(
         "--fit-fraction",

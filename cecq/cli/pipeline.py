@@ -8,7 +8,7 @@ import json
 
 from cecq.catalog import current_manifest
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
-from cecq.config import PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.config import MODEL_WEIGHTS, PIPELINE_DECODER, VALID_BITS, PipelineConfig
 from cecq.index import index_kinds
 from cecq.pipeline.dry_run import plan_reindex
 from cecq.pipeline.publish import reindex_config
@@ -66,10 +66,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--weights",
-        choices=["spread", "equal"],
+        choices=MODEL_WEIGHTS,
         default=P.model_weights,
-        help="per-model concatenation weights: fitted on the corpus from similarity spreads, or equal "
-        f"(default {P.model_weights})",
+        help="per-model concatenation weights, fitted on the corpus: guarded (similarity spreads, dropping "
+        "a model that finds pseudo-queries cut from the documents far worse than the best), spread, "
+        f"or equal (default {P.model_weights})",
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     add_json(p)

@@ -19,7 +19,7 @@ from cecq.encoders.sentence_transformer import (
     SentenceTransformerEncoder,
     resolve_model,
 )
-from cecq.encoders.weights import fit_weights, self_retrieval_weights, spread_weights
+from cecq.encoders.weights import fit_weights, guarded_weights, self_retrieval_weights, spread_weights
 
 __all__ = [
     "EPS",
@@ -37,6 +37,7 @@ __all__ = [
     "encoder_class",
     "encoder_names",
     "fit_weights",
+    "guarded_weights",
     "is_fitted",
     "l2_normalize",
     "load_encoder",

@@ -1,9 +1,15 @@
 """Per-model concatenation weights, fitted on the corpus alone (never queries or judgements).
 
-Two rules:
+Three rules:
 
 - ``spread``: each model's squared weight is proportional to the spread of its cosine
-  similarities between documents (the first rule; it cannot tell a weak view from a strong one).
+  similarities between documents (the first rule; it cannot tell a weak view from a strong
+  one, and a corpus mixing titles with abstracts widens the lexical view's spread: on
+  SciFact with half its documents cut to the title, its weight rose from 0.74 to 0.86).
+- ``guarded`` (the default): the spread weights of the models that pass a self-retrieval
+  guard. Each model alone finds the pseudo-queries' answers (below); a model whose nDCG@10
+  is below ``GUARD_RATIO`` of the best model's is dropped, so a view that retrieves far
+  worse than its peers no longer drags the concatenation below them.
 - ``self`` (self-retrieval): pseudo-queries are cut from the documents themselves (one sentence,
   removed from its document; the rest of the document is the answer, the other documents are
   distractors). Every candidate weighting, each model alone included, is scored by the
@@ -12,7 +18,8 @@ Two rules:
   the largest weight being 1), so a model is dropped or down-weighted unless it clearly helps.
   A corpus-fitted model (lexical) is refitted without the pseudo-queries' sentences, or it
   would have learnt which words go with which document; exact shared words still flatter it,
-  which is one more reason to prefer the sparser weighting.
+  which is one more reason to prefer the sparser weighting (and why ``guarded`` only uses the
+  pseudo-queries to drop a view, not to weigh one).
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ SELF_POOL = 10_000  # documents searched (answers included)
 SELF_TOLERANCE = 0.02  # pseudo nDCG@10 within which the sparsest weighting is preferred (chosen on SciFact train)
 MIN_PSEUDO_QUERIES = 20  # with fewer (a corpus of titles), the spread rule decides
 MIN_QUERY_WORDS = 4
+# A view whose pseudo nDCG@10 alone is below this share of the best view's is dropped by the
+# guarded rule. Set below every ratio the shared corpora gave the lexical view against MiniLM
+# (the lowest, SciFact's, retrieves worse alone but still helps the concatenation): see
+# docs/quality-round2.md, section 5.
+GUARD_RATIO = 0.75
 
 
 def spread_weights(parts: Sequence[np.ndarray], sample_rows: int = 2000, seed: int = 0) -> list[float]:
@@ -149,36 +161,37 @@ def choose_weighting(
 
 @dataclass
 class WeightFit:
-    """The outcome of :func:`self_retrieval_weights`: the weights and what they were chosen on."""
+    """The outcome of :func:`self_retrieval_weights` or :func:`guarded_weights`: the weights
+    and what they were chosen on."""
 
     weights: list[float]
     queries: int
     candidates: list[dict] = field(default_factory=list)  # {"weights": [...], "ndcg_at_10": x}
+    rule: str = "self"
+    spread: list[float] | None = None  # guarded: the spread weights before the guard
 
     def to_dict(self) -> dict:
-        return {"rule": "self", "weights": self.weights, "queries": self.queries, "candidates": self.candidates}
+        out = {"rule": self.rule, "weights": self.weights, "queries": self.queries, "candidates": self.candidates}
+        return out if self.spread is None else {**out, "spread": self.spread}
 
 
-def self_retrieval_weights(
+def pseudo_scores(
     encoders: Sequence[Encoder],
     texts: Sequence[str],
     doc_parts: Sequence[np.ndarray],
+    candidates: Sequence[Sequence[float]],
     seed: int = 0,
     n_queries: int = SELF_QUERIES,
     pool: int = SELF_POOL,
-    tolerance: float = SELF_TOLERANCE,
-    grid: Sequence[float] = WEIGHT_GRID,
     overlap_drop: float = 0.0,
-) -> WeightFit:
-    """Per-model weights chosen by self-retrieval on the corpus (see the module docstring).
-    ``doc_parts[m]`` holds model m's embeddings of ``texts``. With fewer than
-    ``MIN_PSEUDO_QUERIES`` pseudo-queries (e.g. a corpus of titles) the spread rule decides."""
-    m = len(encoders)
-    if m == 1:
-        return WeightFit([1.0], 0)
+) -> tuple[int, list[tuple[Sequence[float], float]]]:
+    """``(pseudo-queries cut, [(weights, pseudo nDCG@10)] per candidate)``: how well each
+    weighted concatenation finds the answers of pseudo-queries cut from ``texts`` among the
+    other documents. ``doc_parts[m]`` holds model m's embeddings of ``texts``. With fewer than
+    ``MIN_PSEUDO_QUERIES`` pseudo-queries (e.g. a corpus of titles) nothing is scored."""
     pq = pseudo_queries(texts, n_queries, seed, overlap_drop)
     if len(pq.rows) < MIN_PSEUDO_QUERIES:
-        return WeightFit(spread_weights(doc_parts, seed=seed), len(pq.rows))
+        return len(pq.rows), []
     rng = np.random.default_rng(seed + 1)
     others = np.setdiff1d(np.arange(len(texts)), pq.rows)
     others = rng.choice(others, min(len(others), max(0, pool - len(pq.rows))), replace=False)
@@ -199,25 +212,79 @@ def self_retrieval_weights(
     sims = [q @ p.T for q, p in zip(q_parts, pool_parts)]
     answers = np.arange(len(pq.rows))
     results = []
-    for w in candidate_weightings(m, grid):
+    for w in candidates:
         num = sum(np.float32(x) ** 2 * s for x, s in zip(w, sims))
         dn = np.sqrt(sum(np.float32(x) ** 2 * nonempty_rows(p) for x, p in zip(w, pool_parts)))
         results.append((w, float(ndcg_of_answers(num / np.maximum(dn, 1e-12)[None, :], answers).mean())))
-    chosen = choose_weighting(results, tolerance)
-    return WeightFit(
-        [float(x) for x in chosen[0]],
-        len(pq.rows),
-        [{"weights": [float(x) for x in w], "ndcg_at_10": round(s, 6)} for w, s in results],
+    return len(pq.rows), results
+
+
+def _candidates(results: Sequence[tuple[Sequence[float], float]]) -> list[dict]:
+    return [{"weights": [float(x) for x in w], "ndcg_at_10": round(s, 6)} for w, s in results]
+
+
+def self_retrieval_weights(
+    encoders: Sequence[Encoder],
+    texts: Sequence[str],
+    doc_parts: Sequence[np.ndarray],
+    seed: int = 0,
+    n_queries: int = SELF_QUERIES,
+    pool: int = SELF_POOL,
+    tolerance: float = SELF_TOLERANCE,
+    grid: Sequence[float] = WEIGHT_GRID,
+    overlap_drop: float = 0.0,
+) -> WeightFit:
+    """Per-model weights chosen by self-retrieval on the corpus (see the module docstring).
+    ``doc_parts[m]`` holds model m's embeddings of ``texts``. With fewer than
+    ``MIN_PSEUDO_QUERIES`` pseudo-queries (e.g. a corpus of titles) the spread rule decides."""
+    m = len(encoders)
+    if m == 1:
+        return WeightFit([1.0], 0)
+    queries, results = pseudo_scores(
+        encoders, texts, doc_parts, candidate_weightings(m, grid), seed, n_queries, pool, overlap_drop
     )
+    if not results:
+        return WeightFit(spread_weights(doc_parts, seed=seed), queries)
+    chosen = choose_weighting(results, tolerance)
+    return WeightFit([float(x) for x in chosen[0]], queries, _candidates(results))
+
+
+def guarded_weights(
+    encoders: Sequence[Encoder],
+    texts: Sequence[str],
+    doc_parts: Sequence[np.ndarray],
+    seed: int = 0,
+    ratio: float = GUARD_RATIO,
+    n_queries: int = SELF_QUERIES,
+    spread: Sequence[float] | None = None,
+) -> WeightFit:
+    """The ``guarded`` rule: spread weights (:func:`spread_weights`; ``spread`` if given, e.g.
+    fitted on a larger sample) of the models whose self-retrieval nDCG@10 alone is at least
+    ``ratio`` of the best model's; the others get 0. With one model, or too few
+    pseudo-queries to judge, the spread weights stand."""
+    m = len(encoders)
+    spread = list(spread) if spread is not None else spread_weights(doc_parts, seed=seed)
+    if m == 1:
+        return WeightFit(spread, 0, rule="guarded")
+    singles = [tuple(float(i == j) for i in range(m)) for j in range(m)]
+    queries, results = pseudo_scores(encoders, texts, doc_parts, singles, seed, n_queries)
+    if not results:
+        return WeightFit(spread, queries, rule="guarded")
+    best = max(score for _, score in results)
+    kept = [score >= ratio * best for _, score in results]
+    top = max(w for w, k in zip(spread, kept) if k)
+    weights = [w / top if k else 0.0 for w, k in zip(spread, kept)]
+    return WeightFit(weights, queries, _candidates(results), rule="guarded", spread=spread)
 
 
 def fit_weights(
     how: str, encoders: Sequence[Encoder], texts: Sequence[str], doc_parts: Sequence[np.ndarray], seed: int = 0
 ) -> tuple[list[float] | None, dict]:
-    """Per-model weights by rule ``how`` (``self``, ``spread`` or ``equal``) from corpus
-    documents only: ``(weights or None for equal, a description of the fit)``."""
-    if how == "self":
-        fit = self_retrieval_weights(encoders, texts, doc_parts, seed=seed)
+    """Per-model weights by rule ``how`` (``guarded``, ``self``, ``spread`` or ``equal``) from
+    corpus documents only: ``(weights or None for equal, a description of the fit)``."""
+    if how in ("self", "guarded"):
+        rule = self_retrieval_weights if how == "self" else guarded_weights
+        fit = rule(encoders, texts, doc_parts, seed=seed)
         return fit.weights, fit.to_dict()
     if how == "spread":
         weights = spread_weights(doc_parts, seed=seed)

@@ -290,8 +290,9 @@ def evaluate_task(
     docs = concatenate(doc_parts, weights)
     queries = concatenate(query_parts, weights)
     if len(encoders) > 1:
-        others = ("equal", "spread") if config.model_weights == "self" else ("equal",) if weights is not None else ()
-        for rule in others:  # the other rules' concatenations, for comparison (not the reference)
+        # the other rules' concatenations, for comparison (not the reference)
+        others = () if weights is None else ("equal",) if config.model_weights == "spread" else ("equal", "spread")
+        for rule in others:
             w, _ = fit_weights(rule, encoders, fit_texts, [p[fit] for p in doc_parts], config.decoder.seed)
             record(
                 f"concat[{rule}]",

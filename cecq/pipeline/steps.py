@@ -25,10 +25,11 @@ import pyarrow.parquet as pq
 from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path, quantizer_path
 from cecq.catalog.reader import check_artifact, compressor_is_whole, is_whole, load_compressor, load_store_encoder
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
-from cecq.config import DecoderPolicy, ModelSpec, ModelWeights, PipelineConfig
+from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder
 from cecq.decoder.training import TrainingProgress
-from cecq.encoders import Encoder, concatenate, encoder_class, nonempty_rows, spread_weights
+from cecq.encoders import Encoder, concatenate, encoder_class, guarded_weights, nonempty_rows, spread_weights
+from cecq.encoders.weights import SELF_POOL
 from cecq.errors import ModelLoadError
 from cecq.killpoints import kill_point
 from cecq.pipeline.ray_pool import ActorContext
@@ -193,26 +194,65 @@ def plan_compression(
 # ---------------------------------------------------------------- training
 
 
+def sample_documents(
+    store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int, texts: bool = False
+) -> tuple[list[str], list[np.ndarray]]:
+    """A seeded sample of at most about ``max_rows`` documents, spread over the shards: their
+    texts as embedded (if ``texts``, else none) and each model's embeddings of them."""
+    rng = np.random.default_rng(seed)
+    share = min(1.0, max_rows / max(1, manifest.rows))
+    out_texts: list[str] = []
+    out: list[list[np.ndarray]] = [[] for _ in model_keys]
+    for shard in manifest.shards:
+        take = np.sort(rng.choice(shard.rows, max(1, round(shard.rows * share)), replace=False))
+        if texts:
+            col = store.read_parquet(shard.path, ["text"]).column("text").to_pylist()
+            out_texts.extend(col[i] for i in take)
+        for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
+            acc.append(part)
+    return out_texts, [np.concatenate(p) for p in out]
+
+
 def sample_parts(
     store: Store, manifest: CorpusManifest, model_keys: Sequence[str], max_rows: int, seed: int
 ) -> list[np.ndarray]:
     """A seeded sample of at most ``max_rows`` documents' embeddings, per model, spread over
     shards; documents empty for every model are left out (they carry no similarity signal)."""
-    rng = np.random.default_rng(seed)
-    share = min(1.0, max_rows / max(1, manifest.rows))
-    out: list[list[np.ndarray]] = [[] for _ in model_keys]
-    for shard in manifest.shards:
-        take = np.sort(rng.choice(shard.rows, max(1, round(shard.rows * share)), replace=False))
-        for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
-            acc.append(part)
-    parts = [np.concatenate(p) for p in out]
+    parts = sample_documents(store, manifest, model_keys, max_rows, seed)[1]
     keep = np.any([nonempty_rows(p) for p in parts], axis=0)
     return [p[keep] for p in parts]
 
 
-def fit_model_weights(parts: Sequence[np.ndarray], how: ModelWeights, seed: int = 0) -> list[float]:
-    """Per-model concatenation weights: fitted on corpus embeddings (``spread``) or all 1."""
-    return spread_weights(parts, seed=seed) if how == "spread" else [1.0] * len(parts)
+def fit_model_weights(
+    parts: Sequence[np.ndarray],
+    config: PipelineConfig,
+    store: Store,
+    manifest: CorpusManifest,
+    model_keys: Sequence[str],
+) -> list[float]:
+    """Per-model concatenation weights fitted on the corpus (rule ``config.model_weights``):
+    ``spread`` from the sampled embeddings ``parts``; ``guarded`` also loads the models
+    and checks each on pseudo-queries cut from a sample of at most ``SELF_POOL`` documents'
+    texts (read from ``store``), which costs the models' encoding of about 600 texts."""
+    how, seed = config.model_weights, config.decoder.seed
+    if how == "equal":
+        return [1.0] * len(parts)
+    if how == "spread" or len(parts) == 1:
+        return spread_weights(parts, seed=seed)
+    started = time.perf_counter()
+    texts, guard_parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3, texts=True)
+    # trusted: the run's models, named by the user (or checked when the run was reindexed)
+    encoders = [load_store_encoder(store, m, manifest.corpus_key, trusted=True) for m in config.models]
+    fit = guarded_weights(encoders, texts, guard_parts, seed=seed, spread=spread_weights(parts, seed=seed))
+    logger.info(
+        "model weights (guarded, %d pseudo-queries, %.1f s): %s, from spread %s; pseudo nDCG@10 alone %s",
+        fit.queries,
+        time.perf_counter() - started,
+        [round(w, 4) for w in fit.weights],
+        [round(w, 4) for w in fit.spread or fit.weights],
+        [c["ndcg_at_10"] for c in fit.candidates],
+    )
+    return fit.weights
 
 
 def train_compressor(
@@ -228,7 +268,7 @@ def train_compressor(
     if compressor_is_whole(store, decoder_rel, quantizer_rel):  # else (re)trained: seeded, so byte-identical
         return decoder_rel, quantizer_rel
     parts = sample_parts(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
-    weights = fit_model_weights(parts, config.model_weights, config.decoder.seed)
+    weights = fit_model_weights(parts, config, store, manifest, model_keys)
     x = concatenate(parts, weights)
     del parts
     decoder, stats = train_decoder(x, config.decoder, progress=progress)

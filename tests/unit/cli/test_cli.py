@@ -51,6 +51,7 @@ def test_eval_runs_end_to_end_and_writes_json(tiny_beir, tiny_model_dir, tmp_pat
         ("model:lexical", "float"),
         ("concat", "float"),
         ("concat[equal]", "float"),
+        ("concat[spread]", "float"),
         ("decoder-8", "float"),
         ("cecq-8d-1b", "symmetric"),
         ("cecq-8d-1b", "asymmetric"),

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from cecq.encoders import Encoder, LexicalEncoder, self_retrieval_weights
-from cecq.encoders.weights import candidate_weightings, ndcg_of_answers, pseudo_queries
+from cecq.encoders import Encoder, LexicalEncoder, guarded_weights, self_retrieval_weights, spread_weights
+from cecq.encoders.weights import GUARD_RATIO, candidate_weightings, ndcg_of_answers, pseudo_queries
 from tests.helpers.beir import synthetic_beir_parts
 from tests.helpers.toy_encoder import HashEncoder
 
@@ -105,6 +105,40 @@ def test_too_few_pseudo_queries_fall_back_to_the_spread_rule():
     texts = [f"title {i} only" for i in range(30)]
     encoders = [HashEncoder("toy-hash"), NoiseEncoder()]
     parts = [e.encode(texts) for e in encoders]
-    from cecq.encoders import spread_weights
 
     assert self_retrieval_weights(encoders, texts, parts).weights == spread_weights(parts)
+    assert guarded_weights(encoders, texts, parts).weights == spread_weights(parts)
+
+
+class WideNoiseEncoder(NoiseEncoder):
+    """Noise in clusters: similarities spread wider than a real view's, so the spread rule
+    alone would weigh it highest (as a lexical view of titles mixed with abstracts)."""
+
+    name = "wide-noise"
+
+    def _encode(self, texts, kind, show_progress):
+        centres = np.random.default_rng(1).standard_normal((3, 16)) * 3
+        noise = super()._encode(texts, kind, show_progress)
+        return (noise + centres[[int(hashlib.sha256(t.encode()).hexdigest()[:2], 16) % 3 for t in texts]]).astype(
+            np.float32
+        )
+
+
+def test_guarded_drops_a_wide_spread_view_that_finds_nothing_and_keeps_spread_otherwise():
+    texts = corpus_texts()
+    encoders = [HashEncoder("toy-hash"), WideNoiseEncoder()]
+    parts = [e.encode(texts) for e in encoders]
+    spread = spread_weights(parts)
+    assert spread[1] == 1.0 and spread[0] < 1.0  # the spread rule alone trusts the noise most
+    fit = guarded_weights(encoders, texts, parts, seed=0, n_queries=60)
+    assert fit.weights == [1.0, 0.0] and fit.spread == spread and fit.queries == 60
+    alone = [c["ndcg_at_10"] for c in fit.candidates]
+    assert alone[1] < GUARD_RATIO * alone[0]
+    assert fit.to_dict()["rule"] == "guarded" and guarded_weights(encoders, texts, parts, n_queries=60) == fit
+    # two views that both retrieve keep their spread weights, whatever the order
+    real = [LexicalEncoder.fit(texts, dim=16, seed=0), LexicalEncoder.fit(texts, dim=32, seed=0)]
+    real_parts = [e.encode(texts) for e in real]
+    kept = guarded_weights(real, texts, real_parts, seed=0, n_queries=60)
+    assert min(c["ndcg_at_10"] for c in kept.candidates) >= GUARD_RATIO * max(c["ndcg_at_10"] for c in kept.candidates)
+    assert kept.weights == spread_weights(real_parts)
+    assert guarded_weights(real[::-1], texts, real_parts[::-1], seed=0, n_queries=60).weights == kept.weights[::-1]

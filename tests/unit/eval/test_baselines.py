@@ -190,6 +190,7 @@ def test_evaluate_task_with_baselines(records, tiny_model_dir):
         ("model:lexical", "float"),
         ("concat", "float"),
         ("concat[equal]", "float"),
+        ("concat[spread]", "float"),
         ("decoder-8", "float"),
         ("decoder-16", "float"),
     }

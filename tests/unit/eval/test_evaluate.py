@@ -38,6 +38,7 @@ def test_records_cover_every_configuration(records, tiny_model_dir):
         ("model:lexical", "float"),
         ("concat", "float"),
         ("concat[equal]", "float"),
+        ("concat[spread]", "float"),
         ("decoder-8", "float"),
         ("decoder-16", "float"),
     }
