@@ -29,7 +29,7 @@ from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder
 from cecq.decoder.training import TrainingProgress
 from cecq.encoders import Encoder, concatenate, encoder_class, guarded_weights, nonempty_rows, spread_weights
-from cecq.encoders.weights import SELF_POOL
+from cecq.encoders.weights import GUARD_RATIO, SELF_POOL
 from cecq.errors import ModelLoadError
 from cecq.killpoints import kill_point
 from cecq.pipeline.ray_pool import ActorContext
@@ -229,16 +229,18 @@ def fit_model_weights(
     store: Store,
     manifest: CorpusManifest,
     model_keys: Sequence[str],
-) -> list[float]:
-    """Per-model concatenation weights fitted on the corpus (rule ``config.model_weights``):
-    ``spread`` from the sampled embeddings ``parts``; ``guarded`` also loads the models
-    and checks each on pseudo-queries cut from a sample of at most ``SELF_POOL`` documents'
-    texts (read from ``store``), which costs the models' encoding of about 600 texts."""
+) -> tuple[list[float], dict[str, Any]]:
+    """Per-model concatenation weights fitted on the corpus (rule ``config.model_weights``)
+    and a description of the fit: ``spread`` from the sampled embeddings ``parts``;
+    ``guarded`` also loads the models and checks each on pseudo-queries cut from a sample of
+    at most ``SELF_POOL`` documents' texts (read from ``store``), which costs the models'
+    encoding of about 600 texts. A model the guard drops is logged as a warning."""
     how, seed = config.model_weights, config.decoder.seed
     if how == "equal":
-        return [1.0] * len(parts)
+        return [1.0] * len(parts), {"rule": "equal"}
     if how == "spread" or len(parts) == 1:
-        return spread_weights(parts, seed=seed)
+        weights = spread_weights(parts, seed=seed)
+        return weights, {"rule": "spread", "weights": weights}
     started = time.perf_counter()
     texts, guard_parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3, texts=True)
     # trusted: the run's models, named by the user (or checked when the run was reindexed)
@@ -252,7 +254,22 @@ def fit_model_weights(
         [round(w, 4) for w in fit.spread or fit.weights],
         [c["ndcg_at_10"] for c in fit.candidates],
     )
-    return fit.weights
+    if fit.candidates and 0.0 in fit.weights:
+        alone = [c["ndcg_at_10"] for c in fit.candidates]
+        best = int(np.argmax(alone))
+        for model, w, score in zip(config.models, fit.weights, alone):
+            if w == 0.0:
+                logger.warning(
+                    "model %s dropped from the concatenation (weight 0): alone it finds the corpus's "
+                    "pseudo-queries at nDCG@10 %.3f, %.2f of %s's %.3f (the guard keeps a model at %.2f)",
+                    model,
+                    score,
+                    score / alone[best] if alone[best] else 0.0,
+                    config.models[best],
+                    alone[best],
+                    GUARD_RATIO,
+                )
+    return fit.weights, fit.to_dict()
 
 
 def train_compressor(
@@ -268,7 +285,7 @@ def train_compressor(
     if compressor_is_whole(store, decoder_rel, quantizer_rel):  # else (re)trained: seeded, so byte-identical
         return decoder_rel, quantizer_rel
     parts = sample_parts(store, manifest, model_keys, config.decoder.max_train_rows, config.decoder.seed)
-    weights = fit_model_weights(parts, config, store, manifest, model_keys)
+    weights, weights_fit = fit_model_weights(parts, config, store, manifest, model_keys)
     x = concatenate(parts, weights)
     del parts
     decoder, stats = train_decoder(x, config.decoder, progress=progress)
@@ -280,6 +297,7 @@ def train_compressor(
                 "models": list(config.models),
                 "model_keys": list(model_keys),
                 "model_weights": weights,
+                "model_weights_fit": weights_fit,
                 "prefix_sizes": list(config.decoder.effective_prefix_sizes()),
                 "training": asdict(stats),
             },

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from cecq.catalog.layout import embedding_path
@@ -25,7 +26,7 @@ class StoreNoise(WideNoiseEncoder):
         return cls()
 
 
-def test_guarded_pipeline_weights_drop_the_view_that_finds_nothing(tmp_path: Path, monkeypatch):
+def test_guarded_pipeline_weights_drop_the_view_that_finds_nothing(tmp_path: Path, monkeypatch, caplog):
     monkeypatch.setitem(registry._ENCODERS, "toy-hash", HashEncoder)
     monkeypatch.setitem(registry._ENCODERS, "wide-noise", StoreNoise)
     texts = corpus_texts()
@@ -44,11 +45,14 @@ def test_guarded_pipeline_weights_drop_the_view_that_finds_nothing(tmp_path: Pat
     spread = spread_weights(parts)
     assert spread[1] == 1.0 and spread[0] < 1.0  # spread alone trusts the noise most
 
-    weights = steps.fit_model_weights(parts, config, store, manifest, models)
+    with caplog.at_level(logging.WARNING, "cecq.pipeline.steps"):
+        weights, fit = steps.fit_model_weights(parts, config, store, manifest, models)
 
     assert weights == [1.0, 0.0]
-    assert steps.fit_model_weights(parts, config, store, manifest, models) == weights  # seeded
+    assert fit["rule"] == "guarded" and fit["spread"] == spread and len(fit["candidates"]) == 2
+    assert "model wide-noise dropped from the concatenation" in caplog.text
+    assert steps.fit_model_weights(parts, config, store, manifest, models) == (weights, fit)  # seeded
     as_spread = dataclasses.replace(config, model_weights="spread")
-    assert steps.fit_model_weights(parts, as_spread, store, manifest, models) == spread
+    assert steps.fit_model_weights(parts, as_spread, store, manifest, models)[0] == spread
     as_equal = dataclasses.replace(config, model_weights="equal")
-    assert steps.fit_model_weights(parts, as_equal, store, manifest, models) == [1.0, 1.0]
+    assert steps.fit_model_weights(parts, as_equal, store, manifest, models)[0] == [1.0, 1.0]
