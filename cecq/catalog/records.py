@@ -363,6 +363,9 @@ def run_identity(config: PipelineConfig) -> dict[str, Any]:
         identity["budget_bytes"] = config.budget_bytes
     if not config.quantizer.unnamed_in_run_ids:
         identity["quantization"] = config.quantization
+    if len(config.models) == 1 and identity["model_weights"] == "guarded":
+        # One model weighs 1 under both rules: runs keep the ids they had when spread was the default.
+        identity["model_weights"] = "spread"
     return identity
 
 

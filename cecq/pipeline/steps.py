@@ -233,8 +233,9 @@ def fit_model_weights(
     """Per-model concatenation weights fitted on the corpus (rule ``config.model_weights``)
     and a description of the fit: ``spread`` from the sampled embeddings ``parts``;
     ``guarded`` also loads the models and checks each on pseudo-queries cut from a sample of
-    at most ``SELF_POOL`` documents' texts (read from ``store``), which costs the models'
-    encoding of about 600 texts. A model the guard drops is logged as a warning."""
+    at most ``SELF_POOL`` documents' texts (read from ``store``), in this process: each
+    pretrained model encodes about 600 texts, a fitted one is refitted on the sample and
+    encodes it. A model the guard drops is logged as a warning."""
     how, seed = config.model_weights, config.decoder.seed
     if how == "equal":
         return [1.0] * len(parts), {"rule": "equal"}

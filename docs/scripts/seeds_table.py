@@ -51,10 +51,11 @@ def main() -> None:
                 cells.append("")
                 continue
             ret = [r["retention"] for r in rs]
-            out = [r.get("retention_out") or 0.0 for r in rs]
+            out = [r["retention_out"] for r in rs if r.get("retention_out") is not None]
+            unseen = f"{100 * mean(out):.1f}%" if len(out) == len(rs) else "n/a"
             cells.append(
                 f"{mean(r['ndcg_at_10'] for r in rs):.4f} ({100 * mean(ret):.1f}%, worst {100 * min(ret):.1f}%; "
-                f"{100 * mean(out):.1f}%)"
+                f"{unseen})"
             )
             per_task.append(mean(ret))
         for s in seeds:

@@ -29,6 +29,9 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             started = time.perf_counter()
             fit = self_retrieval_weights(encoders, task.doc_texts, docs, seed=seed, grid=(0.0, 1.0))
+            if not fit.candidates:
+                print(json.dumps({"task": name, "seed": seed, "queries": fit.queries, "note": "too few"}), flush=True)
+                continue
             score = {tuple(c["weights"]): c["ndcg_at_10"] for c in fit.candidates}
             minilm, lexical = score[(1.0, 0.0)], score[(0.0, 1.0)]
             row = {"task": name, "seed": seed, "queries": fit.queries, "minilm": minilm, "lexical": lexical}

@@ -90,6 +90,18 @@ def test_run_ids_change_with_identity_fields_and_not_with_the_store():
     assert run_id_for(product, "m") != run_id_for(mixed, "m")
 
 
+def test_guarded_weights_keep_one_model_run_ids_and_change_several_models_ones():
+    """With one model the guarded default weighs as spread did, so such runs keep their ids
+    across the upgrade (the legacy store's rerun must find, not redo, its runs); with
+    several models the guard may drop one, so their runs are new."""
+    one = PipelineConfig(corpus="c.jsonl", store="a", models=("lexical",))
+    assert one.model_weights == "guarded"
+    assert run_id_for(one, "m") == run_id_for(replace(one, model_weights="spread"), "m")
+    assert run_id_for(one, "m") != run_id_for(replace(one, model_weights="equal"), "m")
+    two = PipelineConfig(corpus="c.jsonl", store="a")
+    assert run_id_for(two, "m") != run_id_for(replace(two, model_weights="spread"), "m")
+
+
 def test_a_field_added_later_joins_the_identity_only_away_from_its_default(monkeypatch):
     """A new DecoderConfig field at its default must leave every existing run id alone."""
     from dataclasses import field, make_dataclass
