@@ -36,7 +36,9 @@ def test_only_the_fit_corpus_is_fitted_on_and_records_name_it(tiny_beir, tiny_mo
     decoder, every quantizer file, every baseline's fit); perturbing the fit corpus changes them."""
     other, other_perturbed = fit_dirs
     task = load_beir(tiny_beir)
-    config = small_eval_config(tiny_model_dir, baselines=True, fit_corpus=str(other))
+    # Spread weights: on these tiny corpora the guard drops the tiny model, and the lexical view
+    # alone (fitted on the other corpus) does not see word order or the unseen word added.
+    config = small_eval_config(tiny_model_dir, baselines=True, fit_corpus=str(other), model_weights="spread")
     runs = {}
     for name, t, cfg in [
         ("base", task, config),
