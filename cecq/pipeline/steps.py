@@ -28,7 +28,15 @@ from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, S
 from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder
 from cecq.decoder.training import TrainingProgress
-from cecq.encoders import Encoder, concatenate, encoder_class, guarded_weights, nonempty_rows, spread_weights
+from cecq.encoders import (
+    Encoder,
+    concatenate,
+    encoder_class,
+    fit_weights,
+    guarded_weights,
+    nonempty_rows,
+    spread_weights,
+)
 from cecq.encoders.weights import GUARD_RATIO, SELF_POOL
 from cecq.errors import ModelLoadError
 from cecq.killpoints import kill_point
@@ -237,11 +245,9 @@ def fit_model_weights(
     pretrained model encodes about 600 texts, a fitted one is refitted on the sample and
     encodes it. A model the guard drops is logged as a warning."""
     how, seed = config.model_weights, config.decoder.seed
-    if how == "equal":
-        return [1.0] * len(parts), {"rule": "equal"}
-    if how == "spread" or len(parts) == 1:
-        weights = spread_weights(parts, seed=seed)
-        return weights, {"rule": "spread", "weights": weights}
+    if how != "guarded" or len(parts) == 1:  # one model: the guard has nothing to compare
+        weights, fit_info = fit_weights("spread" if how == "guarded" else how, [], [], parts, seed)
+        return weights or [1.0] * len(parts), fit_info
     started = time.perf_counter()
     texts, guard_parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3, texts=True)
     # trusted: the run's models, named by the user (or checked when the run was reindexed)
