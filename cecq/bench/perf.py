@@ -86,6 +86,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--models-docs", type=int, default=300, help="documents to embed with every model (default 300)")
     g.add_argument("--models-shards", type=int, default=6, help="shards the documents are split into (default 6)")
+    g.add_argument(
+        "--models-nodes",
+        type=int,
+        default=0,
+        help="Ray nodes to start here for it, of --scaleout-node-cpus CPUs each (default 0: the local Ray)",
+    )
     g = p.add_argument_group(
         "process", "the whole embed-corpus process against a bare process encoding the same texts (opt-in)"
     )
@@ -297,6 +303,8 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 args.repeats,
                 args.models_shards,
                 workdir,
+                args.models_nodes,
+                args.scaleout_node_cpus,
             )
         finally:
             if not ray_was_running:

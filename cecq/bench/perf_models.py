@@ -8,9 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from cecq.bench.perf_embed import write_jsonl
+from cecq.bench.perf_scaleout import LocalCluster
 from cecq.bench.timing import Figure, Ratio, interleaved, ratio
 from cecq.catalog.layout import embedding_path, model_key
 from cecq.catalog.reader import load_store_encoder
@@ -26,12 +25,31 @@ VARIANTS = ("one-pool", "model-after-model")
 
 
 def measure(
+    texts: list[str],
+    models: Sequence[str],
+    batch_size: int,
+    repeats: int,
+    shards: int,
+    workdir: Path,
+    nodes: int = 0,
+    node_cpus: int = 1,
+) -> tuple[list[Figure], list[Ratio], dict]:
+    """Time the embed stage of ``models`` over ``texts`` in ``shards`` shards, three ways: on
+    the local Ray, or with ``nodes`` >= 1 on a cluster of that many nodes of ``node_cpus``
+    CPUs started here (:class:`~cecq.bench.perf_scaleout.LocalCluster`)."""
+    if nodes < 1:
+        init_ray(None)
+        return _measure(texts, models, batch_size, repeats, shards, workdir)
+    with LocalCluster(node_cpus) as cluster:
+        cluster.resize(nodes)
+        figs, ratios, details = _measure(texts, models, batch_size, repeats, shards, workdir)
+    return figs, ratios, {**details, "nodes": nodes, "node_cpus": node_cpus}
+
+
+def _measure(
     texts: list[str], models: Sequence[str], batch_size: int, repeats: int, shards: int, workdir: Path
 ) -> tuple[list[Figure], list[Ratio], dict]:
-    """Time the embed stage of ``models`` over ``texts`` in ``shards`` shards, three ways."""
-    init_ray(None)
-    shape = actor_shape()
-    torch.set_num_threads(shape.threads)  # the bare loops get an actor's threads
+    shape = actor_shape()  # the bare loops keep torch's own threads (every core), as a user's loop gets them
     models = list(models)
     fingerprints = [model_fingerprint(m) for m in models]
     url = write_jsonl(workdir / "models.jsonl", texts)
@@ -60,8 +78,11 @@ def measure(
             for i in range(0, n, bs):
                 enc.encode(texts[i : i + bs], "document")
 
+    used: list[int] = []  # nodes the one-pool runs used
+
     def one_pool(r: int) -> None:
-        embed_models(*stores["one-pool", r], models, batch_size, fingerprints=fingerprints)
+        results = embed_models(*stores["one-pool", r], models, batch_size, fingerprints=fingerprints)
+        used.append(len({n for res in results for n in res.nodes}))
 
     def after(r: int) -> None:
         for m, fp in zip(models, fingerprints):
@@ -98,6 +119,7 @@ def measure(
         "threads": shape.threads,
         "bare_model_load_s": load_s,
         "identical_outputs": identical,
+        "one_pool_nodes_used": used,
     }
     return list(figs.values()), ratios, details
 

@@ -66,18 +66,64 @@ def _wait_for(nodes: int, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+class LocalCluster:
+    """A Ray cluster of ``ray start`` nodes of ``node_cpus`` CPUs each on this machine, the
+    driver connected to its head: a head at once, workers with :meth:`resize`. A context
+    manager; leaving it disconnects and stops every node."""
+
+    def __init__(self, node_cpus: int) -> None:
+        if ray_running():
+            raise RuntimeError("the bench starts its own Ray cluster: shut down the running Ray first")
+        self.node_cpus = node_cpus
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.address = f"127.0.0.1:{_free_port()}"
+        # Ray's Unix sockets live in the temp dir, and deep paths overflow their length limit.
+        self.tmp = tempfile.mkdtemp(prefix="cecq-ray-", dir="/tmp")
+        self.head: Node | None = None
+        self.workers: list[Node] = []
+
+    def __enter__(self) -> LocalCluster:
+        port = self.address.rsplit(":", 1)[1]
+        args = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.tmp}"]
+        self.head = Node(args, self.node_cpus, self.env)
+        try:
+            deadline = time.monotonic() + 120
+            while True:  # the head takes a few seconds to accept drivers
+                try:
+                    init_ray(self.address)
+                    break
+                except ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+            _wait_for(1)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def resize(self, nodes: int) -> None:
+        """Add or stop worker nodes until the cluster has ``nodes`` (the head included)."""
+        while len(self.workers) < nodes - 1:
+            self.workers.append(Node([f"--address={self.address}"], self.node_cpus, self.env))
+        while len(self.workers) > nodes - 1:
+            self.workers.pop().stop()
+        _wait_for(nodes)
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown_ray()
+        for node in [*self.workers, self.head]:
+            if node is not None:
+                node.stop()
+        self.workers, self.head = [], None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def measure(
     texts: list[str], model: str, batch_size: int, repeats: int, shards: int, node_cpus: int, workdir: Path
 ) -> tuple[list[Figure], list[Ratio], dict]:
     """Time :func:`cecq.pipeline.fanout.embed_model` over ``texts`` in ``shards`` shards on one node and on two."""
-    if ray_running():
-        raise RuntimeError("scale-out starts its own Ray cluster: shut down the running Ray first")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    # Ray's Unix sockets live in the temp dir, and deep paths overflow their length limit.
-    ray_tmp = tempfile.mkdtemp(prefix="cecq-ray-", dir="/tmp")
     url = write_jsonl(workdir / "scaleout.jsonl", texts)
     shard_rows = -(-len(texts) // shards)
     stores = {
@@ -88,41 +134,17 @@ def measure(
     manifests = {key: shard_corpus(url, store, shard_rows) for key, store in stores.items()}
     times: dict[str, list[float]] = {"one-node": [], "two-nodes": []}
     used: dict[str, list[int]] = {"one-node": [], "two-nodes": []}
-    head = Node(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={ray_tmp}"], node_cpus, env)
-    worker: Node | None = None
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # the head takes a few seconds to accept drivers
-            try:
-                init_ray(address)
-                break
-            except ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-        _wait_for(1)
+    with LocalCluster(node_cpus) as cluster:
         for r in range(repeats):
             for variant in ("one-node", "two-nodes") if r % 2 == 0 else ("two-nodes", "one-node"):
-                wanted = 2 if variant == "two-nodes" else 1
-                if wanted == 2 and worker is None:
-                    worker = Node([f"--address={address}"], node_cpus, env)
-                elif wanted == 1 and worker is not None:
-                    worker.stop()
-                    worker = None
-                _wait_for(wanted)
+                cluster.resize(2 if variant == "two-nodes" else 1)
                 started = time.perf_counter()
                 summary = embed_model(stores[variant, r], manifests[variant, r], model, batch_size)
                 times[variant].append(time.perf_counter() - started)
                 used[variant].append(len(summary.nodes))
-    finally:
-        shutdown_ray()
-        if worker is not None:
-            worker.stop()
-        head.stop()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     what = {
         "one-node": f"embed stage on a Ray cluster of one node ({node_cpus} CPU)",
-        "two-nodes": f"the same job on two nodes of {node_cpus} CPU each (one actor a node)",
+        "two-nodes": f"the same job on two nodes of {node_cpus} CPU each",
     }
     figs = {v: Figure("scaleout", v, len(texts), "docs", secs, what[v]) for v, secs in times.items()}
     details = {"docs": len(texts), "shards": shards, "node_cpus": node_cpus, "nodes_used": used}

@@ -98,7 +98,7 @@ class EmbedShardResult:
     skipped: bool = False
     bytes: int = 0
     truncated: int = 0  # texts longer than the model's limit
-    seconds: float = 0.0
+    seconds: float = 0.0  # actor-seconds: summed over its parts where several actors embedded it at once
     node: str | None = None
     pid: int | None = None
     model_info: dict[str, Any] | None = None
@@ -114,7 +114,7 @@ class EmbeddingResult:
     skipped_shards: int = 0
     embedded_documents: int = 0
     truncated_documents: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # actor-seconds over its shards (which run at once on several actors): not wall time
     nodes: list[str] = field(default_factory=list)
     info: dict[str, Any] | None = None
     fingerprint: str | None = None  # the weights' (Encoder.fingerprint); None: fitted, or unknown

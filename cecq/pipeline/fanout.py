@@ -5,8 +5,9 @@ models they are given, compression as tasks."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cecq.catalog.layout import codes_path, embedding_path, model_key
@@ -14,12 +15,17 @@ from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbeddingResult, EmbedShardResult, ShardInfo
 from cecq.encoders import check_model, encoder_class
 from cecq.errors import ModelLoadError
+from cecq.killpoints import kill_point
 from cecq.pipeline import ray_pool
 from cecq.pipeline.ray_pool import Progress
-from cecq.pipeline.steps import compress_shard, embed_worker_factory
+from cecq.pipeline.steps import commit_parts, compress_shard, embed_worker_factory
 from cecq.storage import Store
 
 logger = logging.getLogger(__name__)
+
+# A shard is cut into parts for several actors only into parts of at least this many documents
+# (a batch): a part costs a sort and a transfer of its vectors, and the second actor a model load.
+MIN_PART_ROWS = 64
 
 
 @dataclass
@@ -31,20 +37,43 @@ class EmbedJob:
     previous_paths: list[str] = field(default_factory=list)
     group: str = ""  # the model: which worker of the pool runs it
     relative_cost: float = 1.0  # the model's per-document cost (Encoder.relative_cost)
+    part: int = 0  # this job embeds part `part` of `parts` of the shard (steps.part_rows)
+    parts: int = 1
 
     @property
     def name(self) -> str:
-        return f"shard {self.shard['name']}"
+        return f"shard {self.shard['name']}" + (f" part {self.part + 1}/{self.parts}" if self.parts > 1 else "")
 
     @property
     def size(self) -> int:
         """Documents: what progress counts."""
-        return int(self.shard["rows"])
+        return len(range(self.part, int(self.shard["rows"]), self.parts))
 
     @property
     def cost(self) -> float:
         """Documents times the model's cost a document: the pool starts the longest first."""
         return self.size * self.relative_cost
+
+
+def split_jobs(jobs: Sequence[EmbedJob], actors: int, min_rows: int | None = None) -> list[EmbedJob]:
+    """Cut jobs into parts of their shard where there are too few to keep ``actors`` busy: each
+    into about as many parts as it holds halves of an actor's fair share (so a corpus of one
+    shard runs on every actor), none of fewer than ``min_rows`` documents
+    (:data:`MIN_PART_ROWS`), and a multiple of ``actors`` parts where there are that many (3
+    parts on 2 actors would leave one idle for a third of the job). A corpus of many shards
+    is left as it is."""
+    min_rows = MIN_PART_ROWS if min_rows is None else min_rows
+    total = sum(j.cost for j in jobs)
+    if actors < 2 or total <= 0:
+        return list(jobs)
+    unit = total / (2 * actors)
+    out: list[EmbedJob] = []
+    for job in jobs:
+        parts = max(1, min(math.ceil(job.cost / unit - 1e-9), job.size // max(1, min_rows)))
+        if parts > actors:
+            parts -= parts % actors
+        out.extend(replace(job, part=k, parts=parts) for k in range(parts))
+    return out
 
 
 def embed_model(
@@ -110,6 +139,7 @@ def embed_models(
             previous_paths = [embedding_path(keys[model], prev)] if prev else []
             jobs.append(EmbedJob(shard.to_dict(), out, previous_paths, model, cost))
     results: dict[str, list[EmbedShardResult]] = {m: [] for m in models}
+    nodes: dict[str, set[str]] = {m: set() for m in models}
     if jobs:
         ray_pool.init_ray(ray_address)
         factories = {
@@ -117,14 +147,15 @@ def embed_models(
             for m, fp in zip(models, fingerprints)
             if any(j.group == m for j in jobs)
         }
+        jobs = split_jobs(jobs, ray_pool.actor_shape().count)
         try:
             placed = ray_pool.run_groups(factories, jobs, label="embed", progress=progress)
         except ray_pool.ActorStartError as e:
             which = f"model {e.group!r}" if e.group is not None else f"one of the models {models}"
             raise ModelLoadError(f"{which} could not be loaded by the embedding actors: {e}") from e
-        for p in placed:
-            p.value.node, p.value.pid = p.node, p.pid
-            results[p.job.group].append(p.value)
+        for group, result, where in _committed(store, placed):
+            results[group].append(result)
+            nodes[group] |= where
     return [
         EmbeddingResult(
             model=m,
@@ -134,12 +165,32 @@ def embed_models(
             embedded_documents=sum(r.embedded for r in results[m]),
             truncated_documents=sum(r.truncated for r in results[m]),  # longer than the model's limit
             seconds=sum(r.seconds for r in results[m]),
-            nodes=sorted({r.node for r in results[m] if r.node}),
+            nodes=sorted(n for n in nodes[m] if n),
             info=results[m][0].model_info if results[m] else None,
             fingerprint=fp,
         )
         for m, fp in zip(models, fingerprints)
     ]
+
+
+def _committed(store: Store, placed: Sequence[ray_pool.Placed]) -> list[tuple[str, EmbedShardResult, set[str]]]:
+    """Each shard's result, its model and the nodes that embedded it: shards the actors
+    committed as they are, and the parts of a shard cut into several committed here as one."""
+    out: list[tuple[str, EmbedShardResult, set[str]]] = []
+    split: dict[tuple[str, str], list[ray_pool.Placed]] = {}
+    for p in placed:
+        if p.job.parts > 1:
+            split.setdefault((p.job.group, p.job.out_path), []).append(p)
+            continue
+        p.value.node, p.value.pid = p.node, p.pid
+        out.append((p.job.group, p.value, {p.node}))
+    for (group, out_path), ps in split.items():
+        ps.sort(key=lambda p: p.job.part)
+        result = commit_parts(store, ShardInfo(**ps[0].job.shard), out_path, [p.value for p in ps])
+        result.node, result.pid, result.model_info = ps[0].node, ps[0].pid, ps[0].value.model_info
+        kill_point("embedding")  # crash tests: a shard committed, others still to embed
+        out.append((group, result, {p.node for p in ps}))
+    return out
 
 
 def _compress_job(

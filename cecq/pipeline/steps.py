@@ -15,7 +15,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,107 @@ def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
     return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
 
 
+@dataclass
+class EmbeddedPart:
+    """Part ``part`` of ``parts`` of one shard, embedded: the shard's ``rows`` (positions) it
+    holds and their ``vectors``, before they are committed (:func:`commit_parts`)."""
+
+    part: int
+    parts: int
+    rows: np.ndarray
+    vectors: np.ndarray
+    embedded: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    model_info: dict[str, Any] | None = None
+
+
+def part_rows(texts: Sequence[str], part: int = 0, parts: int = 1) -> np.ndarray:
+    """The positions of part ``part`` of ``parts`` of a shard of ``texts``: every ``parts``-th
+    text, longest first by characters, so that the parts cost alike (a shard's texts may come
+    sorted)."""
+    if not 0 <= part < parts:
+        raise ValueError(f"part {part} of {parts}")
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # stable: ties keep their order
+    return np.asarray(order[part::parts], dtype=np.int64)
+
+
+def embed_part(
+    store: Store,
+    encoder: Encoder,
+    shard: ShardInfo,
+    part: int = 0,
+    parts: int = 1,
+    previous: dict[tuple[str, str], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EmbeddedPart:
+    """Embed part ``part`` of ``parts`` of one corpus shard (:func:`part_rows`) with one
+    encoder; nothing is written. ``previous`` maps ``(id, content_hash)`` to a vector from
+    an earlier run: those documents are not embedded again. Texts are encoded
+    :data:`PROGRESS_CHUNK` at a time, longest first, and ``progress(documents done)`` called
+    between chunks."""
+    started = time.perf_counter()
+    table = store.read_parquet(shard.path, columns=["id", "text", "content_hash"])
+    ids = table.column("id").to_pylist()
+    texts = table.column("text").to_pylist()
+    hashes = table.column("content_hash").to_pylist()
+    # Longest first by characters across the whole part, then chunks: the encoder sorts only
+    # within what it is given, so chunks taken in corpus order mixed short and long texts
+    # (MiniLM's padded tokens, 1,000 long-tailed SciFact texts: 1.68x the real ones in chunks
+    # of 512, 1.29x sorted first, 1.28x sorted whole; natural SciFact 1.034x, 1.013x, 1.004x).
+    rows = part_rows(texts, part, parts)
+    vectors = np.zeros((len(rows), encoder.dim), dtype=np.float32)
+    todo = []
+    for j, i in enumerate(rows):
+        key = (ids[i], hashes[i])
+        if previous and key in previous:
+            vectors[j] = previous[key]
+        else:
+            todo.append(j)
+    truncated_before = encoder.truncated
+    done = len(rows) - len(todo)  # reused vectors are done at once
+    for start in range(0, len(todo), PROGRESS_CHUNK):
+        if progress:
+            progress(done)
+        chunk = todo[start : start + PROGRESS_CHUNK]
+        vectors[chunk] = encoder.encode([texts[rows[j]] for j in chunk], "document")
+        done += len(chunk)
+    if progress:
+        progress(done)
+    return EmbeddedPart(
+        part,
+        parts,
+        rows,
+        vectors,
+        embedded=len(todo),
+        truncated=encoder.truncated - truncated_before,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def commit_parts(store: Store, shard: ShardInfo, out_rel: str, parts: Sequence[EmbeddedPart]) -> EmbedShardResult:
+    """Write every part of one shard, in the shard's row order, as its embedding shard."""
+    if sorted(p.part for p in parts) != list(range(len(parts))) or any(p.parts != len(parts) for p in parts):
+        raise ValueError(f"{out_rel}: parts {sorted((p.part, p.parts) for p in parts)} are not one whole shard")
+    rows = np.concatenate([p.rows for p in parts])
+    if len(rows) != shard.rows or len(np.unique(rows)) != shard.rows:
+        raise ValueError(f"{out_rel}: parts hold {len(rows)} rows, the shard {shard.rows}")
+    table = store.read_parquet(shard.path, columns=["id", "content_hash"])
+    vectors = np.zeros((shard.rows, parts[0].vectors.shape[1]), dtype=np.float32)
+    for p in parts:
+        vectors[p.rows] = p.vectors
+    ids, hashes = table.column("id").to_pylist(), table.column("content_hash").to_pylist()
+    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors), "embeddings")
+    return EmbedShardResult(
+        out_rel,
+        shard.rows,
+        embedded=sum(p.embedded for p in parts),
+        bytes=nbytes,
+        truncated=sum(p.truncated for p in parts),
+        seconds=sum(p.seconds for p in parts),
+    )
+
+
 def embed_shard(
     store: Store,
     encoder: Encoder,
@@ -105,49 +206,15 @@ def embed_shard(
     previous: dict[tuple[str, str], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> EmbedShardResult:
-    """Embed one corpus shard with one encoder and commit the embedding shard.
-
-    Skipped when ``out_rel`` is already committed whole (a damaged one is rewritten).
-    ``previous`` maps ``(id, content_hash)`` to a vector from an earlier run: those
-    documents are not embedded again. Texts are encoded :data:`PROGRESS_CHUNK` at a time,
-    longest first, and ``progress(documents done)`` called between chunks; vectors are
-    written in the shard's row order.
-    """
+    """Embed one corpus shard with one encoder (:func:`embed_part`, whole) and commit the
+    embedding shard; skipped when ``out_rel`` is already committed whole (a damaged one is
+    rewritten). Vectors are written in the shard's row order."""
     if is_whole(store, out_rel, shard.rows):
         return EmbedShardResult(out_rel, shard.rows, skipped=True)
     started = time.perf_counter()
-    table = store.read_parquet(shard.path)
-    ids = table.column("id").to_pylist()
-    texts = table.column("text").to_pylist()
-    hashes = table.column("content_hash").to_pylist()
-    vectors = np.zeros((len(ids), encoder.dim), dtype=np.float32)
-    todo = [i for i, key in enumerate(zip(ids, hashes)) if not previous or key not in previous]
-    for i in set(range(len(ids))) - set(todo):
-        vectors[i] = previous[(ids[i], hashes[i])]
-    # Longest first by characters across the whole shard, then chunks: the encoder sorts only
-    # within what it is given, so chunks taken in corpus order mixed short and long texts
-    # (MiniLM's padded tokens, 1,000 long-tailed SciFact texts: 1.68x the real ones in chunks
-    # of 512, 1.29x sorted first, 1.28x sorted whole; natural SciFact 1.034x, 1.013x, 1.004x).
-    todo.sort(key=lambda i: -len(texts[i]))
-    truncated_before = encoder.truncated
-    done = len(ids) - len(todo)  # reused vectors are done at once
-    for start in range(0, len(todo), PROGRESS_CHUNK):
-        if progress:
-            progress(done)
-        chunk = todo[start : start + PROGRESS_CHUNK]
-        vectors[chunk] = encoder.encode([texts[i] for i in chunk], "document")
-        done += len(chunk)
-    if progress:
-        progress(done)
-    nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors), "embeddings")
-    return EmbedShardResult(
-        out_rel,
-        len(ids),
-        embedded=len(todo),
-        bytes=nbytes,
-        truncated=encoder.truncated - truncated_before,
-        seconds=time.perf_counter() - started,
-    )
+    result = commit_parts(store, shard, out_rel, [embed_part(store, encoder, shard, 0, 1, previous, progress)])
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def load_parts(
@@ -417,9 +484,16 @@ class EmbedWorker:
         )
         self.encoder.to_device(context.device)
 
-    def __call__(self, job: Any) -> EmbedShardResult:
+    def __call__(self, job: Any) -> EmbedShardResult | EmbeddedPart:
+        """Embed ``job``'s shard and commit it, or, where the job is one of several parts of
+        its shard (``job.parts > 1``), embed that part and return it for the driver to commit."""
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
-        result = embed_shard(self.store, self.encoder, ShardInfo(**job.shard), job.out_path, previous, self.report)
+        shard = ShardInfo(**job.shard)
+        if job.parts > 1:
+            part = embed_part(self.store, self.encoder, shard, job.part, job.parts, previous, self.report)
+            part.model_info = self.encoder.info()
+            return part
+        result = embed_shard(self.store, self.encoder, shard, job.out_path, previous, self.report)
         result.model_info = self.encoder.info()  # skipped shards too: a retried job still says which model ran
         if not result.skipped:
             kill_point("embedding")  # crash tests: a shard committed, others still to embed

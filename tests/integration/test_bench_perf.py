@@ -132,12 +132,15 @@ def test_bench_perf_memory_reports_every_stage(tmp_path: Path, tiny_beir: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("nodes", [0, 2])
 def test_bench_perf_times_several_models_on_one_pool_and_one_after_another(
-    tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path
+    tmp_path: Path, tiny_model_dir: Path, tiny_beir: Path, nodes: int
 ):
+    """On the local Ray, and on a cluster of two nodes started for it (one pool over both)."""
     out = tmp_path / "perf.json"
     argv = ["bench", "perf", "--only", "models", "--corpus", str(tiny_beir), "--models", f"{tiny_model_dir},lexical"]
     argv += ["--models-docs", "30", "--models-shards", "3", "--repeats", "1", "--json", str(out)]
+    argv += ["--models-nodes", str(nodes), "--scaleout-node-cpus", "1"]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     variants = {f["variant"] for f in result["figures"] if f["measurement"] == "embed-models"}
@@ -147,6 +150,8 @@ def test_bench_perf_times_several_models_on_one_pool_and_one_after_another(
     assert ("one-pool", "model-after-model") in pairs and ("one-pool", "bare-loops") in pairs
     details = result["details"]["embed-models"]
     assert details["identical_outputs"] is True and details["shards"] == 3
+    if nodes:
+        assert (details["nodes"], details["one_pool_nodes_used"]) == (2, [2])
 
 
 def test_bare_process_encodes_with_every_model_and_times_each(tmp_path: Path, tiny_model_dir: Path):

@@ -22,6 +22,7 @@ from cecq.pipeline.corpus import shard_corpus
 from cecq.storage import Store
 from tests.helpers.corpora import write_corpus
 from tests.helpers.fault_proxy import FaultProxy
+from tests.helpers.local_ray import local_ray
 from tests.helpers.paths import REPO_ROOT
 
 
@@ -218,9 +219,17 @@ def _embedding_actor_pids() -> list[int]:
     return [pid for pid in pids if _descends_from_this_process(pid)]
 
 
+@pytest.fixture()
+def one_actor_ray():
+    """A real local Ray of one CPU: it holds one embedding actor."""
+    yield from local_ray(1)
+
+
 @pytest.mark.slow
-def test_actor_killed_mid_shard_is_retried_and_every_document_lands_once(tmp_path, tiny_model_dir, ray_cluster, caplog):
-    """The local cluster (2 CPUs) holds one embedding actor: when it dies there is none left,
+def test_actor_killed_mid_shard_is_retried_and_every_document_lands_once(
+    tmp_path, tiny_model_dir, one_actor_ray, caplog
+):
+    """The local cluster (1 CPU) holds one embedding actor: when it dies there is none left,
     so the pool starts exactly one new actor (the rule's other half: with a survivor left, no
     new actor; see test_multinode.py)."""
     from cecq.catalog.layout import embedding_path, model_key

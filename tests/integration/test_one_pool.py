@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from cecq.errors import ModelLoadError
@@ -21,8 +22,8 @@ UNIT_S = 0.5  # seconds a unit of cost sleeps
 
 @pytest.fixture(scope="module")
 def two_actor_ray():
-    """A local Ray whose 8 logical CPUs make :func:`actor_shape` size a pool of two actors."""
-    yield from local_ray(8)
+    """A local Ray whose 2 logical CPUs make :func:`actor_shape` size a pool of two actors."""
+    yield from local_ray(2)
 
 
 @dataclass(frozen=True)
@@ -137,3 +138,44 @@ def test_embed_models_on_one_pool_matches_model_after_model(two_actor_ray, tmp_p
         ModelLoadError, match=r"model '.*48.*' could not be loaded by the embedding actors: .*not the run's"
     ):
         embed_models(other, m_other, models, batch_size=8, fingerprints=[fps[0], "sha256:" + "0" * 64])
+
+
+@pytest.mark.slow
+def test_a_corpus_of_one_shard_runs_on_every_actor(two_actor_ray, tmp_path, tiny_model_dir, monkeypatch):
+    """Too few shards to keep the actors busy: each is cut into parts that run on both
+    actors and are committed as one shard, holding the vectors a whole-shard job writes
+    (to float rounding: the batches differ); progress counts every document; a rerun skips it."""
+    from cecq.pipeline import fanout
+    from cecq.pipeline.corpus import shard_corpus
+    from cecq.pipeline.steps import vectors_of
+
+    corpus = tmp_path / "docs.jsonl"
+    write_corpus(corpus, n=60)
+    split, whole = Store(str(tmp_path / "split")), Store(str(tmp_path / "whole"))
+    m_split = shard_corpus(str(corpus), split, shard_rows=100)
+    m_whole = shard_corpus(str(corpus), whole, shard_rows=100)
+    model = str(tiny_model_dir)
+    pids: list[int] = []
+    original = fanout._committed
+
+    def spy(store, placed):
+        pids.extend(p.pid for p in placed)
+        return original(store, placed)
+
+    monkeypatch.setattr(fanout, "_committed", spy)
+    r_whole = fanout.embed_model(whole, m_whole, model, batch_size=8)
+    assert len(pids) == 1  # 60 documents, one part of at least MIN_PART_ROWS: one job
+    monkeypatch.setattr(fanout, "MIN_PART_ROWS", 10)
+    seen: list[tuple[int, int]] = []
+    pids.clear()
+    r_split = fanout.embed_model(split, m_split, model, batch_size=8, progress=lambda d, t: seen.append((d, t)))
+
+    assert len(pids) == 4 and len(set(pids)) == 2  # 4 parts on both actors
+    assert (r_split.embedded_documents, r_split.shards, r_split.info) == (60, 1, r_whole.info)
+    [rel] = [p for p in split.glob("embeddings/*/*") if ".tmp-" not in p]
+    a, b = split.read_parquet(rel), whole.read_parquet(rel)
+    assert a.column("id").equals(b.column("id")) and a.column("content_hash").equals(b.column("content_hash"))
+    np.testing.assert_allclose(vectors_of(a), vectors_of(b), atol=1e-6)
+    assert seen[-1] == (60, 60)
+    again = fanout.embed_model(split, m_split, model, batch_size=8)
+    assert (again.skipped_shards, again.embedded_documents) == (1, 0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from cecq.encoders import Encoder, TextKind
 from cecq.pipeline import steps
@@ -56,3 +57,52 @@ def test_chunks_go_longest_first_across_the_shard_and_vectors_keep_row_order(tmp
     expected = Recording().encode(texts)
     for i in range(len(texts)):
         np.testing.assert_array_equal(stored[f"d{i}"], expected[i])
+
+
+def test_a_shard_cut_into_parts_commits_the_same_bytes_as_whole(tmp_path: Path):
+    """Parts hold every row once, alike in length (every k-th text, longest first, even when
+    the shard comes sorted), and committed together they write the whole shard's bytes; parts
+    that are not one whole shard are refused."""
+    texts = [" ".join(["ab"] * n) + f" doc{n}" for n in range(1, 31)]  # sorted: shortest first
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    store = Store(str(tmp_path / "store"))
+    (shard,) = shard_corpus(str(corpus), store, shard_rows=100).shards
+
+    rows = [steps.part_rows(texts, k, 3) for k in range(3)]
+    assert sorted(np.concatenate(rows).tolist()) == list(range(30))
+    lengths = [sum(len(texts[i]) for i in r) for r in rows]
+    assert max(lengths) - min(lengths) <= max(len(t) for t in texts)  # thirds in order would differ 5x
+
+    whole = steps.embed_shard(store, Recording(), shard, "emb/whole.parquet")
+    parts = [steps.embed_part(store, Recording(), shard, k, 3) for k in (2, 0, 1)]
+    committed = steps.commit_parts(store, shard, "emb/parts.parquet", sorted(parts, key=lambda p: p.part))
+    assert store.read_bytes("emb/parts.parquet") == store.read_bytes("emb/whole.parquet")
+    assert (committed.rows, committed.embedded) == (whole.rows, whole.embedded) == (30, 30)
+    with pytest.raises(ValueError, match="not one whole shard"):
+        steps.commit_parts(store, shard, "emb/bad.parquet", parts[:2])
+    assert not store.exists("emb/bad.parquet")
+
+
+def test_jobs_are_cut_into_parts_only_where_too_few_keep_the_actors_busy():
+    from cecq.pipeline.fanout import EmbedJob, split_jobs
+
+    def job(rows: int, group: str = "m", cost: float = 1.0) -> EmbedJob:
+        return EmbedJob({"name": f"s{rows}", "rows": rows}, f"out/{group}/{rows}", group=group, relative_cost=cost)
+
+    one = split_jobs([job(5000)], actors=2, min_rows=512)
+    assert [(j.part, j.parts) for j in one] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert sum(j.size for j in one) == 5000
+    assert {j.name for j in one} == {f"shard s5000 part {k}/4" for k in (1, 2, 3, 4)}
+    # a cheap model's shard beside a costly one stays whole
+    mixed = split_jobs([job(5000, "minilm"), job(5000, "lexical", 0.01)], actors=2, min_rows=512)
+    assert [j.parts for j in mixed if j.group == "lexical"] == [1]
+    assert [j.parts for j in mixed if j.group == "minilm"] == [4] * 4
+    # many shards, or one actor, or parts below min_rows: left as they are
+    many = [job(5000 + i) for i in range(8)]
+    assert split_jobs(many, actors=2, min_rows=512) == many
+    assert split_jobs([job(5000)], actors=1, min_rows=512) == [job(5000)]
+    assert [j.parts for j in split_jobs([job(1500)], actors=2, min_rows=512)] == [2, 2]
+    # 3 parts of 512 would fit; 2 keep both actors busy to the end
+    assert [j.parts for j in split_jobs([job(1600)], actors=2, min_rows=512)] == [2, 2]
+    assert [j.parts for j in split_jobs([job(1600)], actors=4, min_rows=512)] == [3, 3, 3]
