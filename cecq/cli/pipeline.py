@@ -9,6 +9,7 @@ import json
 from cecq.catalog import current_manifest
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
 from cecq.config import MODEL_WEIGHTS, PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.encoders import is_fitted
 from cecq.index import index_kinds
 from cecq.pipeline.dry_run import plan_reindex
 from cecq.pipeline.publish import reindex_config
@@ -120,12 +121,14 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
     from flows.embed_corpus import embed_corpus  # heavy: Prefect
     from flows.startup import start_services  # heavy: Prefect
 
-    start_services(args.ray_address)  # the Prefect server and Ray start together, not in turn
+    models = args.models or list(P.models)
+    # The Prefect server, Ray and the embedding actors start together, not in turn.
+    start_services(args.ray_address, [m for m in models if not is_fitted(m)])
     with reporting_to(console_sink()):
         result = embed_corpus(
             corpus=args.corpus,
             store=args.store,
-            models=args.models or list(P.models),
+            models=models,
             compression=args.compression,
             shard_rows=args.shard_rows,
             dims=args.dims,

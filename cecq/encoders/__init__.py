@@ -10,6 +10,7 @@ from cecq.encoders.registry import (
     is_fitted,
     load_encoder,
     model_fingerprint,
+    preload_models,
     register_encoder,
 )
 from cecq.encoders.sentence_transformer import (
@@ -43,6 +44,7 @@ __all__ = [
     "load_encoder",
     "model_fingerprint",
     "nonempty_rows",
+    "preload_models",
     "register_encoder",
     "resolve_model",
     "self_retrieval_weights",

@@ -121,6 +121,13 @@ class Encoder(ABC):
         raise TypeError(f"{type(self).__name__} is pretrained: nothing to save")
 
     @classmethod
+    def preload(cls) -> None:
+        """Import what loading a model of this kind needs, ahead of the load (a worker that
+        starts before its jobs are known does this while other services start). Nothing by
+        default."""
+        return None
+
+    @classmethod
     def fingerprint(cls, name: str) -> str | None:
         """What identifies the weights of the model called ``name`` (``sha256:<digest of its
         weight files>``, ``hub:<commit>``): a change re-embeds the corpus. None for kinds whose

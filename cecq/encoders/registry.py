@@ -53,6 +53,12 @@ def check_model(name: str) -> None:
         resolve_model(name)
 
 
+def preload_models(models: Sequence[str]) -> None:
+    """Import what loading every one of ``models`` needs (:meth:`Encoder.preload`)."""
+    for kind in {encoder_class(m) for m in models}:
+        kind.preload()
+
+
 def model_fingerprint(name: str) -> str | None:
     """The fingerprint of the weights of the model called ``name`` (see :meth:`Encoder.fingerprint`)."""
     return encoder_class(name).fingerprint(name)

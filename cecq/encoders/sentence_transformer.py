@@ -169,6 +169,10 @@ class SentenceTransformerEncoder(Encoder):
             return os.path.abspath(expanded)
         return name
 
+    @classmethod
+    def preload(cls) -> None:
+        import sentence_transformers  # noqa: F401 - heavy: 6.7 s here, most of an actor's start
+
     def __init__(self, spec: ModelSpec):
         import torch
         from sentence_transformers import SentenceTransformer

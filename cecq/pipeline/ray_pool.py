@@ -243,15 +243,19 @@ def _actor_class() -> Any:
     @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
     class PoolActor:
         """Runs job after job; builds a group's worker (e.g. loading a model) on the first job
-        of that group it gets, and keeps it for the rest of its life."""
+        of that group it gets, with the factory sent along, and keeps it for the rest of its
+        life. It holds no factory of its own, so it can start before its jobs are known."""
 
-        def __init__(self, factories: Mapping[Hashable, WorkerFactory], threads: int):
+        def __init__(self, threads: int):
             self.context = ActorContext(
                 device="cuda" if ray.get_gpu_ids() else "cpu", threads=threads, report=self.report
             )
-            self.factories = factories
             self.workers: dict[Hashable, Worker] = {}
             self.partial = 0
+
+        def warm(self, fn: Callable[[], Any]) -> None:
+            """Run ``fn`` (e.g. heavy imports) before any job comes."""
+            fn()
 
         def report(self, done: int) -> None:
             self.partial = int(done)
@@ -260,12 +264,12 @@ def _actor_class() -> Any:
             """Units of the current job done so far."""
             return self.partial
 
-        def run(self, group: Hashable, job: Any) -> Placed:
+        def run(self, group: Hashable, job: Any, factory: WorkerFactory) -> Placed:
             self.partial = 0
             worker = self.workers.get(group)
             if worker is None:
                 try:
-                    worker = self.factories[group](self.context)
+                    worker = factory(self.context)
                 except Exception as e:  # any failure to build: the driver stops, retrying cannot help
                     raise WorkerStartError(group, f"{type(e).__name__}: {e}") from e
                 self.workers[group] = worker
@@ -273,6 +277,50 @@ def _actor_class() -> Any:
             return Placed(value, ray.get_runtime_context().get_node_id(), os.getpid())
 
     return PoolActor
+
+
+def _start_actor(actor_cls: Any, shape: ActorShape) -> Any:
+    return actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
+        shape.threads
+    )
+
+
+# Actors started ahead of their jobs (prestart), each with the shape it was sized to.
+_prestarted: list[tuple[Any, ActorShape]] = []
+
+
+def prestart(warm: Callable[[], Any] | None = None, max_actors: int | None = None) -> int:
+    """Start the pool's actors now, before their jobs are known (e.g. while Prefect's API
+    starts), each running ``warm()`` (e.g. heavy imports) at once; the next pool
+    (:func:`run_groups`) takes them where its shape is theirs. Actors no pool takes are
+    stopped by the next pool or task fan-out (:func:`release_prestarted`), so that they never
+    hold CPUs that tasks wait for. Returns how many were started."""
+    shape = actor_shape(max_actors)
+    actor_cls = _actor_class()
+    for _ in range(shape.count):
+        actor = _start_actor(actor_cls, shape)
+        if warm is not None:
+            actor.warm.remote(warm)
+        _prestarted.append((actor, shape))
+    logger.info("started %d actors ahead of their jobs", shape.count)
+    return shape.count
+
+
+def release_prestarted() -> None:
+    """Stop every prestarted actor that no pool took."""
+    import ray
+
+    while _prestarted:
+        ray.kill(_prestarted.pop()[0])
+
+
+def _take_prestarted(shape: ActorShape, n: int) -> list[Any]:
+    """Up to ``n`` prestarted actors of ``shape``; the rest are stopped."""
+    taken = [a for a, s in _prestarted if s == shape][:n]
+    for a in taken:
+        _prestarted[:] = [(x, s) for x, s in _prestarted if x is not a]
+    release_prestarted()
+    return taken
 
 
 def run_on_actors(
@@ -335,11 +383,10 @@ def run_groups(
     factories = dict(factories)
 
     def new_actor() -> Any:
-        return actor_cls.options(num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, scheduling_strategy="SPREAD").remote(
-            factories, shape.threads
-        )
+        return _start_actor(actor_cls, shape)
 
-    actors = [new_actor() for _ in range(n)]
+    actors = _take_prestarted(shape, n)
+    actors += [new_actor() for _ in range(n - len(actors))]
     held: dict[Any, set[Hashable]] = {a: set() for a in actors}  # the groups each actor has built (or is building)
     logger.info("%s: %d jobs on %d actors (%s cpus, %s gpus each)", label, len(jobs), n, shape.num_cpus, shape.num_gpus)
     schedule = Schedule(jobs, group_of)
@@ -364,7 +411,7 @@ def run_groups(
                 actor = idle.pop(a)
                 group = group_of(job)
                 held[actor].add(group)
-                inflight[actor.run.remote(group, job)] = (actor, job)
+                inflight[actor.run.remote(group, job, factories[group])] = (actor, job)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS if progress else None)
             if not ready:
                 if progress:
@@ -433,6 +480,7 @@ def run_tasks(
     :data:`POLL_SECONDS` while tasks run."""
     import ray
 
+    release_prestarted()  # idle actors would hold the CPUs these tasks wait for
     remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=True)(fn)
     refs = [remote.remote(*job) for job in jobs]
     size = dict(zip(refs, sizes or [1] * len(refs)))

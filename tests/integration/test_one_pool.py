@@ -179,3 +179,40 @@ def test_a_corpus_of_one_shard_runs_on_every_actor(two_actor_ray, tmp_path, tiny
     assert seen[-1] == (60, 60)
     again = fanout.embed_model(split, m_split, model, batch_size=8)
     assert (again.skipped_shards, again.embedded_documents) == (1, 0)
+
+
+def _note_pid(folder: str) -> None:
+    with open(os.path.join(folder, str(os.getpid())), "w"):
+        pass
+
+
+def test_prestarted_actors_run_the_next_pools_jobs_or_give_way_to_tasks(two_actor_ray, tmp_path):
+    """Actors started before their jobs are known warm up at once and run the next pool's
+    jobs (no new actor starts); ones no pool takes are stopped before tasks that need their
+    CPUs (2 actors of 3/4 CPU on 2 CPUs would leave a 1-CPU task waiting forever)."""
+    import ray
+
+    from cecq.pipeline import ray_pool
+
+    warmed = tmp_path / "warmed"
+    warmed.mkdir()
+    assert ray_pool.prestart(functools.partial(_note_pid, str(warmed))) == 2
+    deadline = time.monotonic() + 60
+    while len(os.listdir(warmed)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = {int(p) for p in os.listdir(warmed)}
+    assert len(pids) == 2  # both warmed before any job was known
+    placed = ray_pool.run_groups(
+        {"a": functools.partial(_Sleeper, "a")}, [_Job("a1", "a", 0.2), _Job("a2", "a", 0.2), _Job("a3", "a", 0.2)]
+    )
+    assert {p.pid for p in placed} <= pids  # the prestarted actors ran them
+
+    ray_pool.prestart()
+    started = time.monotonic()
+    results = ray_pool.run_tasks(_one, [(i,) for i in range(2)], num_cpus=1.0)
+    assert sorted(results) == [0, 1] and time.monotonic() - started < 60
+    ray.get(ray.remote(num_cpus=2)(_one).remote(0), timeout=60)  # nothing holds a CPU any more
+
+
+def _one(i: int) -> int:
+    return i
