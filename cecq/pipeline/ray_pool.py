@@ -316,11 +316,10 @@ def release_prestarted() -> None:
 
 def _take_prestarted(shape: ActorShape, n: int) -> list[Any]:
     """Up to ``n`` prestarted actors of ``shape``; the rest are stopped."""
-    taken = [a for a, s in _prestarted if s == shape][:n]
-    for a in taken:
-        _prestarted[:] = [(x, s) for x, s in _prestarted if x is not a]
-    release_prestarted()
-    return taken
+    fits = [a for a, s in _prestarted if s == shape]
+    _prestarted[:] = [(a, s) for a, s in _prestarted if s != shape] + [(a, shape) for a in fits[n:]]
+    release_prestarted()  # what is left over
+    return fits[:n]
 
 
 def run_on_actors(

@@ -100,11 +100,14 @@ def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
 @dataclass
 class EmbeddedPart:
     """Part ``part`` of ``parts`` of one shard, embedded: the shard's ``rows`` (positions) it
-    holds and their ``vectors``, before they are committed (:func:`commit_parts`)."""
+    holds, their ``ids``, ``hashes`` (content hashes) and ``vectors``, before they are
+    committed (:func:`commit_parts`, which so need not read the shard again)."""
 
     part: int
     parts: int
     rows: np.ndarray
+    ids: list[str]
+    hashes: list[str]
     vectors: np.ndarray
     embedded: int = 0
     truncated: int = 0
@@ -168,6 +171,8 @@ def embed_part(
         part,
         parts,
         rows,
+        [ids[i] for i in rows],
+        [hashes[i] for i in rows],
         vectors,
         embedded=len(todo),
         truncated=encoder.truncated - truncated_before,
@@ -182,11 +187,12 @@ def commit_parts(store: Store, shard: ShardInfo, out_rel: str, parts: Sequence[E
     rows = np.concatenate([p.rows for p in parts])
     if len(rows) != shard.rows or len(np.unique(rows)) != shard.rows:
         raise ValueError(f"{out_rel}: parts hold {len(rows)} rows, the shard {shard.rows}")
-    table = store.read_parquet(shard.path, columns=["id", "content_hash"])
     vectors = np.zeros((shard.rows, parts[0].vectors.shape[1]), dtype=np.float32)
+    ids, hashes = [""] * shard.rows, [""] * shard.rows
     for p in parts:
         vectors[p.rows] = p.vectors
-    ids, hashes = table.column("id").to_pylist(), table.column("content_hash").to_pylist()
+        for i, doc_id, content_hash in zip(p.rows.tolist(), p.ids, p.hashes):
+            ids[i], hashes[i] = doc_id, content_hash
     nbytes = store.write_parquet(out_rel, embedding_table(ids, hashes, vectors), "embeddings")
     return EmbedShardResult(
         out_rel,
