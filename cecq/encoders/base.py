@@ -95,8 +95,9 @@ class Encoder(ABC):
     pretrained), :meth:`fit_corpus`, :meth:`save` / :meth:`load` and ``files`` (fitted kinds only;
     the last file written marks the folder complete), :meth:`to_device` (placement and
     precision on an accelerator), ``truncated`` (texts cut at the model's length limit) and
-    ``relative_cost`` (compute a document takes, relative to a small transformer such as
-    MiniLM: the embedding pool starts the longest jobs of all models first).
+    :meth:`cost` (compute a document takes, relative to a small transformer such as MiniLM;
+    ``relative_cost`` unless a kind reads it from the model: the embedding pool starts the
+    longest jobs of all models first).
     """
 
     name: str
@@ -119,6 +120,13 @@ class Encoder(ABC):
     def save(self, folder: str | Path) -> None:
         """Write the fitted state to ``folder`` (fitted kinds only), ``files`` in order."""
         raise TypeError(f"{type(self).__name__} is pretrained: nothing to save")
+
+    @classmethod
+    def cost(cls, name: str) -> float:
+        """The compute a document takes with the model called ``name``, relative to MiniLM
+        (the embedding pool sizes and orders jobs by it); read without loading the model.
+        ``relative_cost`` by default."""
+        return cls.relative_cost
 
     @classmethod
     def preload(cls) -> None:

@@ -36,7 +36,7 @@ class EmbedJob:
     out_path: str
     previous_paths: list[str] = field(default_factory=list)
     group: str = ""  # the model: which worker of the pool runs it
-    relative_cost: float = 1.0  # the model's per-document cost (Encoder.relative_cost)
+    relative_cost: float = 1.0  # the model's per-document cost (Encoder.cost)
     part: int = 0  # this job embeds part `part` of `parts` of the shard (steps.part_rows)
     parts: int = 1
 
@@ -129,7 +129,7 @@ def embed_models(
     keys = {m: model_key(m, manifest.corpus_key, fp) for m, fp in zip(models, fingerprints)}
     jobs, skipped = [], dict.fromkeys(models, 0)
     for model in models:
-        cost = encoder_class(model).relative_cost
+        cost = encoder_class(model).cost(model)
         for shard in manifest.shards:
             out = embedding_path(keys[model], shard)
             if is_whole(store, out, shard.rows):  # a damaged shard is embedded again
