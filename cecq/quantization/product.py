@@ -3,7 +3,7 @@
 The first ``budget * sub_dim`` dims of a vector are rotated by a fixed random orthogonal
 matrix (so every subspace gets a share of the decoder's high-variance leading dims), cut
 into ``budget`` subspaces of ``sub_dim`` dims, and each subspace is coded by the nearest of
-256 k-means centroids fitted on the corpus. At 4 dims a byte this codes twice the dims
+256 k-means centroids (FAISS's) fitted on the corpus. At 4 dims a byte this codes twice the dims
 that 2-bit scalar codes would, and it keeps inner products better than scalar codes when
 both sides are quantized (symmetric scoring).
 
@@ -53,27 +53,31 @@ def _nearest(y: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def _kmeans(y: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
-    """Lloyd's k-means in every subspace at once: ``y`` ``(subspaces, n, sub_dim)`` ->
-    ``(subspaces, k, sub_dim)``. Starts from ``k`` sample rows; a centroid that loses all
-    its rows keeps its place."""
+    """FAISS's k-means in every subspace: ``y`` ``(subspaces, n, sub_dim)`` -> ``(subspaces,
+    k, sub_dim)``, seeded per subspace, on every row (no subsampling). An empty cluster is
+    refilled by splitting a large one. Fewer rows than centroids: the rows themselves,
+    repeated, which code the sample exactly.
+
+    Replaced a Lloyd's loop of cecq's own (empty clusters kept their place), as the issue
+    asks where FAISS is equal or better: the same nDCG@10 within noise on SciFact's train
+    judgements, five seeds fitted on half the corpus (27 B: asymmetric 0.5860 against 0.5831,
+    symmetric 0.5722 against 0.5674; 53 B: 0.6199 against 0.6220, 0.6130 against 0.6130;
+    docs/scripts/codes_trial.py), a 0.1-0.4% lower squared error, and no faster (53 subspaces
+    of 20,000 rows: 27 s against 22-26 s; it runs every iteration, the loop stopped early)."""
+    import faiss  # heavy: only fitting needs it
+
     m, n, d = y.shape
-    rng = np.random.default_rng(seed)
-    centroids = np.ascontiguousarray(y[:, rng.choice(n, size=k, replace=n < k)])
-    offsets = (np.arange(m) * k)[None, :]
-    previous = None
-    for _ in range(iterations):
-        assign = _nearest(y, centroids)
-        if previous is not None and np.array_equal(assign, previous):
-            break
-        previous = assign
-        flat = (assign + offsets).T.ravel()  # (m * n,), subspace-major like y
-        counts = np.bincount(flat, minlength=m * k).reshape(m, k)
-        sums = np.stack([np.bincount(flat, weights=y[:, :, j].ravel(), minlength=m * k) for j in range(d)], axis=-1)
-        sums = sums.reshape(m, k, d)
-        centroids = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], centroids).astype(
-            np.float32
-        )
-    return centroids
+    if n < k:
+        return np.ascontiguousarray(y[:, np.resize(np.arange(n), k)], dtype=np.float32)
+    out = np.empty((m, k, d), dtype=np.float32)
+    for j in range(m):
+        clustering = faiss.Clustering(d, k)
+        clustering.niter, clustering.seed = iterations, seed + j
+        # cecq warns about small samples itself (MIN_ROWS_PER_CENTROID); fit on all rows
+        clustering.min_points_per_centroid, clustering.max_points_per_centroid = 1, max(1, n)
+        clustering.train(np.ascontiguousarray(y[j], dtype=np.float32), faiss.IndexFlatL2(d))
+        out[j] = faiss.vector_to_array(clustering.centroids).reshape(k, d)
+    return out
 
 
 @dataclass
