@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
-from cecq.quantization.file import read_quantizer_table, write_quantizer_table
+from cecq.quantization.file import named_errors, read_quantizer_table, write_quantizer_table
 
 SizedBy = Literal["bits", "budget"]
 
@@ -124,4 +124,5 @@ class CodeQuantizer(ABC):
         table, meta = read_quantizer_table(path, filesystem)
         if meta["kind"] != cls.kind:
             raise ValueError(f"{path}: a {meta['kind']!r} quantizer file, not {cls.kind!r}")
-        return cls.from_table(table, meta)
+        with named_errors(path):
+            return cls.from_table(table, meta)

@@ -14,14 +14,16 @@ vectors. The rotation is orthogonal, so cosines are those of the unrotated prefi
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from cecq.errors import ConfigError
+from cecq.errors import ConfigError, CorruptArtifactError, DataError
 from cecq.quantization.base import CodeQuantizer, SizedBy
 
 logger = logging.getLogger(__name__)
@@ -33,11 +35,75 @@ KMEANS_ITERATIONS = 25
 _CHUNK = 4096  # rows a distance block: (subspaces, rows, 256) floats stay ~200 MB at 53 subspaces
 
 
+# The name a seeded file records for how :func:`random_rotation` makes its matrix; a new
+# algorithm gets a new name, and a file naming one this cecq lacks is refused.
+ROTATION_GENERATOR = "cecq-givens-v1"
+# The envelope version of a file that stores the rotation's seed instead of its matrix
+# (version 1, the matrix stored, is what older cecq reads and what a file falls back to).
+SEEDED_FORMAT = 2
+_GIVENS_LAYERS_PER_DOUBLING = 3  # layers of random pairs: 3 ceil(log2 dim), 24 at 212 dims
+
+
 def random_rotation(dim: int, seed: int = 0) -> np.ndarray:
-    """A seeded ``(dim, dim)`` orthogonal matrix (QR of a Gaussian, signs fixed so the
-    result does not depend on the LAPACK's sign convention)."""
-    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
-    return (q * np.where(np.diag(r) < 0, -1.0, 1.0)).astype(np.float32)
+    """A seeded ``(dim, dim)`` orthogonal matrix, the same bytes on every machine: the
+    product of ``3 ceil(log2 dim)`` layers of Givens rotations, each layer pairing the dims
+    at random and turning each pair by a random angle.
+
+    Only integer draws, uniform doubles and elementwise multiplies, adds, divisions and
+    square roots make it, each rounded exactly as IEEE 754 says, so the bytes depend on the
+    seed and NumPy's generator alone, not on a BLAS or LAPACK kernel (a QR of a Gaussian,
+    cecq's earlier generator, gave other bytes at 768 dims under OpenBLAS's Prescott kernel).
+    A file can then store the seed instead of the matrix (``rotation`` in its metadata, with
+    the matrix's sha256, checked when read: NumPy may change its streams between releases).
+    Each layer lets every dim mix with one other, so after ``log2 dim`` layers every output
+    depends on every input; three times that spreads the decoder's leading, high-variance
+    dims over all subspaces."""
+    if dim < 1:
+        raise ValueError(f"a rotation needs at least 1 dim, got {dim}")
+    rng = np.random.default_rng(seed)
+    m = np.eye(dim)
+    for _ in range(_GIVENS_LAYERS_PER_DOUBLING * max(1, math.ceil(math.log2(dim)))):
+        order = rng.permutation(dim)
+        i, j = order[0 : dim - 1 : 2], order[1:dim:2]
+        u, v = 2.0 * rng.random(len(i)) - 1.0, 2.0 * rng.random(len(i)) - 1.0
+        r = np.sqrt(u * u + v * v)
+        c, s = np.where(r > 0, u / np.where(r > 0, r, 1.0), 1.0), np.where(r > 0, v / np.where(r > 0, r, 1.0), 0.0)
+        a, b = m[:, i], m[:, j]
+        m[:, i], m[:, j] = c * a - s * b, s * a + c * b
+    return m.astype(np.float32)
+
+
+def rotation_sha256(rotation: np.ndarray) -> str:
+    """The sha256 of a rotation's float32 bytes, row-major."""
+    return hashlib.sha256(np.ascontiguousarray(rotation, dtype=np.float32).tobytes()).hexdigest()
+
+
+def regenerate_rotation(record: object, kept: int) -> np.ndarray:
+    """The matrix a seeded file's ``rotation`` record names, checked against its sha256:
+    :class:`CorruptArtifactError` if it regenerates differently here (a tampered record, or
+    a NumPy whose generator streams changed since the writer's)."""
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("seed"), int)
+        and isinstance(record.get("sha256"), str)
+        and isinstance(record.get("generator"), str)
+    ):
+        raise CorruptArtifactError(
+            f"the rotation record {record!r:.200} lacks an integer seed, a generator or a sha256"
+        )
+    if record["generator"] != ROTATION_GENERATOR:
+        raise DataError(
+            f"the rotation is made by generator {record['generator']!r}; this cecq makes only {ROTATION_GENERATOR!r}"
+        )
+    rotation = random_rotation(kept, record["seed"])
+    found = rotation_sha256(rotation)
+    if found != record["sha256"]:
+        raise CorruptArtifactError(
+            f"the rotation regenerated from seed {record['seed']} has sha256 {found[:16]}..., the file records "
+            f"{record['sha256'][:16]}...: the file was altered, or this NumPy's generator differs from the "
+            f"writer's (NumPy {record.get('numpy', '?')} wrote it, {np.__version__} reads it); refit the quantizer"
+        )
+    return rotation
 
 
 def _nearest(y: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -92,6 +158,9 @@ class ProductQuantizer(CodeQuantizer):
     input_dim: int
     rotation: np.ndarray
     codebooks: np.ndarray
+    # The seed ``rotation`` was made from by :func:`random_rotation` (None: unknown, e.g. a
+    # version-1 file); with it the file stores the seed, not the matrix.
+    rotation_seed: int | None = None
 
     @classmethod
     def check(cls, dims: int, bits: int | None, budget_bytes: int | None) -> None:
@@ -166,7 +235,7 @@ class ProductQuantizer(CodeQuantizer):
         rotation = random_rotation(kept, seed)
         y = (x[:, :kept] @ rotation).reshape(len(x), budget_bytes, sub_dim).transpose(1, 0, 2)
         codebooks = _kmeans(np.ascontiguousarray(y), CODEBOOK_SIZE, iterations, seed)
-        return cls(x.shape[1], rotation, codebooks)
+        return cls(x.shape[1], rotation, codebooks, int(seed))
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """Float input rows in code space: the rotated prefix, ``(n, kept_dims)``."""
@@ -207,24 +276,37 @@ class ProductQuantizer(CodeQuantizer):
         return np.take(items.reshape(-1), index).view(np.float32).reshape(packed.shape[0], self.kept_dims)
 
     def to_table(self) -> tuple[pa.Table, dict[str, Any]]:
-        """A row per subspace, with its block of rotation columns and its codebook as lists."""
+        """A row per subspace with its codebook as a list. The rotation is stored as its seed
+        (format version 2) when the seed regenerates it bit for bit, which saves the ``kept x
+        kept`` float32 matrix (180 KB at 212 dims); otherwise (a version-1 file read back) as
+        a block of rotation columns a subspace, the version-1 file byte for byte."""
         m, s, kept = self.subspaces, self.sub_dim, self.kept_dims
-        blocks = self.rotation.T.reshape(m, s * kept)  # subspace j: rotation[:, j*s:(j+1)*s] transposed
-        table = pa.table(
-            {
-                "subspace": pa.array(np.arange(m, dtype=np.int32)),
-                "rotation": pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), s * kept),
-                "centroids": pa.FixedSizeListArray.from_arrays(pa.array(self.codebooks.ravel()), CODEBOOK_SIZE * s),
+        columns: dict[str, pa.Array] = {"subspace": pa.array(np.arange(m, dtype=np.int32))}
+        meta: dict[str, Any] = {"input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s}
+        sha = rotation_sha256(self.rotation)
+        if self.rotation_seed is not None and rotation_sha256(random_rotation(kept, self.rotation_seed)) == sha:
+            meta["rotation"] = {
+                "generator": ROTATION_GENERATOR,
+                "seed": int(self.rotation_seed),
+                "sha256": sha,
+                "numpy": np.__version__,  # for the message where another NumPy regenerates it differently
             }
-        )
-        return table, {"input_dim": self.input_dim, "kept_dims": kept, "sub_dim": s}
+            meta["format_version"] = SEEDED_FORMAT
+        else:
+            blocks = self.rotation.T.reshape(m, s * kept)  # subspace j: rotation[:, j*s:(j+1)*s] transposed
+            columns["rotation"] = pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), s * kept)
+        columns["centroids"] = pa.FixedSizeListArray.from_arrays(pa.array(self.codebooks.ravel()), CODEBOOK_SIZE * s)
+        return pa.table(columns), meta
 
     @classmethod
     def from_table(cls, table: pa.Table, meta: dict) -> ProductQuantizer:
         kept, s = int(meta["kept_dims"]), int(meta["sub_dim"])
         m = kept // s
-        blocks = table.column("rotation").combine_chunks().flatten().to_numpy().reshape(m * s, kept)
         codebooks = table.column("centroids").combine_chunks().flatten().to_numpy().reshape(m, CODEBOOK_SIZE, s)
+        if "rotation" in meta:
+            rotation = regenerate_rotation(meta["rotation"], kept)
+            return cls(int(meta["input_dim"]), rotation, codebooks.astype(np.float32), meta["rotation"]["seed"])
+        blocks = table.column("rotation").combine_chunks().flatten().to_numpy().reshape(m * s, kept)
         return cls(
             int(meta["input_dim"]), np.ascontiguousarray(blocks.T, dtype=np.float32), codebooks.astype(np.float32)
         )

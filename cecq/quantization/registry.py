@@ -12,7 +12,7 @@ import numpy as np
 from cecq.errors import ConfigError
 from cecq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins
 from cecq.quantization.base import CodeQuantizer, SizedBy
-from cecq.quantization.file import read_quantizer_table
+from cecq.quantization.file import named_errors, read_quantizer_table
 from cecq.quantization.mixed import MixedQuantizer
 from cecq.quantization.product import ProductQuantizer
 from cecq.quantization.scalar import Quantizer
@@ -90,4 +90,5 @@ def load_quantizer(path: str | Path | BinaryIO, filesystem: Any = None) -> CodeQ
         raise ValueError(
             f"{path}: unknown quantizer kind {meta['kind']!r} (this cecq reads {', '.join(quantizer_kinds())})"
         ) from None
-    return cls.from_table(table, meta)
+    with named_errors(path):
+        return cls.from_table(table, meta)

@@ -160,10 +160,11 @@ def test_todays_writers_stamp_every_artifact(tmp_path):
     save_decoder(Decoder(8, 8, "linear", None), tmp_path / "decoder")
     assert json.loads((tmp_path / "decoder" / "decoder.json").read_text())["format_version"] == DECODER_FORMAT
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
-    for kind, kwargs in {"scalar": {"bits": 2}, "product": {"budget_bytes": 2}}.items():
+    # each quantizer file gets the lowest version that reads it; version 1 is unstamped, so
+    # first-release files are written back byte for byte. Product files store the rotation's seed.
+    for kind, kwargs, version in [("scalar", {"bits": 2}, 1), ("product", {"budget_bytes": 2}, QUANTIZER_FORMAT)]:
         buf = io.BytesIO()
         fit_quantizer(kind, x, **kwargs).save(buf)
         meta = json.loads(pq.read_schema(io.BytesIO(buf.getvalue())).metadata[METADATA_KEY.encode()])
-        # version 1 is unstamped, so first-release files are written back byte for byte
-        assert meta.get("format_version", 1) == QUANTIZER_FORMAT
+        assert meta.get("format_version", 1) == version, kind
     assert CorpusManifest("u", "k", "_id", ["text"]).to_dict()["schema_version"] == SCHEMA_VERSION

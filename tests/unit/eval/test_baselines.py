@@ -10,9 +10,10 @@ import pytest
 from cecq.cli import build_parser
 from cecq.config import DecoderConfig, EvalConfig, ModelSpec
 from cecq.encoders import l2_normalize
-from cecq.eval.baselines import PCAProjection, binary_search, pca_baseline, pq_baseline, run_baselines
+from cecq.eval.baselines import PCAProjection, binary_search, pca_baseline, pq_baseline, run_baselines, stored_bytes
 from cecq.eval.beir import load_beir
 from cecq.eval.evaluate import evaluate_task
+from cecq.quantization import ProductQuantizer
 from cecq.search import rescore_signs, search_hamming, unpack_signs
 
 
@@ -254,3 +255,10 @@ def test_baselines_are_fitted_on_the_fit_rows_only(monkeypatch):
     assert len(fitted_on) == 1 and np.array_equal(fitted_on[0], docs[fit])
     pca = next(r for r in results if r.name == "pca-4d-1b")
     assert pca.fixed_bytes > 4 * (12 + 4 * 12)  # the projection and the quantizer file
+
+
+def test_fixed_bytes_count_the_product_file_as_stored_with_its_rotation_as_a_seed():
+    x = np.random.default_rng(0).standard_normal((600, 64)).astype(np.float32)
+    pq = ProductQuantizer.fit(x, budget_bytes=12, iterations=2)
+    with_matrix = stored_bytes(ProductQuantizer(pq.input_dim, pq.rotation, pq.codebooks))  # no seed known
+    assert stored_bytes(pq) <= with_matrix - pq.rotation.nbytes  # the 48 x 48 float32 matrix is not stored

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
+import pyarrow.parquet as parquet
 import pytest
 
 from cecq.encoders import l2_normalize
+from cecq.errors import CorruptArtifactError, DataError
 from cecq.quantization import MixedQuantizer, Quantizer, load_quantizer
-from cecq.quantization.product import CODEBOOK_SIZE, ProductQuantizer, random_rotation
+from cecq.quantization.product import (
+    CODEBOOK_SIZE,
+    ROTATION_GENERATOR,
+    ProductQuantizer,
+    random_rotation,
+    rotation_sha256,
+)
 from cecq.search import search_codes
+from tests.helpers.paths import FIXTURES
 
 
 def correlated(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -103,8 +115,6 @@ def test_file_round_trip_and_load_quantizer_dispatch(tmp_path):
 
 
 def test_an_unknown_quantizer_kind_is_refused(tmp_path):
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -129,3 +139,98 @@ def test_bad_arguments_are_refused_with_the_reason():
         pq.encode(x[:, :8])
     with pytest.raises(ValueError, match="do not hold 2 subspaces"):
         pq.dequantize_packed(np.zeros((3, 5), np.uint8))
+
+
+def _meta(path) -> dict:
+    return json.loads(parquet.read_schema(path).metadata[b"cecq.quantizer"])
+
+
+def _rewrite_meta(path, meta: dict) -> None:
+    table = parquet.read_table(path)
+    parquet.write_table(table.replace_schema_metadata({"cecq.quantizer": json.dumps(meta)}), path)
+
+
+def test_a_fitted_rotation_is_stored_as_its_seed_and_the_file_is_smaller_by_the_matrix(tmp_path):
+    x = correlated(1200, 48, seed=7).astype(np.float32)
+    pq = ProductQuantizer.fit(x, budget_bytes=10, sub_dim=4, seed=3)
+    pq.save(tmp_path / "seeded.parquet")
+    # the same quantizer with no known seed (as a version-1 file loads) stores the matrix
+    ProductQuantizer(pq.input_dim, pq.rotation, pq.codebooks).save(tmp_path / "matrix.parquet")
+    meta = _meta(tmp_path / "seeded.parquet")
+    assert meta["format_version"] == 2 and meta["rotation"]["seed"] == 3
+    assert meta["rotation"]["generator"] == ROTATION_GENERATOR
+    assert "format_version" not in _meta(tmp_path / "matrix.parquet")  # the version-1 file, unstamped
+    assert parquet.read_schema(tmp_path / "seeded.parquet").names == ["subspace", "centroids"]
+    saved = (tmp_path / "matrix.parquet").stat().st_size - (tmp_path / "seeded.parquet").stat().st_size
+    assert saved >= pq.rotation.nbytes, (saved, pq.rotation.nbytes)  # 40 x 40 float32s at least
+    for name in ("seeded.parquet", "matrix.parquet"):
+        loaded = load_quantizer(tmp_path / name)
+        assert loaded.rotation.tobytes() == pq.rotation.tobytes()
+        np.testing.assert_array_equal(loaded.codebooks, pq.codebooks)
+        np.testing.assert_array_equal(loaded.quantize(x), pq.quantize(x))
+    # a loaded seeded file writes back byte for byte
+    load_quantizer(tmp_path / "seeded.parquet").save(tmp_path / "again.parquet")
+    assert (tmp_path / "again.parquet").read_bytes() == (tmp_path / "seeded.parquet").read_bytes()
+
+
+def test_a_rotation_the_seed_does_not_regenerate_keeps_its_matrix(tmp_path):
+    x = correlated(800, 16, seed=8).astype(np.float32)
+    pq = ProductQuantizer.fit(x, 4, seed=0)
+    nudged = pq.rotation.copy()
+    nudged[0, 0] = np.nextafter(nudged[0, 0], np.float32(2))  # one ulp: no longer what seed 0 makes
+    ProductQuantizer(pq.input_dim, nudged, pq.codebooks, rotation_seed=0).save(tmp_path / "q.parquet")
+    assert "rotation" not in _meta(tmp_path / "q.parquet")
+    assert load_quantizer(tmp_path / "q.parquet").rotation.tobytes() == nudged.tobytes()
+
+
+def test_a_tampered_seed_or_generator_is_refused_naming_the_file(tmp_path):
+    x = correlated(800, 16, seed=9).astype(np.float32)
+    path = tmp_path / "q.parquet"
+    ProductQuantizer.fit(x, 4, seed=0).save(path)
+    meta = _meta(path)
+    _rewrite_meta(path, {**meta, "rotation": {**meta["rotation"], "seed": 1}})
+    with pytest.raises(CorruptArtifactError, match=rf"{path}: the rotation regenerated from seed 1 has sha256"):
+        load_quantizer(path)
+    with pytest.raises(CorruptArtifactError, match="regenerated from seed 1"):
+        ProductQuantizer.load(path)
+    _rewrite_meta(path, {**meta, "rotation": {**meta["rotation"], "generator": "sobol"}})
+    with pytest.raises(DataError, match="generator 'sobol'"):
+        load_quantizer(path)
+    _rewrite_meta(path, {**meta, "rotation": {"seed": "0"}})
+    with pytest.raises(CorruptArtifactError, match="lacks an integer seed"):
+        load_quantizer(path)
+
+
+def test_the_version_1_product_file_of_the_legacy_store_reads_and_writes_back_as_it_was(tmp_path):
+    (legacy,) = (FIXTURES / "legacy-store" / "store" / "runs").glob("run-78e4*/quantizer.parquet")
+    loaded = load_quantizer(legacy)
+    assert isinstance(loaded, ProductQuantizer) and loaded.rotation_seed is None
+    loaded.save(tmp_path / "q.parquet")
+    again = parquet.read_table(tmp_path / "q.parquet")
+    assert again.equals(parquet.read_table(legacy))  # the matrix column kept, and the values
+    assert again.schema.metadata == parquet.read_schema(legacy).metadata  # unstamped: still version 1
+
+
+def test_the_rotation_is_the_same_bytes_under_every_blas_kernel_and_thread_count():
+    # A QR of a Gaussian gave other bytes at 768 dims under OpenBLAS's Prescott kernel, so a
+    # seed could not stand for the matrix; the Givens layers use no BLAS at all.
+    import subprocess
+    import sys
+
+    script = (
+        "from cecq.quantization.product import random_rotation, rotation_sha256;"
+        "print(','.join(rotation_sha256(random_rotation(d, 5)) for d in (212, 768)))"
+    )
+    found = set()
+    for env in ({"OPENBLAS_CORETYPE": "Prescott"}, {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "2"}):
+        out = subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        )
+        found.add(out.stdout.strip())
+    here = ",".join(rotation_sha256(random_rotation(d, 5)) for d in (212, 768))
+    assert found == {here}
+    r = random_rotation(768, 5).astype(np.float64)
+    np.testing.assert_allclose(r @ r.T, np.eye(768), atol=1e-6)
+    assert random_rotation(1, 0).tolist() == [[1.0]]
+    with pytest.raises(ValueError, match="at least 1 dim"):
+        random_rotation(0)
