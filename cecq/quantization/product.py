@@ -67,7 +67,8 @@ def random_rotation(dim: int, seed: int = 0) -> np.ndarray:
         i, j = order[0 : dim - 1 : 2], order[1:dim:2]
         u, v = 2.0 * rng.random(len(i)) - 1.0, 2.0 * rng.random(len(i)) - 1.0
         r = np.sqrt(u * u + v * v)
-        c, s = np.where(r > 0, u / np.where(r > 0, r, 1.0), 1.0), np.where(r > 0, v / np.where(r > 0, r, 1.0), 0.0)
+        turn = r > 0  # (u, v) = (0, 0): no turn
+        c, s = np.where(turn, u, 1.0) / np.where(turn, r, 1.0), np.where(turn, v, 0.0) / np.where(turn, r, 1.0)
         a, b = m[:, i], m[:, j]
         m[:, i], m[:, j] = c * a - s * b, s * a + c * b
     return m.astype(np.float32)

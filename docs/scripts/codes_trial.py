@@ -114,13 +114,20 @@ def ndcg(task, q: np.ndarray, d: np.ndarray) -> float:
     return mteb_scores(task, *search_float(l2_normalize(q), l2_normalize(d), RETRIEVE_K))["ndcg_at_10"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def trial_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every trial script takes: a BEIR folder, the judgements' split (train:
+    the dev split), seeds, byte budgets and the embedding cache."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("task")
     ap.add_argument("--split", default="train")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--budgets", default="27,53")
     ap.add_argument("--cache", required=True)
+    return ap
+
+
+def main() -> None:
+    ap = trial_parser(__doc__)
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--method", default="cecq", choices=["cecq", "pca"])
     ap.add_argument("--out")
