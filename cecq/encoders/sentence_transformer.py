@@ -148,11 +148,15 @@ def hub_commit(repo_id: str) -> str | None:
 # to S tokens. MiniLM-L6's (6, 384, 256) is 1. all-mpnet-base-v2's (12, 768, 384) gives 11.7;
 # measured: 13.5x MiniLM's time on 96 SciFact documents, one thread each, alternating.
 _REFERENCE_SHAPE = (6, 384, 256)
+# Token limits above this count as this: documents are rarely longer, and a long-context
+# model's 8,192 would weigh it 640 MiniLMs.
+_COST_TOKEN_CAP = 512
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
 
 
 def _shape_cost(layers: int, width: int, limit: int) -> float:
+    limit = min(limit, _COST_TOKEN_CAP)
     return layers * width * (12 * width + 2 * limit) * limit
 
 
@@ -172,7 +176,8 @@ def model_shape(name: str) -> tuple[int, int, int] | None:
         if os.path.isfile(st_config):
             with open(st_config) as f:
                 limit = int(json.load(f).get("max_seq_length") or limit)
-    except Exception:  # not found, not cached, or not a transformer's config: no estimate
+    except Exception as e:  # not found, not cached, or not a transformer's config: no estimate
+        logger.debug("no compute estimate for model %s (%s): it weighs 1 in the embedding pool", name, e)
         return None
     return layers, width, limit
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cecq.errors import CorruptArtifactError, check_version
+from cecq.errors import DataError, RecordVersionError, check_version
 
 METADATA_KEY = "cecq.quantizer"
 LEGACY_KIND = "scalar"  # files of the first release's (scalar) quantizers carry no kind
@@ -61,9 +61,10 @@ def source_name(path: str | Path | BinaryIO) -> str:
 
 @contextmanager
 def named_errors(path: str | Path | BinaryIO) -> Iterator[None]:
-    """Prefix the file's name to a :class:`CorruptArtifactError` raised while a quantizer is
-    built from its table (``from_table`` sees the table, not the file)."""
+    """Prefix the file's name to a :class:`DataError` (a corrupt file) or a
+    :class:`RecordVersionError` raised while a quantizer is built from its table
+    (``from_table`` sees the table, not the file)."""
     try:
         yield
-    except CorruptArtifactError as error:
+    except (DataError, RecordVersionError) as error:
         raise type(error)(f"{source_name(path)}: {error}") from error

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from cecq.errors import ConfigError, CorruptArtifactError, DataError
+from cecq.errors import ConfigError, CorruptArtifactError, RecordVersionError
 from cecq.quantization.base import CodeQuantizer, SizedBy
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,50 @@ ROTATION_GENERATOR = "cecq-givens-v1"
 # The envelope version of a file that stores the rotation's seed instead of its matrix
 # (version 1, the matrix stored, is what older cecq reads and what a file falls back to).
 SEEDED_FORMAT = 2
+MAX_SEEDED_DIMS = 8192  # a seeded file's rotation is rebuilt as float64 (512 MB at this size)
 _GIVENS_LAYERS_PER_DOUBLING = 3  # layers of random pairs: 3 ceil(log2 dim), 24 at 212 dims
+
+
+class _Draws:
+    """Integer and uniform draws from PCG64's raw 64-bit stream, the one part of NumPy's
+    random API whose output NumPy promises to keep across releases (NEP 19; a ``Generator``
+    method's may change). They reproduce ``np.random.default_rng(seed)``'s ``permutation``
+    and ``random`` bit for bit today (a test checks it), so nothing a file records changed
+    when they replaced those calls."""
+
+    def __init__(self, seed: int):
+        self.bits = np.random.PCG64(seed)
+        self.half: int | None = None  # the unused upper half of a draw split for 32-bit values
+
+    def _u32(self) -> int:
+        if self.half is not None:
+            half, self.half = self.half, None
+            return half
+        value = int(self.bits.random_raw())
+        self.half = value >> 32
+        return value & 0xFFFFFFFF
+
+    def _below_or_at(self, top: int) -> int:
+        """Uniform in 0..top: masked rejection, 32-bit draws while they suffice."""
+        if top == 0:
+            return 0
+        mask = (1 << top.bit_length()) - 1
+        while True:
+            value = (self._u32() if top <= 0xFFFFFFFF else int(self.bits.random_raw())) & mask
+            if value <= top:
+                return value
+
+    def permutation(self, n: int) -> np.ndarray:
+        """Fisher-Yates from the last position down."""
+        order = list(range(n))
+        for i in range(n - 1, 0, -1):
+            j = self._below_or_at(i)
+            order[i], order[j] = order[j], order[i]
+        return np.asarray(order, dtype=np.intp)
+
+    def uniform(self, n: int) -> np.ndarray:
+        """Doubles in [0, 1): the top 53 bits of each draw, scaled exactly."""
+        return (self.bits.random_raw(n) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 def random_rotation(dim: int, seed: int = 0) -> np.ndarray:
@@ -49,23 +92,23 @@ def random_rotation(dim: int, seed: int = 0) -> np.ndarray:
     product of ``3 ceil(log2 dim)`` layers of Givens rotations, each layer pairing the dims
     at random and turning each pair by a random angle.
 
-    Only integer draws, uniform doubles and elementwise multiplies, adds, divisions and
-    square roots make it, each rounded exactly as IEEE 754 says, so the bytes depend on the
-    seed and NumPy's generator alone, not on a BLAS or LAPACK kernel (a QR of a Gaussian,
+    Only draws from PCG64's raw stream (:class:`_Draws`) and elementwise multiplies, adds,
+    divisions and square roots make it, each rounded exactly as IEEE 754 says, so the bytes
+    depend on the seed alone, not on a BLAS or LAPACK kernel (a QR of a Gaussian,
     cecq's earlier generator, gave other bytes at 768 dims under OpenBLAS's Prescott kernel).
     A file can then store the seed instead of the matrix (``rotation`` in its metadata, with
-    the matrix's sha256, checked when read: NumPy may change its streams between releases).
+    the matrix's sha256, checked when read).
     Each layer lets every dim mix with one other, so after ``log2 dim`` layers every output
     depends on every input; three times that spreads the decoder's leading, high-variance
     dims over all subspaces."""
     if dim < 1:
         raise ValueError(f"a rotation needs at least 1 dim, got {dim}")
-    rng = np.random.default_rng(seed)
+    draws = _Draws(seed)
     m = np.eye(dim)
     for _ in range(_GIVENS_LAYERS_PER_DOUBLING * max(1, math.ceil(math.log2(dim)))):
-        order = rng.permutation(dim)
+        order = draws.permutation(dim)
         i, j = order[0 : dim - 1 : 2], order[1:dim:2]
-        u, v = 2.0 * rng.random(len(i)) - 1.0, 2.0 * rng.random(len(i)) - 1.0
+        u, v = 2.0 * draws.uniform(len(i)) - 1.0, 2.0 * draws.uniform(len(i)) - 1.0
         r = np.sqrt(u * u + v * v)
         turn = r > 0  # (u, v) = (0, 0): no turn
         c, s = np.where(turn, u, 1.0) / np.where(turn, r, 1.0), np.where(turn, v, 0.0) / np.where(turn, r, 1.0)
@@ -86,6 +129,7 @@ def regenerate_rotation(record: object, kept: int) -> np.ndarray:
     if not (
         isinstance(record, dict)
         and isinstance(record.get("seed"), int)
+        and not isinstance(record.get("seed"), bool)
         and isinstance(record.get("sha256"), str)
         and isinstance(record.get("generator"), str)
     ):
@@ -93,8 +137,9 @@ def regenerate_rotation(record: object, kept: int) -> np.ndarray:
             f"the rotation record {record!r:.200} lacks an integer seed, a generator or a sha256"
         )
     if record["generator"] != ROTATION_GENERATOR:
-        raise DataError(
-            f"the rotation is made by generator {record['generator']!r}; this cecq makes only {ROTATION_GENERATOR!r}"
+        raise RecordVersionError(
+            f"the rotation is made by generator {record['generator']!r}; this cecq makes only "
+            f"{ROTATION_GENERATOR!r}: upgrade cecq to read this file"
         )
     rotation = random_rotation(kept, record["seed"])
     found = rotation_sha256(rotation)
@@ -139,7 +184,7 @@ def _kmeans(y: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     out = np.empty((m, k, d), dtype=np.float32)
     for j in range(m):
         clustering = faiss.Clustering(d, k)
-        clustering.niter, clustering.seed = iterations, seed + j
+        clustering.niter, clustering.seed = iterations, (seed + j) % 2**31  # a C int
         # cecq warns about small samples itself (MIN_ROWS_PER_CENTROID); fit on all rows
         clustering.min_points_per_centroid, clustering.max_points_per_centroid = 1, max(1, n)
         clustering.train(np.ascontiguousarray(y[j], dtype=np.float32), faiss.IndexFlatL2(d))
@@ -301,13 +346,19 @@ class ProductQuantizer(CodeQuantizer):
 
     @classmethod
     def from_table(cls, table: pa.Table, meta: dict) -> ProductQuantizer:
-        kept, s = int(meta["kept_dims"]), int(meta["sub_dim"])
+        kept, s, input_dim = int(meta["kept_dims"]), int(meta["sub_dim"]), int(meta["input_dim"])
+        seeded = "rotation" in meta
+        # Checked before anything is built from them: a seeded file's size does not bound
+        # the kept x kept matrix it regenerates.
+        if not (s >= 1 and kept == len(table) * s and kept <= input_dim and (not seeded or kept <= MAX_SEEDED_DIMS)):
+            raise CorruptArtifactError(
+                f"a product quantizer of {len(table)} subspaces of {s} dims claims {kept} kept dims of {input_dim}"
+                + (f" (a seeded rotation has at most {MAX_SEEDED_DIMS})" if seeded else "")
+            )
         m = kept // s
         codebooks = table.column("centroids").combine_chunks().flatten().to_numpy().reshape(m, CODEBOOK_SIZE, s)
-        if "rotation" in meta:
+        if seeded:
             rotation = regenerate_rotation(meta["rotation"], kept)
-            return cls(int(meta["input_dim"]), rotation, codebooks.astype(np.float32), meta["rotation"]["seed"])
+            return cls(input_dim, rotation, codebooks.astype(np.float32), meta["rotation"]["seed"])
         blocks = table.column("rotation").combine_chunks().flatten().to_numpy().reshape(m * s, kept)
-        return cls(
-            int(meta["input_dim"]), np.ascontiguousarray(blocks.T, dtype=np.float32), codebooks.astype(np.float32)
-        )
+        return cls(input_dim, np.ascontiguousarray(blocks.T, dtype=np.float32), codebooks.astype(np.float32))

@@ -26,6 +26,7 @@ from cecq.encoders.lexical import LEXICAL_FORMAT
 from cecq.errors import RecordVersionError
 from cecq.quantization import fit_quantizer
 from cecq.quantization.file import METADATA_KEY, QUANTIZER_FORMAT
+from cecq.quantization.product import SEEDED_FORMAT
 from cecq.storage import FORMAT_KEY, PARQUET_FORMATS, Store
 from tests.helpers.paths import FIXTURES
 
@@ -162,7 +163,7 @@ def test_todays_writers_stamp_every_artifact(tmp_path):
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     # each quantizer file gets the lowest version that reads it; version 1 is unstamped, so
     # first-release files are written back byte for byte. Product files store the rotation's seed.
-    for kind, kwargs, version in [("scalar", {"bits": 2}, 1), ("product", {"budget_bytes": 2}, QUANTIZER_FORMAT)]:
+    for kind, kwargs, version in [("scalar", {"bits": 2}, 1), ("product", {"budget_bytes": 2}, SEEDED_FORMAT)]:
         buf = io.BytesIO()
         fit_quantizer(kind, x, **kwargs).save(buf)
         meta = json.loads(pq.read_schema(io.BytesIO(buf.getvalue())).metadata[METADATA_KEY.encode()])

@@ -32,6 +32,8 @@ def test_minilms_shape_costs_one_and_mpnets_about_twelve(tmp_path):
     assert model_shape(str(minilm)) == (6, 384, 256)
     assert cost(minilm) == pytest.approx(1.0)
     assert cost(mpnet) == pytest.approx(11.7, abs=0.05)
+    # a long-context model counts 512 tokens: documents are rarely longer
+    assert cost(shaped_folder(tmp_path / "long", 6, 384, 8192)) == cost(shaped_folder(tmp_path / "at512", 6, 384, 512))
     # without a sentence-transformers config, the position limit is the token limit
     assert model_shape(str(shaped_folder(tmp_path / "bare", 6, 384, None))) == (6, 384, 512)
 

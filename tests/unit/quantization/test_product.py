@@ -10,12 +10,13 @@ import pyarrow.parquet as parquet
 import pytest
 
 from cecq.encoders import l2_normalize
-from cecq.errors import CorruptArtifactError, DataError
+from cecq.errors import CorruptArtifactError, RecordVersionError
 from cecq.quantization import MixedQuantizer, Quantizer, load_quantizer
 from cecq.quantization.product import (
     CODEBOOK_SIZE,
     ROTATION_GENERATOR,
     ProductQuantizer,
+    _Draws,
     random_rotation,
     rotation_sha256,
 )
@@ -194,11 +195,17 @@ def test_a_tampered_seed_or_generator_is_refused_naming_the_file(tmp_path):
     with pytest.raises(CorruptArtifactError, match="regenerated from seed 1"):
         ProductQuantizer.load(path)
     _rewrite_meta(path, {**meta, "rotation": {**meta["rotation"], "generator": "sobol"}})
-    with pytest.raises(DataError, match="generator 'sobol'"):
+    with pytest.raises(RecordVersionError, match=rf"{path}: the rotation is made by generator 'sobol'.*upgrade cecq"):
         load_quantizer(path)
-    _rewrite_meta(path, {**meta, "rotation": {"seed": "0"}})
-    with pytest.raises(CorruptArtifactError, match="lacks an integer seed"):
-        load_quantizer(path)
+    for bad in ({"seed": "0"}, {**meta["rotation"], "seed": True}):
+        _rewrite_meta(path, {**meta, "rotation": bad})
+        with pytest.raises(CorruptArtifactError, match="lacks an integer seed"):
+            load_quantizer(path)
+    # a seeded file's shape is checked before its matrix is rebuilt (its size does not bound it)
+    for shape in ({"kept_dims": 10**6}, {"kept_dims": 15}, {"sub_dim": 0}, {"kept_dims": 32, "input_dim": 20}):
+        _rewrite_meta(path, {**meta, **shape})
+        with pytest.raises(CorruptArtifactError, match=rf"{path}: a product quantizer of 4 subspaces"):
+            load_quantizer(path)
 
 
 def test_the_version_1_product_file_of_the_legacy_store_reads_and_writes_back_as_it_was(tmp_path):
@@ -234,3 +241,25 @@ def test_the_rotation_is_the_same_bytes_under_every_blas_kernel_and_thread_count
     assert random_rotation(1, 0).tolist() == [[1.0]]
     with pytest.raises(ValueError, match="at least 1 dim"):
         random_rotation(0)
+
+
+# random_rotation(212, 0): the 53 B rotation of seed 0, as every version-2 file since round 7 records it
+PINNED_212 = "bd28f10a29dd7c24ec80b7cc0bf90e5c72cccac382d85171cec83a513b2da80d"
+
+
+def test_the_rotations_draws_are_numpys_today_and_its_bytes_are_pinned():
+    # The draws come from PCG64's raw stream, which NumPy keeps across releases; they match
+    # Generator.permutation and Generator.random today, so files written before they replaced
+    # those calls still regenerate. The pinned sha256 fails CI, not a user's store, if either changes.
+    for seed in (0, 3, 2**40 + 7):
+        rng, draws = np.random.default_rng(seed), _Draws(seed)
+        for n in (1, 2, 5, 212, 768, 3):
+            np.testing.assert_array_equal(draws.permutation(n), rng.permutation(n))
+            assert draws.uniform(n).tobytes() == rng.random(n).tobytes()
+    assert rotation_sha256(random_rotation(212, 0)) == PINNED_212
+
+
+def test_seeds_beyond_a_c_int_fit():
+    x = correlated(600, 16, seed=10).astype(np.float32)
+    big = ProductQuantizer.fit(x, 4, seed=2**31 + 5, iterations=2)
+    assert big.rotation_seed == 2**31 + 5 and big.codebooks.shape == (4, CODEBOOK_SIZE, 4)
