@@ -111,7 +111,8 @@ def random_rotation(dim: int, seed: int = 0) -> np.ndarray:
         u, v = 2.0 * draws.uniform(len(i)) - 1.0, 2.0 * draws.uniform(len(i)) - 1.0
         r = np.sqrt(u * u + v * v)
         turn = r > 0  # (u, v) = (0, 0): no turn
-        c, s = np.where(turn, u, 1.0) / np.where(turn, r, 1.0), np.where(turn, v, 0.0) / np.where(turn, r, 1.0)
+        r = np.where(turn, r, 1.0)
+        c, s = np.where(turn, u, 1.0) / r, np.where(turn, v, 0.0) / r
         a, b = m[:, i], m[:, j]
         m[:, i], m[:, j] = c * a - s * b, s * a + c * b
     return m.astype(np.float32)
@@ -174,8 +175,8 @@ def _kmeans(y: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     asks where FAISS is equal or better: the same nDCG@10 within noise on SciFact's train
     judgements, five seeds fitted on half the corpus (27 B: asymmetric 0.5860 against 0.5831,
     symmetric 0.5722 against 0.5674; 53 B: 0.6199 against 0.6220, 0.6130 against 0.6130;
-    docs/scripts/codes_trial.py), a 0.1-0.4% lower squared error, and no faster (53 subspaces
-    of 20,000 rows: 27 s against 22-26 s; it runs every iteration, the loop stopped early)."""
+    docs/scripts/codes_trial.py), a 0.03-0.4% lower squared error, and about as fast (53
+    subspaces of 20,000 rows: 23-27 s against 22-29 s, docs/scripts/quantizer_figures.py)."""
     import faiss  # heavy: only fitting needs it
 
     m, n, d = y.shape
