@@ -125,21 +125,28 @@ def corpus_key(task: RetrievalTask) -> str:
     return h.hexdigest()[:12]
 
 
-def _cached_pair(
-    cached: Path | None, compute: Callable[[], tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``compute()`` (documents and queries), read from / written to ``cached``'s .npy files if given."""
-    docs_file, queries_file = (
-        (None, None) if cached is None else (cached.with_suffix(".docs.npy"), cached.with_suffix(".queries.npy"))
-    )
-    if docs_file is not None and docs_file.is_file() and queries_file.is_file():
-        return np.load(docs_file), np.load(queries_file)
-    pair = compute()
-    if docs_file is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        np.save(docs_file, pair[0])
-        np.save(queries_file, pair[1])
-    return pair
+def texts_key(name: str, model: str, seed: int | str, texts: Sequence[str], side: str) -> str:
+    """A cache key for one model's embeddings of one side's texts (``docs`` or ``queries``):
+    changes with any text, so another split's queries reuse the corpus's documents."""
+    h = hashlib.sha256(f"{model}\0{seed}\0{side}".encode())
+    for text in texts:
+        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return f"{name}-{h.hexdigest()[:16]}.{side}"
+
+
+def _cached(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()``, read from / written to ``path`` + ``.npy`` if given (written whole, then renamed)."""
+    if path is None:
+        return compute()
+    file = path.with_name(path.name + ".npy")
+    if file.is_file():
+        return np.load(file)
+    array = compute()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(file.name + ".partial.npy")
+    np.save(partial, array)
+    partial.replace(file)  # a run killed mid-write leaves no half file under the key
+    return array
 
 
 def embed_task(
@@ -172,23 +179,22 @@ def embed_task(
         if is_fitted(spec) and fit_corpus is not None:
             seed = f"{seed}-fitcorpus-{fit_corpus.name}-{corpus_key(fit_corpus)}"
 
-        def cache_file(t: RetrievalTask, name: str = enc.name, seed: int | str = seed) -> Path | None:
-            return Path(cache_dir) / embedding_key(t, name, seed) if cache_dir else None
+        def cache_file(t: RetrievalTask, side: str, name: str = enc.name, seed: int | str = seed) -> Path | None:
+            texts = t.doc_texts if side == "docs" else t.query_texts
+            return Path(cache_dir) / texts_key(t.name, name, seed, texts, side) if cache_dir else None
 
-        def both(enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
-            logger.info("%s: embedding %d documents and %d queries", enc.name, len(task.doc_ids), len(task.query_ids))
-            docs = enc.encode(task.doc_texts, "document", show_progress)
-            return docs, enc.encode(task.query_texts, "query", show_progress)
+        def embed(texts: Sequence[str], kind: str, what: str, enc: Encoder = enc) -> Callable[[], np.ndarray]:
+            def run() -> np.ndarray:
+                logger.info("%s: embedding %d %s", enc.name, len(texts), what)
+                return enc.encode(texts, kind, show_progress)
 
-        d, q = _cached_pair(cache_file(task), both)
+            return run
+
+        d = _cached(cache_file(task, "docs"), embed(task.doc_texts, "document", "documents"))
+        q = _cached(cache_file(task, "queries"), embed(task.query_texts, "query", "queries"))
         if fit_corpus is not None:
-
-            def docs_only(enc: Encoder = enc) -> tuple[np.ndarray, np.ndarray]:
-                logger.info("%s: embedding %d documents to fit on", enc.name, len(fit_corpus.doc_texts))
-                docs = enc.encode(fit_corpus.doc_texts, "document", show_progress)
-                return docs, np.zeros((0, docs.shape[1]), docs.dtype)
-
-            d = np.concatenate([d, _cached_pair(cache_file(fit_corpus), docs_only)[0]])
+            fit_docs = embed(fit_corpus.doc_texts, "document", "documents to fit on")
+            d = np.concatenate([d, _cached(cache_file(fit_corpus, "docs"), fit_docs)])
         doc_parts.append(d)
         query_parts.append(q)
     return encoders, doc_parts, query_parts

@@ -146,6 +146,33 @@ def test_embedding_cache_serves_a_pretrained_model_for_every_seed(tiny_beir, tin
     np.testing.assert_array_equal(again[0], docs[0])
 
 
+def test_embedding_cache_keys_documents_apart_from_queries(tiny_beir, tiny_model_dir, tmp_path, monkeypatch):
+    """Another split (other queries, same corpus) reuses the cached documents and embeds
+    only its queries; a cache file is written whole (no partial file is left)."""
+    from dataclasses import replace as dc_replace
+
+    from cecq.encoders.sentence_transformer import SentenceTransformerEncoder
+    from cecq.eval.evaluate import embed_task
+
+    task = load_beir(tiny_beir)
+    config = EvalConfig(models=(ModelSpec(str(tiny_model_dir), device="cpu"),))
+    _, docs, queries = embed_task(task, config, cache_dir=tmp_path)
+    calls: list[tuple[int, str]] = []
+    encode = SentenceTransformerEncoder.encode
+
+    def counting(self, texts, kind="document", show_progress=False):
+        calls.append((len(texts), kind))
+        return encode(self, texts, kind, show_progress)
+
+    monkeypatch.setattr(SentenceTransformerEncoder, "encode", counting)
+    other = dc_replace(task, query_ids=task.query_ids[:3], query_texts=[t + " again" for t in task.query_texts[:3]])
+    _, docs2, queries2 = embed_task(other, config, cache_dir=tmp_path)
+    assert calls == [(3, "query")]  # the corpus came from the cache
+    np.testing.assert_array_equal(docs2[0], docs[0])
+    assert queries2[0].shape == (3, queries[0].shape[1])
+    assert sorted(p.name.rsplit(".", 2)[1] for p in tmp_path.glob("*.npy")) == ["docs", "queries", "queries"]
+
+
 @pytest.mark.slow
 def test_nothing_is_fitted_on_queries_or_judgements(tiny_beir, tiny_model_dir):
     """Perturbing the queries and the judgements leaves the weights, every decoder, every
