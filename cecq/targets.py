@@ -11,8 +11,10 @@ The rule is what the project measured (README, quality benchmark at 48x; ADI hel
   symmetric at 53 bytes) where the corpus has at least 1,024 documents, fitted scalar bits
   (``mixed``: 97.8% / 93.6% there, and 94.8% / 94.4% on ADI's 82 documents, where product codes
   memorise the corpus: 94.7% / 91.4%) below that;
-- dims and out_dim: the benchmark's 768 (:data:`PLAN_DIMS`), all of the decoder's output
-  published, raised where the kind needs more dims for the budget.
+- out_dim: the benchmark's 768 (:data:`PLAN_DIMS`), raised where the kind needs more dims
+  for the budget; dims: the prefix of it the kind's codes read (``CodeQuantizer.reads``: the
+  first 4 x B for product codes, all of them for fitted bits), normalised on its own, so the
+  published decoder holds only those rows (212 of 768 rows at 53 bytes: 543,568 B, not 1,969,152).
 
 A budget the corpus cannot fill is refused: the embeddings of n documents span at most
 ``min(n, total dim)`` directions, and 4 bits (the widest code) for each of them is the most a
@@ -137,9 +139,10 @@ class CompressionTarget:
             dims = self.dims or max(1, (8 * budget) // bits)
             planned_bytes, budget_bytes = bytes_per_vector(dims, bits), None
         else:
-            dims = self.dims or self._budget_dims(cls, bits, budget)
+            width = self._budget_dims(cls, bits, budget)
+            dims = self.dims or cls.reads(width, bits, budget)
             planned_bytes, budget_bytes = budget, budget
-        out_dim = self.out_dim or max(PLAN_DIMS, dims)
+        out_dim = self.out_dim or max(PLAN_DIMS, width if cls.sized_by == "budget" else dims)
         if self.quantization is None and not self.bits:
             why += f"; {self._kind_reason(kind, rows)}"
         return CompressionPlan(

@@ -8,7 +8,7 @@ trained without labels to preserve the pairwise cosine similarities of its input
 
 from cecq.decoder.io import CONFIG_FILE, WEIGHTS_FILE, load_decoder, save_decoder
 from cecq.decoder.losses import cosine_matrix, memory_loss, mrl_similarity_loss, neighbour_pair_weights, selection_views
-from cecq.decoder.model import Decoder, decode, output_layer
+from cecq.decoder.model import Decoder, decode, output_layer, trimmed
 from cecq.decoder.strategies import (
     ADS_LR_SCALE,
     ADS_SPACING,
@@ -44,4 +44,5 @@ __all__ = [
     "selection_views",
     "train_decoder",
     "training_stages",
+    "trimmed",
 ]

@@ -43,6 +43,21 @@ def output_layer(decoder: Decoder) -> nn.Linear:
     return decoder.net if decoder.kind == "linear" else decoder.net[-1]
 
 
+def trimmed(decoder: Decoder, dim: int) -> Decoder:
+    """A copy that computes only the first ``dim`` outputs (the last layer's first rows):
+    what an index whose codes read that prefix stores. ``decode(trimmed(d, k), x)`` equals
+    ``decode(d, x, k)`` bit for bit."""
+    if not 1 <= dim <= decoder.out_dim:
+        raise ValueError(f"prefix size {dim} is outside 1..{decoder.out_dim}")
+    out = Decoder(decoder.in_dim, dim, decoder.kind, decoder.hidden_dim)
+    state = decoder.state_dict()
+    last = "net." if decoder.kind == "linear" else f"net.{len(decoder.net) - 1}."
+    rows = {f"{last}weight", f"{last}bias"}
+    out.load_state_dict({k: (v[:dim] if k in rows else v).detach().clone() for k, v in state.items()})
+    out.train(decoder.training)
+    return out
+
+
 def decode(decoder: Decoder, x: np.ndarray, dim: int | None = None, batch_size: int = 32768) -> np.ndarray:
     """Map concatenated embeddings through the decoder and return the normalised ``dim``-prefix."""
     x = np.asarray(x, dtype=np.float32)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cecq.config import DecoderConfig, EvalConfig
-from cecq.decoder import Decoder, decode, train_decoder
+from cecq.decoder import Decoder, decode, train_decoder, trimmed
 from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize, nonempty_rows
 from cecq.errors import ConfigError
 from cecq.quantization import CodeQuantizer, Quantizer, fit_quantizer, quantizer_class, quantizer_kinds
@@ -98,17 +98,28 @@ def quantized_search(
         yield scoring, s, i, quantizer.bytes_per_vector, fixed
 
 
-def budget_quantizers(calibration: np.ndarray, budget: int, seed: int = 0) -> Iterator[CodeQuantizer]:
-    """A quantizer of every registered kind that spends a byte budget, fitted on
-    ``calibration`` to spend exactly ``budget`` bytes a vector; kinds that cannot code these
-    vectors at this budget (e.g. product codes need 4 dims a byte) are skipped."""
+def budget_quantizers(
+    vectors: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    width: int,
+    fit: np.ndarray | None,
+    budget: int,
+    seed: int = 0,
+) -> Iterator[tuple[CodeQuantizer, np.ndarray, np.ndarray]]:
+    """For every registered kind that spends a byte budget: a quantizer fitted to spend
+    exactly ``budget`` bytes a vector on the prefix it reads (``reads`` of ``width`` dims), with
+    the documents and queries at that prefix. ``vectors(w)`` gives them, normalised at ``w``
+    dims; the calibration is their ``fit`` rows (at most :data:`ALLOCATION_ROWS`). Kinds that
+    cannot code ``width`` dims at this budget (product codes need 4 dims a byte) are skipped."""
     for kind in quantizer_kinds("budget"):
+        cls = quantizer_class(kind)
         try:
-            quantizer_class(kind).check(calibration.shape[1], None, budget)
+            cls.check(width, None, budget)
         except ConfigError as e:
             logger.warning("%s quantization at %d B skipped: %s", kind, budget, e)
             continue
-        yield fit_quantizer(kind, calibration, budget_bytes=budget, seed=seed)
+        docs, queries = vectors(cls.reads(width, None, budget))
+        calibration = fit_rows(fit, docs)[:ALLOCATION_ROWS]
+        yield fit_quantizer(kind, calibration, budget_bytes=budget, seed=seed), docs, queries
 
 
 def _scalar_baseline(
@@ -229,9 +240,11 @@ def pca_baseline(
     yield from _scalar_baseline(f"pca-{dims}d-{bits}b", "pca", *search)
 
 
-def decoder_bytes(decoder: Decoder) -> int:
-    """The decoder's parameters as stored (float32 safetensors, headers aside)."""
-    return sum(4 * int(v.numel()) for v in decoder.state_dict().values())
+def decoder_bytes(decoder: Decoder, rows: int | None = None) -> int:
+    """The decoder's parameters as stored (float32 safetensors, headers aside); with ``rows``,
+    those of the decoder an index reading that prefix stores (:func:`cecq.decoder.trimmed`)."""
+    kept = decoder if rows is None else trimmed(decoder, rows)
+    return sum(4 * int(v.numel()) for v in kept.state_dict().values())
 
 
 def train_mrl_decoder(
@@ -257,7 +270,7 @@ def mrl_baseline(
 ) -> Iterator[BaselineResult]:
     """(c) ``mrl-<dims>d-<bits>b``: the ``dims``-prefix of a randomly initialised MRL decoder, quantized."""
     d_docs, d_queries = decode(decoder, docs, dims), decode(decoder, queries, dims)
-    search = (d_docs, d_queries, bits, k, scorings, rescore, fit, decoder_bytes(decoder), coded, sink)
+    search = (d_docs, d_queries, bits, k, scorings, rescore, fit, decoder_bytes(decoder, dims), coded, sink)
     yield from _scalar_baseline(f"mrl-{dims}d-{bits}b", "mrl", *search)
 
 
@@ -355,12 +368,14 @@ def run_baselines(
             yield from pca_baseline(pca, docs, queries, dim, bits, k, scorings, config.rescore, fit, coded, sink)
 
     if config.budgets and max_pca >= 1:
-        # PCA with the same budget quantizers as cecq's budget variants.
+        # PCA with the same budget quantizers as cecq's budget variants, each on the prefix it reads.
         pca = PCAProjection.fit(fit_docs, max_pca)
-        p_docs, p_queries = pca.project(docs), pca.project(queries)
-        calibration = fit_rows(fit, p_docs)[:ALLOCATION_ROWS]
+
+        def prefix(width: int) -> tuple[np.ndarray, np.ndarray]:
+            return pca.project(docs, width), pca.project(queries, width)
+
         for budget in sorted(config.budgets):
-            for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
+            for quantizer, p_docs, p_queries in budget_quantizers(prefix, max_pca, fit, budget, config.decoder.seed):
                 for scoring, s, i, nbytes, qbytes in quantized_search(
                     p_docs, p_queries, None, k, scorings, config.rescore, quantizer=quantizer, sink=sink, coded=coded
                 ):

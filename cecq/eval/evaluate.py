@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from cecq.config import EvalConfig
-from cecq.decoder import decode, train_decoder
+from cecq.decoder import Decoder, decode, train_decoder
 from cecq.encoders import Encoder, concatenate, fit_weights, is_fitted, load_encoder, nonempty_rows
 from cecq.eval.baselines import (
-    ALLOCATION_ROWS,
     budget_quantizers,
     decoder_bytes,
-    fit_rows,
     quantized_search,
     run_baselines,
 )
@@ -319,7 +317,6 @@ def evaluate_task(
     variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
     for tag, cfg in variants:
         decoder, stats = train_decoder(docs[fitting], cfg, show_progress=show_progress)
-        dec_bytes = decoder_bytes(decoder)
         if fitted is not None:
             fitted += [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
         logger.info("%s: decoder%s trained in %.1fs (%d epochs)", task.name, tag, stats.seconds, stats.epochs)
@@ -356,17 +353,21 @@ def evaluate_task(
                         bits=bits,
                         method=f"cecq{tag}",
                         quantization=scalar.kind,
-                        fixed_bytes=dec_bytes + qbytes,
+                        fixed_bytes=decoder_bytes(decoder, dim) + qbytes,
                     )
         if config.budgets:
-            # Fitted bits per dimension over the whole output: the budget picks dims and bits.
-            f_docs, f_queries = decode(decoder, docs), decode(decoder, queries)
+            # Each budget kind codes the prefix it reads (product codes: 4 dims a byte; fitted
+            # bits: the whole output, the budget picking dims and bits), normalised on its own.
+            def prefix(width: int, decoder: Decoder = decoder) -> tuple[np.ndarray, np.ndarray]:
+                return decode(decoder, docs, width), decode(decoder, queries, width)
+
             for budget in sorted(config.budgets):
-                calibration = fit_rows(fit, f_docs)[:ALLOCATION_ROWS]
-                for quantizer in budget_quantizers(calibration, budget, config.decoder.seed):
+                for quantizer, b_docs, b_queries in budget_quantizers(
+                    prefix, decoder.out_dim, fit, budget, config.decoder.seed
+                ):
                     for scoring, s, i, nbytes, qbytes in quantized_search(
-                        f_docs,
-                        f_queries,
+                        b_docs,
+                        b_queries,
                         None,
                         RETRIEVE_K,
                         config.scorings,
@@ -387,7 +388,7 @@ def evaluate_task(
                             method=f"cecq{tag}",
                             quantization=quantizer.kind,
                             budget_bytes=budget,
-                            fixed_bytes=dec_bytes + qbytes,
+                            fixed_bytes=decoder_bytes(decoder, quantizer.dim) + qbytes,
                         )
 
     if config.baselines:

@@ -26,7 +26,7 @@ from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path,
 from cecq.catalog.reader import check_artifact, compressor_is_whole, is_whole, load_compressor, load_store_encoder
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
 from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig
-from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder
+from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder, trimmed
 from cecq.decoder.training import TrainingProgress
 from cecq.encoders import (
     Encoder,
@@ -369,6 +369,8 @@ def train_compressor(
     x = concatenate(parts, weights)
     del parts
     decoder, stats = train_decoder(x, config.decoder, progress=progress)
+    # The codes read the first ``dims`` outputs only: the index stores just those rows.
+    decoder = trimmed(decoder, config.dims)
     with tempfile.TemporaryDirectory() as tmp:
         save_decoder(
             decoder,
@@ -378,6 +380,7 @@ def train_compressor(
                 "model_keys": list(model_keys),
                 "model_weights": weights,
                 "model_weights_fit": weights_fit,
+                "trained_out_dim": config.decoder.out_dim,
                 "prefix_sizes": list(config.decoder.effective_prefix_sizes()),
                 "training": asdict(stats),
             },

@@ -52,6 +52,14 @@ class CodeQuantizer(ABC):
         """Fit on a calibration sample of corpus rows (never queries)."""
 
     @classmethod
+    def reads(cls, dims: int, bits: int | None, budget_bytes: int | None) -> int:
+        """How many leading dims of ``dims``-wide decoder outputs this kind codes at these
+        sizes, known before it is fitted: all of them, unless its layout drops a tail. An
+        index fits and codes that prefix normalised on its own (``decode(decoder, x, reads)``),
+        so it stores only those rows of the decoder."""
+        return dims
+
+    @classmethod
     def describe(cls, bits: int | None, budget_bytes: int | None) -> str:
         """The code layout in words, for messages: e.g. ``2 bits``, ``product codes of 53 bytes``."""
         return f"{bits} bits" if cls.sized_by == "bits" else f"{cls.kind} codes of {budget_bytes} bytes"

@@ -220,6 +220,12 @@ class ProductQuantizer(CodeQuantizer):
             )
 
     @classmethod
+    def reads(cls, dims: int, bits: int | None, budget_bytes: int | None) -> int:
+        """The ``4 x budget`` dims its subspaces code (the rest it drops)."""
+        cls.check(dims, bits, budget_bytes)
+        return int(budget_bytes or 0) * DEFAULT_SUB_DIM
+
+    @classmethod
     def fit_sample(
         cls, sample: np.ndarray, *, bits: int | None, budget_bytes: int | None, seed: int = 0
     ) -> ProductQuantizer:

@@ -84,10 +84,15 @@ def pq(sub_dim: int, nbits: int = 8, opq: bool = False) -> Codec:
     return run
 
 
-def cecq_pq() -> Codec:
-    """cecq's own product quantizer (its k-means), for comparison with FAISS's."""
+def cecq_pq(prefix_norm: bool = False) -> Codec:
+    """cecq's product quantizer; with ``prefix_norm``, fitted on the kept prefix normalised
+    (the decoder's ``budget * 4``-prefix, as ``decode`` gives it) instead of the full output's
+    first dims, so an index needs only those rows of the decoder."""
 
     def run(d: np.ndarray, q: np.ndarray, fit: np.ndarray, budget: int):
+        if prefix_norm:
+            kept = budget * 4
+            d, q = l2_normalize(d[:, :kept]), l2_normalize(q[:, :kept])
         p = ProductQuantizer.fit(d[fit], budget)
         return p.dequantize(p.encode(d)), p.project(q), p.dequantize(p.encode(q))
 
@@ -135,6 +140,7 @@ def main() -> None:
     task = load_beir(args.task, args.split)
     variants: dict[str, Codec] = {
         "cecq4x8": cecq_pq(),
+        "cecq4x8-prefix": cecq_pq(prefix_norm=True),
         **{f"pq{s}x8": pq(s) for s in (2, 3, 4, 6, 8)},
         **{f"pq{s}x4": pq(s, 4) for s in (1, 2, 3, 4)},
         **{f"opq{s}x8": pq(s, 8, opq=True) for s in (4, 6, 8)},

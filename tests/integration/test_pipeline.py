@@ -63,6 +63,8 @@ def test_embed_corpus_then_reindex(tmp_path, tiny_model_dir, ray_cluster, prefec
     np.testing.assert_allclose(np.stack([stored[m.model_keys[1]][i] for i in order]), lexical, atol=1e-5)
     decoder, meta, quantizer = load_compressor(store, m.decoder, m.quantizer)
     weights = meta["model_weights"]  # fitted on the corpus: the two models' similarity spreads differ
+    # the store holds only the 16 decoder rows the codes read, of the 32 trained
+    assert (decoder.out_dim, quantizer.dim, meta["trained_out_dim"]) == (16, 16, 32)
     assert len(weights) == 2 and max(weights) == 1.0 and min(weights) < 1.0
     x = concatenate([np.stack([stored[k][i] for i in order]) for k in m.model_keys], weights)
     expected = quantizer.quantize(decode(decoder, x, quantizer.dim))

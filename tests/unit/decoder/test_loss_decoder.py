@@ -20,6 +20,7 @@ from cecq.decoder import (
     mrl_similarity_loss,
     save_decoder,
     train_decoder,
+    trimmed,
 )
 from cecq.errors import ConfigError
 
@@ -236,6 +237,29 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     x = structured_data(30, dim=24)
     np.testing.assert_array_equal(decode(dec, x), decode(loaded, x))
     np.testing.assert_array_equal(decode(dec, x, 4), decode(loaded, x, 4))
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_a_trimmed_decoder_stores_only_the_prefix_and_decodes_it_bit_for_bit(kind, tmp_path):
+    """What an index whose codes read 4 of 10 outputs stores: the last layer's first 4 rows."""
+    torch.manual_seed(0)
+    dec = Decoder(24, 10, kind, hidden_dim=16)
+    small = trimmed(dec, 4)
+    assert (small.in_dim, small.out_dim, small.kind) == (24, 4, kind)
+    full_params = sum(v.numel() for v in dec.state_dict().values())
+    last = dec.net if kind == "linear" else dec.net[-1]
+    assert sum(v.numel() for v in small.state_dict().values()) == full_params - 6 * (last.in_features + 1)
+    x = structured_data(30, dim=24)
+    x[3] = 0.0
+    save_decoder(small, tmp_path / "dec")
+    loaded, meta = load_decoder(tmp_path / "dec", expected_in_dim=24)
+    assert meta["out_dim"] == 4
+    np.testing.assert_array_equal(decode(loaded, x), decode(dec, x, 4))
+    np.testing.assert_array_equal(decode(loaded, x, 2), decode(dec, x, 2))
+    with pytest.raises(ValueError, match=r"outside 1\.\.4"):
+        decode(loaded, x, 5)  # the dropped rows are gone, not silently zero
+    with pytest.raises(ValueError, match=r"outside 1\.\.10"):
+        trimmed(dec, 11)
 
 
 def test_load_with_wrong_input_dim_raises(tmp_path):

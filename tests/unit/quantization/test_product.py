@@ -10,8 +10,8 @@ import pyarrow.parquet as parquet
 import pytest
 
 from cecq.encoders import l2_normalize
-from cecq.errors import CorruptArtifactError, RecordVersionError
-from cecq.quantization import MixedQuantizer, Quantizer, load_quantizer
+from cecq.errors import ConfigError, CorruptArtifactError, RecordVersionError
+from cecq.quantization import MixedQuantizer, Quantizer, load_quantizer, quantizer_class
 from cecq.quantization.product import (
     CODEBOOK_SIZE,
     ROTATION_GENERATOR,
@@ -123,6 +123,15 @@ def test_an_unknown_quantizer_kind_is_refused(tmp_path):
     pq.write_table(table, tmp_path / "q.parquet")
     with pytest.raises(ValueError, match="unknown quantizer kind 'lattice'"):
         load_quantizer(tmp_path / "q.parquet")
+
+
+def test_product_codes_read_four_dims_a_byte_and_other_kinds_all_dims():
+    assert quantizer_class("product").reads(768, None, 53) == 212
+    assert quantizer_class("product").reads(212, None, 53) == 212
+    assert quantizer_class("mixed").reads(768, None, 53) == 768  # its allocation picks the dims
+    assert quantizer_class("scalar").reads(256, 2, None) == 256
+    with pytest.raises(ConfigError, match=r"budget_bytes must be in 1\.\.53"):
+        quantizer_class("product").reads(212, None, 54)
 
 
 def test_bad_arguments_are_refused_with_the_reason():

@@ -13,9 +13,10 @@ MINILM_LEXICAL = 384 + 256  # the default models' total dimension
 
 
 def test_the_default_is_the_readme_headline_index():
-    # README: --out-dim 768 --dims 768 --budget-bytes 53 --quantization product, 48.3x
+    # README: --out-dim 768 --dims 212 --budget-bytes 53 --quantization product, 48.3x: the
+    # codes read 4 x 53 of the 768 outputs, so that prefix is published (and its decoder rows)
     plan = CompressionTarget().plan(MINILM_LEXICAL, 5183)
-    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (768, 768, 53, "product")
+    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (768, 212, 53, "product")
     assert plan.compression == pytest.approx(48.3, abs=0.05) and plan.target == 48.0
     assert "48x" in plan.reason and "product" in plan.reason
 
@@ -43,7 +44,9 @@ def test_overrides_replace_only_what_they_name():
     assert (plan.dims, plan.bytes_per_doc, plan.compression, plan.target) == (256, 64, 40.0, None)
     assert plan.reason == "set by --dims 256 --bits 2"
     plan = CompressionTarget(budget_bytes=40, out_dim=512).plan(MINILM_LEXICAL, 5000)
-    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (512, 512, 40, "product")
+    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (512, 160, 40, "product")
+    plan = CompressionTarget(budget_bytes=40, out_dim=512, dims=512).plan(MINILM_LEXICAL, 5000)
+    assert plan.dims == 512  # explicit dims: the whole output, normalised over all of it, as before
 
 
 def test_explicit_flags_give_the_config_they_always_gave():
