@@ -262,3 +262,25 @@ def test_fixed_bytes_count_the_product_file_as_stored_with_its_rotation_as_a_see
     pq = ProductQuantizer.fit(x, budget_bytes=12, iterations=2)
     with_matrix = stored_bytes(ProductQuantizer(pq.input_dim, pq.rotation, pq.codebooks))  # no seed known
     assert stored_bytes(pq) <= with_matrix - pq.rotation.nbytes  # the 48 x 48 float32 matrix is not stored
+
+
+def test_each_budget_kind_is_fitted_on_the_prefix_it_reads_and_only_those_decoder_rows_count():
+    from cecq.decoder import Decoder, decode
+    from cecq.eval.baselines import budget_quantizers, decoder_bytes
+
+    decoder = Decoder(20, 64)
+    x = np.random.default_rng(0).standard_normal((300, 20)).astype(np.float32)
+    asked: list[int] = []
+
+    def prefix(width: int) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(width)
+        return decode(decoder, x, width), decode(decoder, x[:5], width)
+
+    fitted = {q.kind: (q, d, qq) for q, d, qq in budget_quantizers(prefix, 64, None, 8)}
+    assert asked == [64, 32] and sorted(fitted) == ["mixed", "product"]  # registry order: mixed, product
+    product, docs, queries = fitted["product"]
+    assert product.dim == product.kept_dims == 32 and docs.shape == (300, 32) and queries.shape == (5, 32)
+    np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, rtol=1e-5)  # the prefix normalised on its own
+    assert fitted["mixed"][0].dim == 64
+    assert decoder_bytes(decoder) == 4 * (20 + 1) * 64
+    assert decoder_bytes(decoder, product.dim) == 4 * (20 + 1) * 32
