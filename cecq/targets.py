@@ -136,13 +136,13 @@ class CompressionTarget:
         cls = quantizer_class(kind)
         bits = self.bits or PipelineConfig.bits
         if cls.sized_by == "bits":
-            dims = self.dims or max(1, (8 * budget) // bits)
+            dims = width = self.dims or max(1, (8 * budget) // bits)
             planned_bytes, budget_bytes = bytes_per_vector(dims, bits), None
         else:
-            width = self._budget_dims(cls, bits, budget)
+            width = self._budget_dims(cls, bits, budget)  # the decoder's output the kind codes from
             dims = self.dims or cls.reads(width, bits, budget)
             planned_bytes, budget_bytes = budget, budget
-        out_dim = self.out_dim or max(PLAN_DIMS, width if cls.sized_by == "budget" else dims)
+        out_dim = self.out_dim or max(PLAN_DIMS, width, dims)
         if self.quantization is None and not self.bits:
             why += f"; {self._kind_reason(kind, rows)}"
         return CompressionPlan(

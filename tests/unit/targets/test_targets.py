@@ -47,6 +47,9 @@ def test_overrides_replace_only_what_they_name():
     assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (512, 160, 40, "product")
     plan = CompressionTarget(budget_bytes=40, out_dim=512, dims=512).plan(MINILM_LEXICAL, 5000)
     assert plan.dims == 512  # explicit dims: the whole output, normalised over all of it, as before
+    plan = CompressionTarget(dims=1024, budget_bytes=53, quantization="product").plan(MINILM_LEXICAL, 5000)
+    assert (plan.out_dim, plan.dims) == (1024, 1024)  # explicit dims beyond 768 raise the decoder's output
+    plan.apply(PipelineConfig(corpus="c", store="s"))
 
 
 def test_explicit_flags_give_the_config_they_always_gave():
