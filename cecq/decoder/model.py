@@ -51,9 +51,9 @@ def trimmed(decoder: Decoder, dim: int) -> Decoder:
         raise ValueError(f"prefix size {dim} is outside 1..{decoder.out_dim}")
     out = Decoder(decoder.in_dim, dim, decoder.kind, decoder.hidden_dim)
     state = decoder.state_dict()
-    last = "net." if decoder.kind == "linear" else f"net.{len(decoder.net) - 1}."
-    rows = {f"{last}weight", f"{last}bias"}
-    out.load_state_dict({k: (v[:dim] if k in rows else v).detach().clone() for k, v in state.items()})
+    with torch.no_grad():  # every parameter as it was, the output layer's cut to its first rows
+        for name, param in out.named_parameters():
+            param.copy_(state[name][: param.shape[0]])
     out.train(decoder.training)
     return out
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -107,29 +107,30 @@ def mteb_scores(
     )
 
 
+def _digest(head: str, texts: Iterable[str]) -> str:
+    """sha256 of ``head`` and each text, NUL-terminated, in hex: the cache keys' one hash."""
+    h = hashlib.sha256(head.encode())
+    for text in texts:
+        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
 def embedding_key(task: RetrievalTask, model: str, seed: int | str) -> str:
     """A cache key for one model's embeddings of a task: changes with any text."""
-    h = hashlib.sha256(f"{model}\0{seed}".encode())
-    for text in (*task.doc_texts, "\0queries\0", *task.query_texts):
-        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
-    return f"{task.name}-{h.hexdigest()[:16]}"
+    digest = _digest(f"{model}\0{seed}", (*task.doc_texts, "\0queries\0", *task.query_texts))
+    return f"{task.name}-{digest[:16]}"
 
 
 def corpus_key(task: RetrievalTask) -> str:
     """A short digest of a corpus's documents (for cache keys of what was fitted on it)."""
-    h = hashlib.sha256()
-    for text in task.doc_texts:
-        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
-    return h.hexdigest()[:12]
+    return _digest("", task.doc_texts)[:12]
 
 
 def texts_key(name: str, model: str, seed: int | str, texts: Sequence[str], side: str) -> str:
     """A cache key for one model's embeddings of one side's texts (``docs`` or ``queries``):
     changes with any text, so another split's queries reuse the corpus's documents."""
-    h = hashlib.sha256(f"{model}\0{seed}\0{side}".encode())
-    for text in texts:
-        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
-    return f"{name}-{h.hexdigest()[:16]}.{side}"
+    digest = _digest(f"{model}\0{seed}\0{side}", texts)
+    return f"{name}-{digest[:16]}.{side}"
 
 
 def _cached(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -91,7 +91,7 @@ def cecq_pq(prefix_norm: bool = False) -> Codec:
 
     def run(d: np.ndarray, q: np.ndarray, fit: np.ndarray, budget: int):
         if prefix_norm:
-            kept = budget * 4
+            kept = ProductQuantizer.reads(d.shape[1], None, budget)
             d, q = l2_normalize(d[:, :kept]), l2_normalize(q[:, :kept])
         p = ProductQuantizer.fit(d[fit], budget)
         return p.dequantize(p.encode(d)), p.project(q), p.dequantize(p.encode(q))
