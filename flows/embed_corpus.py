@@ -13,6 +13,7 @@ from cecq.catalog import CatalogManifest, run_id_for
 from cecq.config import PIPELINE_DECODER, IndexConfig, PipelineConfig
 from cecq.encoders import is_fitted
 from cecq.pipeline.publish import claim_store
+from cecq.pipeline.steps import needs_guard
 from cecq.storage import Store
 from cecq.targets import CompressionTarget
 from tasks import (
@@ -91,6 +92,8 @@ def run_steps(
             ray_address,
             previous_manifest,
             fingerprints,
+            # the guard's pseudo-queries too, so that training loads no model
+            config.decoder.seed if needs_guard(config) else None,
         )
     model_keys = [e.model_key for e in embedding]
     plan = None

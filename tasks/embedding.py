@@ -19,9 +19,11 @@ def embed_models_task(
     ray_address: str | None = None,
     previous_manifest_path: str | None = None,
     fingerprints: list[str | None] | None = None,
+    guard_seed: int | None = None,
 ) -> list[EmbeddingResult]:
     """Embed every shard with every base model (weights ``fingerprints``) on one pool of Ray
-    actors; committed shards are skipped. One result per model."""
+    actors; committed shards are skipped. One result per model. With ``guard_seed``, the
+    pretrained models also embed the guarded weights' pseudo-queries cut with that seed."""
     store = Store(store_url)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     previous = CorpusManifest.from_dict(store.read_json(previous_manifest_path)) if previous_manifest_path else None
@@ -34,6 +36,7 @@ def embed_models_task(
         previous,
         progress={m: progress_reporter(f"embed {m}") for m in models},
         fingerprints=fingerprints,
+        guard_seed=guard_seed,
     )
     for result in results:
         get_run_logger().info(

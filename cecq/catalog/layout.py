@@ -2,6 +2,7 @@
 
 ```
 corpus/<corpus>/<shard key>.parquet        corpus/<corpus>/manifest-<digest>.json
+corpus/<corpus>/guard-{queries,answers}-<key>.parquet  (the guarded weights' pseudo-queries)
 models/<fitted model>-<corpus>/...         embeddings/<model key>/<shard key>.parquet
 runs/<run>/decoder/  runs/<run>/quantizer.parquet  runs/<run>/run.json
 codes/<compressor>/<shard key>.parquet     catalog/v<N>/{manifest.json,shards.parquet}
@@ -11,6 +12,8 @@ catalog/current.json                       catalog/lease.json (who is writing th
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from cecq.catalog.records import CorpusManifest, ShardInfo
 from cecq.encoders.registry import is_fitted
@@ -61,6 +64,22 @@ def corpus_shard_path(corpus_key: str, shard: ShardInfo) -> str:
 def manifest_path(manifest: CorpusManifest) -> str:
     """Where a corpus manifest is stored: named by its content, so earlier ones stay readable."""
     return f"corpus/{manifest.corpus_key}/manifest-{digest(*(s.key for s in manifest.shards))[:12]}.json"
+
+
+GUARD_KINDS = ("query", "document")  # the guard's pseudo-queries, and what is left of their documents
+
+
+def guard_shard(manifest: CorpusManifest, seed: int, kind: str, rows: int = 0) -> ShardInfo:
+    """The guarded weights' pseudo-queries (``kind`` 'query') or their answers ('document'),
+    cut from ``manifest``'s corpus with ``seed`` and stored like a corpus shard, so that the
+    embedding pool embeds them with each pretrained model (at ``embedding_path(model key,
+    shard)``). Named by the corpus manifest and the seed, so a reader can name the files a
+    version needs without reading them; ``rows`` is only carried."""
+    if kind not in GUARD_KINDS:
+        raise ValueError(f"guard kind must be one of {GUARD_KINDS}, got {kind!r}")
+    name = "guard-queries" if kind == "query" else "guard-answers"
+    info = ShardInfo(name, "", rows, digest(manifest_path(manifest), str(seed), name))
+    return replace(info, path=corpus_shard_path(manifest.corpus_key, info))
 
 
 def model_key(model: str, corpus_key: str, fingerprint: str | None = None) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cecq.catalog.layout import ARTIFACT_FOLDERS, LEASE, embedding_path
+from cecq.catalog.layout import ARTIFACT_FOLDERS, GUARD_KINDS, LEASE, embedding_path, guard_shard
 from cecq.catalog.reader import current_version, read_manifest
 from cecq.catalog.records import CatalogManifest, CorpusManifest
 from cecq.storage import Store
@@ -40,6 +40,10 @@ def referenced_paths(store: Store, manifest: CatalogManifest) -> tuple[set[str],
     corpus = CorpusManifest.from_dict(store.read_json(manifest.corpus_manifest))
     files = {*manifest.codes, *manifest.corpus_shards, manifest.corpus_manifest, manifest.quantizer}
     files.update(embedding_path(k, s) for k in manifest.model_keys for s in corpus.shards)
+    # The guard's pseudo-queries and their embeddings: a rerun of the version's run skips them.
+    guard = [guard_shard(corpus, manifest.pipeline_config.decoder.seed, kind) for kind in GUARD_KINDS]
+    files.update(g.path for g in guard)
+    files.update(embedding_path(k, g) for k in manifest.model_keys for g in guard)
     folders = {manifest.decoder, *(f"models/{k}" for k in manifest.model_keys)}
     return files, folders
 

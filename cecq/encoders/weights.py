@@ -78,6 +78,16 @@ class PseudoQueries:
     answers: list[str]
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A pretrained model's embeddings of the pseudo-queries (``queries``) and of their
+    answers (``answers``, one row each), computed elsewhere: the pipeline's embedding pool
+    embeds them beside the corpus, so the process that fits the weights loads no model."""
+
+    queries: np.ndarray
+    answers: np.ndarray
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -176,7 +186,7 @@ class WeightFit:
 
 
 def pseudo_scores(
-    encoders: Sequence[Encoder],
+    encoders: Sequence[Encoder | Encoded],
     texts: Sequence[str],
     doc_parts: Sequence[np.ndarray],
     candidates: Sequence[Sequence[float]],
@@ -187,8 +197,10 @@ def pseudo_scores(
 ) -> tuple[int, list[tuple[Sequence[float], float]]]:
     """``(pseudo-queries cut, [(weights, pseudo nDCG@10)] per candidate)``: how well each
     weighted concatenation finds the answers of pseudo-queries cut from ``texts`` among the
-    other documents. ``doc_parts[m]`` holds model m's embeddings of ``texts``. With fewer than
-    ``MIN_PSEUDO_QUERIES`` pseudo-queries (e.g. a corpus of titles) nothing is scored."""
+    other documents. ``doc_parts[m]`` holds model m's embeddings of ``texts``; where
+    ``encoders[m]`` is :class:`Encoded`, its vectors of the pseudo-queries and answers are
+    used as they are. With fewer than ``MIN_PSEUDO_QUERIES`` pseudo-queries (e.g. a corpus of
+    titles) nothing is scored."""
     pq = pseudo_queries(texts, n_queries, seed, overlap_drop)
     if len(pq.rows) < MIN_PSEUDO_QUERIES:
         return len(pq.rows), []
@@ -202,6 +214,13 @@ def pseudo_scores(
         held_out[row] = answer
     q_parts, pool_parts = [], []
     for e, d in zip(encoders, doc_parts):
+        if isinstance(e, Encoded):
+            if not len(e.queries) == len(e.answers) == len(pq.rows):
+                got = f"{len(e.queries)} pseudo-query and {len(e.answers)} answer vectors"
+                raise ValueError(f"{got} for {len(pq.rows)} pseudo-queries")
+            q_parts.append(np.asarray(e.queries, dtype=np.float32))
+            pool_parts.append(np.concatenate([e.answers, d[others]]).astype(np.float32, copy=False))
+            continue
         if e.fitted:
             e = type(e).fit_corpus(held_out, ModelSpec(e.name, dim=e.dim), seed=seed)
             rest = e.encode([texts[i] for i in others], "document")
@@ -250,7 +269,7 @@ def self_retrieval_weights(
 
 
 def guarded_weights(
-    encoders: Sequence[Encoder],
+    encoders: Sequence[Encoder | Encoded],
     texts: Sequence[str],
     doc_parts: Sequence[np.ndarray],
     seed: int = 0,
@@ -260,7 +279,8 @@ def guarded_weights(
 ) -> WeightFit:
     """The ``guarded`` rule: spread weights (:func:`spread_weights`; ``spread`` if given, e.g.
     fitted on a larger sample) of the models whose self-retrieval nDCG@10 alone is at least
-    ``ratio`` of the best model's; the others get 0. With one model, or too few
+    ``ratio`` of the best model's; the others get 0 (an :class:`Encoded` entry stands for a
+    pretrained model whose pseudo-query vectors were computed elsewhere). With one model, or too few
     pseudo-queries to judge, the spread weights stand."""
     m = len(encoders)
     spread = list(spread) if spread is not None else spread_weights(doc_parts, seed=seed)

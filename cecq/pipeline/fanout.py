@@ -4,6 +4,7 @@ models they are given, compression as tasks."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -13,12 +14,12 @@ from typing import Any
 from cecq.catalog.layout import codes_path, embedding_path, model_key
 from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbeddingResult, EmbedShardResult, ShardInfo
-from cecq.encoders import check_model, encoder_class
+from cecq.encoders import check_model, encoder_class, is_fitted
 from cecq.errors import ModelLoadError
 from cecq.killpoints import kill_point
 from cecq.pipeline import ray_pool
 from cecq.pipeline.ray_pool import Progress
-from cecq.pipeline.steps import commit_parts, compress_shard, embed_worker_factory
+from cecq.pipeline.steps import commit_parts, compress_shard, embed_worker_factory, write_guard
 from cecq.storage import Store
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class EmbedJob:
     relative_cost: float = 1.0  # the model's per-document cost (Encoder.cost)
     part: int = 0  # this job embeds part `part` of `parts` of the shard (steps.part_rows)
     parts: int = 1
+    kind: str = "document"  # what the texts are to the model: the guard's pseudo-queries are "query"
+    counted: bool = True  # a corpus shard, counted in its model's EmbeddingResult (the guard's texts are not)
 
     @property
     def name(self) -> str:
@@ -109,6 +112,7 @@ def embed_models(
     previous: CorpusManifest | None = None,
     progress: Mapping[str, Progress] | None = None,
     fingerprints: Sequence[str | None] | None = None,
+    guard_seed: int | None = None,
 ) -> list[EmbeddingResult]:
     """Embed every shard of the corpus with every model, all on one pool of Ray actors (the
     shards of all models longest first, so no actor idles while another model's shards
@@ -116,7 +120,12 @@ def embed_models(
     skipped, and with ``previous`` unchanged documents reuse their earlier vectors.
     Embeddings are keyed by the weights' ``fingerprints`` (one per model): vectors of other
     weights are never reused, and an actor whose copy of a model has other weights fails to
-    start (:class:`ModelLoadError`). ``progress[model]`` counts that model's documents."""
+    start (:class:`ModelLoadError`). ``progress[model]`` counts that model's documents.
+    With ``guard_seed``, where the pool has corpus shards to embed, every pretrained model
+    also embeds the guarded weights' pseudo-queries and answers cut with that seed
+    (:func:`steps.write_guard`; not counted in the results), so that training loads no model.
+    With nothing else to embed (a rerun), no pool starts for them: training, if it runs,
+    encodes them itself."""
     models = list(models)
     if len(set(models)) != len(models):
         raise ValueError(f"a model is named twice: {models}")
@@ -138,6 +147,12 @@ def embed_models(
             prev = prev_by_name.get(shard.name)
             previous_paths = [embedding_path(keys[model], prev)] if prev else []
             jobs.append(EmbedJob(shard.to_dict(), out, previous_paths, model, cost))
+    guard = write_guard(store, manifest, guard_seed) if jobs and guard_seed is not None else {}
+    for model, (kind, shard) in itertools.product([m for m in models if not is_fitted(m)], guard.items()):
+        out = embedding_path(keys[model], shard)
+        if not is_whole(store, out, shard.rows):
+            cost = encoder_class(model).cost(model)
+            jobs.append(EmbedJob(shard.to_dict(), out, [], model, cost, kind=kind, counted=False))
     results: dict[str, list[EmbedShardResult]] = {m: [] for m in models}
     nodes: dict[str, set[str]] = {m: set() for m in models}
     if jobs:
@@ -153,9 +168,10 @@ def embed_models(
         except ray_pool.ActorStartError as e:
             which = f"model {e.group!r}" if e.group is not None else f"one of the models {models}"
             raise ModelLoadError(f"{which} could not be loaded by the embedding actors: {e}") from e
-        for group, result, where in _committed(store, placed):
-            results[group].append(result)
-            nodes[group] |= where
+        for job, result, where in _committed(store, placed):
+            if job.counted:
+                results[job.group].append(result)
+                nodes[job.group] |= where
     return [
         EmbeddingResult(
             model=m,
@@ -173,23 +189,24 @@ def embed_models(
     ]
 
 
-def _committed(store: Store, placed: Sequence[ray_pool.Placed]) -> list[tuple[str, EmbedShardResult, set[str]]]:
-    """Each shard's result, its model and the nodes that embedded it: shards the actors
-    committed as they are, and the parts of a shard cut into several committed here as one."""
-    out: list[tuple[str, EmbedShardResult, set[str]]] = []
+def _committed(store: Store, placed: Sequence[ray_pool.Placed]) -> list[tuple[EmbedJob, EmbedShardResult, set[str]]]:
+    """Each shard's result, its job (a part's, for a shard cut into parts) and the nodes that
+    embedded it: shards the actors committed as they are, and the parts of a shard cut into
+    several committed here as one."""
+    out: list[tuple[EmbedJob, EmbedShardResult, set[str]]] = []
     split: dict[tuple[str, str], list[ray_pool.Placed]] = {}
     for p in placed:
         if p.job.parts > 1:
             split.setdefault((p.job.group, p.job.out_path), []).append(p)
             continue
         p.value.node, p.value.pid = p.node, p.pid
-        out.append((p.job.group, p.value, {p.node}))
-    for (group, out_path), ps in split.items():
+        out.append((p.job, p.value, {p.node}))
+    for (_, out_path), ps in split.items():
         ps.sort(key=lambda p: p.job.part)
         result = commit_parts(store, ShardInfo(**ps[0].job.shard), out_path, [p.value for p in ps])
         result.node, result.pid, result.model_info = ps[0].node, ps[0].pid, ps[0].value.model_info
         kill_point("embedding")  # crash tests: a shard committed, others still to embed
-        out.append((group, result, {p.node for p in ps}))
+        out.append((ps[0].job, result, {p.node for p in ps}))
     return out
 
 

@@ -22,7 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cecq.catalog.layout import decoder_path, embedding_path, fitted_model_path, quantizer_path
+from cecq.catalog.layout import (
+    GUARD_KINDS,
+    decoder_path,
+    embedding_path,
+    fitted_model_path,
+    guard_shard,
+    quantizer_path,
+)
 from cecq.catalog.reader import check_artifact, compressor_is_whole, is_whole, load_compressor, load_store_encoder
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
 from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig
@@ -34,12 +41,22 @@ from cecq.encoders import (
     encoder_class,
     fit_weights,
     guarded_weights,
+    is_fitted,
     nonempty_rows,
     spread_weights,
 )
-from cecq.encoders.weights import GUARD_RATIO, SELF_POOL
+from cecq.encoders.weights import (
+    GUARD_RATIO,
+    MIN_PSEUDO_QUERIES,
+    SELF_POOL,
+    SELF_QUERIES,
+    Encoded,
+    PseudoQueries,
+    pseudo_queries,
+)
 from cecq.errors import ModelLoadError
 from cecq.killpoints import kill_point
+from cecq.pipeline import corpus
 from cecq.pipeline.ray_pool import ActorContext
 from cecq.quantization import CodeQuantizer, fit_quantizer
 from cecq.storage import Store
@@ -133,10 +150,12 @@ def embed_part(
     parts: int = 1,
     previous: dict[tuple[str, str], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    kind: str = "document",
 ) -> EmbeddedPart:
     """Embed part ``part`` of ``parts`` of one corpus shard (:func:`part_rows`) with one
-    encoder; nothing is written. ``previous`` maps ``(id, content_hash)`` to a vector from
-    an earlier run: those documents are not embedded again. Texts are encoded
+    encoder, as ``kind`` texts (the guard's pseudo-queries are 'query'); nothing is written.
+    ``previous`` maps ``(id, content_hash)`` to a vector from an earlier run: those documents
+    are not embedded again. Texts are encoded
     :data:`PROGRESS_CHUNK` at a time, longest first, and ``progress(documents done)`` called
     between chunks."""
     started = time.perf_counter()
@@ -163,7 +182,7 @@ def embed_part(
         if progress:
             progress(done)
         chunk = todo[start : start + PROGRESS_CHUNK]
-        vectors[chunk] = encoder.encode([texts[rows[j]] for j in chunk], "document")
+        vectors[chunk] = encoder.encode([texts[rows[j]] for j in chunk], kind)
         done += len(chunk)
     if progress:
         progress(done)
@@ -211,14 +230,15 @@ def embed_shard(
     out_rel: str,
     previous: dict[tuple[str, str], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    kind: str = "document",
 ) -> EmbedShardResult:
-    """Embed one corpus shard with one encoder (:func:`embed_part`, whole) and commit the
+    """Embed one corpus shard with one encoder (:func:`embed_part`, whole, as ``kind`` texts) and commit the
     embedding shard; skipped when ``out_rel`` is already committed whole (a damaged one is
     rewritten). Vectors are written in the shard's row order."""
     if is_whole(store, out_rel, shard.rows):
         return EmbedShardResult(out_rel, shard.rows, skipped=True)
     started = time.perf_counter()
-    result = commit_parts(store, shard, out_rel, [embed_part(store, encoder, shard, 0, 1, previous, progress)])
+    result = commit_parts(store, shard, out_rel, [embed_part(store, encoder, shard, 0, 1, previous, progress, kind)])
     result.seconds = time.perf_counter() - started
     return result
 
@@ -289,8 +309,9 @@ def sample_documents(
         if texts:
             col = store.read_parquet(shard.path, ["text"]).column("text").to_pylist()
             out_texts.extend(col[i] for i in take)
-        for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
-            acc.append(part)
+        if model_keys:
+            for acc, part in zip(out, load_parts(store, [embedding_path(k, shard) for k in model_keys], take)[2]):
+                acc.append(part)
     return out_texts, [np.concatenate(p) for p in out]
 
 
@@ -304,6 +325,68 @@ def sample_parts(
     return [p[keep] for p in parts]
 
 
+def needs_guard(config: PipelineConfig) -> bool:
+    """Whether the run fits guarded weights that need pretrained models' vectors of the
+    guard's pseudo-queries, which the embed stage then embeds beside the corpus (runs that
+    retrain only: under the reuse and auto policies of ``reindex`` the decoder is mostly
+    reused, and a retraining one encodes them in its own process)."""
+    return (
+        config.model_weights == "guarded"
+        and config.decoder_policy == "retrain"
+        and len(config.models) > 1
+        and not all(is_fitted(m) for m in config.models)
+    )
+
+
+def _guard_sample(store: Store, manifest: CorpusManifest, seed: int) -> tuple[list[str], PseudoQueries]:
+    """The guard's sample of the corpus's texts and the pseudo-queries cut from it: the same
+    at the embed stage (:func:`write_guard`) and at training (:func:`fit_model_weights`)."""
+    texts = sample_documents(store, manifest, [], SELF_POOL, seed + 3, texts=True)[0]
+    return texts, pseudo_queries(texts, SELF_QUERIES, seed)
+
+
+def write_guard(store: Store, manifest: CorpusManifest, seed: int) -> dict[str, ShardInfo]:
+    """Write the guard's pseudo-queries and their answers as two corpus-like shards (by kind,
+    :func:`cecq.catalog.layout.guard_shard`), for the embedding pool to embed with every
+    pretrained model; shards already written whole are kept. None (``{}``) where the corpus
+    gives too few pseudo-queries to judge (a corpus of titles)."""
+    pq = _guard_sample(store, manifest, seed)[1]
+    if len(pq.rows) < MIN_PSEUDO_QUERIES:
+        return {}
+    out = {}
+    for kind, texts in zip(GUARD_KINDS, (pq.queries, pq.answers)):
+        shard = guard_shard(manifest, seed, kind, len(texts))
+        if not is_whole(store, shard.path, shard.rows):
+            ids = [f"{shard.name}-{i}" for i in range(len(texts))]
+            hashes = [corpus.content_hash(t) for t in texts]
+            table = pa.table([ids, texts, hashes], schema=corpus.CORPUS_SCHEMA)
+            store.write_parquet(shard.path, table, "corpus")
+        out[kind] = shard
+    return out
+
+
+def pooled_guard(
+    store: Store, manifest: CorpusManifest, seed: int, model_keys: Sequence[str], pq: PseudoQueries
+) -> dict[int, Encoded]:
+    """The models (by position) whose vectors of the guard's pseudo-queries ``pq`` and their
+    answers the embed stage committed (:func:`write_guard`), those vectors read back. A
+    model is left out (and so encodes them itself) where a file is missing or damaged, or
+    where the texts written are not ``pq``'s (written by another cut of the pseudo-queries)."""
+    shards = [guard_shard(manifest, seed, kind, len(pq.rows)) for kind in GUARD_KINDS]
+    expected = (pq.queries, pq.answers)
+    if not all(is_whole(store, s.path, s.rows) for s in shards) or any(
+        store.read_parquet(s.path, ["text"]).column("text").to_pylist() != t for s, t in zip(shards, expected)
+    ):
+        return {}
+    out = {}
+    for i, key in enumerate(model_keys):
+        paths = [embedding_path(key, s) for s in shards]
+        if all(is_whole(store, p, len(pq.rows)) for p in paths):
+            queries, answers = (vectors_of(store.read_parquet(p)) for p in paths)
+            out[i] = Encoded(queries, answers)
+    return out
+
+
 def fit_model_weights(
     parts: Sequence[np.ndarray],
     config: PipelineConfig,
@@ -313,23 +396,32 @@ def fit_model_weights(
 ) -> tuple[list[float], dict[str, Any]]:
     """Per-model concatenation weights fitted on the corpus (rule ``config.model_weights``)
     and a description of the fit: ``spread`` from the sampled embeddings ``parts``;
-    ``guarded`` also loads the models and checks each on pseudo-queries cut from a sample of
-    at most ``SELF_POOL`` documents' texts (read from ``store``), in this process: each
-    pretrained model encodes about 600 texts, a fitted one is refitted on the sample and
-    encodes it. A model the guard drops is logged as a warning."""
+    ``guarded`` also checks each model on pseudo-queries cut from a sample of at most
+    ``SELF_POOL`` documents' texts (read from ``store``): a pretrained model's vectors of the
+    pseudo-queries and their answers are those the embed stage committed (:func:`write_guard`),
+    else it is loaded here and encodes those 600 or so texts; a fitted one is refitted on the
+    sample and encodes it. A model the guard drops is logged as a warning."""
     how, seed = config.model_weights, config.decoder.seed
     if how != "guarded" or len(parts) == 1:  # one model: the guard has nothing to compare
         weights, fit_info = fit_weights("spread" if how == "guarded" else how, [], [], parts, seed)
         return weights or [1.0] * len(parts), fit_info
     started = time.perf_counter()
-    texts, guard_parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3, texts=True)
+    texts, pq = _guard_sample(store, manifest, seed)
+    guard_parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3)[1]
+    pooled = pooled_guard(store, manifest, seed, model_keys, pq)
     # trusted: the run's models, named by the user (or checked when the run was reindexed)
-    encoders = [load_store_encoder(store, m, manifest.corpus_key, trusted=True) for m in config.models]
+    encoders = [
+        pooled.get(i) or load_store_encoder(store, m, manifest.corpus_key, trusted=True)
+        for i, m in enumerate(config.models)
+    ]
     fit = guarded_weights(encoders, texts, guard_parts, seed=seed, spread=spread_weights(parts, seed=seed))
     logger.info(
-        "model weights (guarded, %d pseudo-queries, %.1f s): %s, from spread %s; pseudo nDCG@10 alone %s",
+        "model weights (guarded, %d pseudo-queries, %.1f s, %d of %d models' vectors from the embed stage): "
+        "%s, from spread %s; pseudo nDCG@10 alone %s",
         fit.queries,
         time.perf_counter() - started,
+        len(pooled),
+        len(encoders),
         [round(w, 4) for w in fit.weights],
         [round(w, 4) for w in fit.spread or fit.weights],
         [c["ndcg_at_10"] for c in fit.candidates],
@@ -499,10 +591,10 @@ class EmbedWorker:
         previous = previous_vectors(self.store, job.previous_paths) if job.previous_paths else None
         shard = ShardInfo(**job.shard)
         if job.parts > 1:
-            part = embed_part(self.store, self.encoder, shard, job.part, job.parts, previous, self.report)
+            part = embed_part(self.store, self.encoder, shard, job.part, job.parts, previous, self.report, job.kind)
             part.model_info = self.encoder.info()
             return part
-        result = embed_shard(self.store, self.encoder, shard, job.out_path, previous, self.report)
+        result = embed_shard(self.store, self.encoder, shard, job.out_path, previous, self.report, job.kind)
         result.model_info = self.encoder.info()  # skipped shards too: a retried job still says which model ran
         if not result.skipped:
             kill_point("embedding")  # crash tests: a shard committed, others still to embed

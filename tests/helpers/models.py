@@ -73,3 +73,18 @@ def build_tiny_model(folder: Path, hidden_size: int, seed: int, prompts: dict[st
     out = folder / "model"
     model.save(str(out))
     return out
+
+
+def loaded_models(monkeypatch) -> list[str]:
+    """The models the pipeline's training step loads from now on (``steps.load_store_encoder``), in order."""
+    from cecq.pipeline import steps
+
+    loaded: list[str] = []
+    original = steps.load_store_encoder
+
+    def spy(store, model, *args, **kwargs):
+        loaded.append(model)
+        return original(store, model, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "load_store_encoder", spy)
+    return loaded

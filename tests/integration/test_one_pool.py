@@ -216,3 +216,57 @@ def test_prestarted_actors_run_the_next_pools_jobs_or_give_way_to_tasks(two_acto
 
 def _one(i: int) -> int:
     return i
+
+
+def test_the_pool_embeds_the_guards_pseudo_queries_so_training_loads_no_pretrained_model(
+    two_actor_ray, tmp_path, tiny_model_dir, monkeypatch
+):
+    """With a guard seed, the pretrained model also embeds the guarded weights' pseudo-queries
+    and answers on the pool (as queries and documents; not counted as corpus documents); the
+    fitted lexical view is not asked to. The weights are then fitted loading only lexical, to
+    the weights an in-process guard gives. A rerun with nothing to embed starts no pool for them."""
+    import json
+
+    from cecq.catalog.layout import GUARD_KINDS, embedding_path
+    from cecq.config import PipelineConfig
+    from cecq.encoders import load_encoder
+    from cecq.pipeline import steps
+    from cecq.pipeline.corpus import shard_corpus
+    from cecq.pipeline.fanout import embed_models
+    from tests.helpers.models import loaded_models
+    from tests.unit.encoders.test_weights import corpus_texts
+
+    corpus = tmp_path / "docs.jsonl"
+    texts = corpus_texts()
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    store = Store(str(tmp_path / "store"))
+    manifest = shard_corpus(str(corpus), store, shard_rows=50)
+    models = [str(tiny_model_dir), "lexical"]
+    steps.fit_encoder(store, manifest, "lexical")
+    got = embed_models(store, manifest, models, batch_size=8, guard_seed=0)
+
+    assert [r.embedded_documents for r in got] == [len(texts), len(texts)]  # the guard's texts are not counted
+    tiny_key, lexical_key = (r.model_key for r in got)
+    guard = {kind: steps.guard_shard(manifest, 0, kind) for kind in GUARD_KINDS}
+    assert not any(store.exists(embedding_path(lexical_key, g)) for g in guard.values())
+    pq = steps.pseudo_queries(texts, steps.SELF_QUERIES, 0)  # the guard's sample is the whole corpus here
+    tiny = load_encoder(str(tiny_model_dir))
+    for kind, side in zip(GUARD_KINDS, (pq.queries, pq.answers)):
+        table = store.read_parquet(embedding_path(tiny_key, guard[kind]))
+        np.testing.assert_allclose(steps.vectors_of(table), tiny.encode(side, kind), atol=1e-5)
+
+    files = {p: store.read_bytes(p) for p in store.glob("**/*.parquet")}
+    again = embed_models(store, manifest, models, batch_size=8, guard_seed=0)
+    assert [r.embedded_documents for r in again] == [0, 0]
+    assert {p: store.read_bytes(p) for p in store.glob("**/*.parquet")} == files
+
+    config = PipelineConfig(corpus=str(corpus), store=store.url, models=tuple(models), decoder_policy="retrain")
+    keys = [tiny_key, lexical_key]
+    parts = steps.sample_parts(store, manifest, keys, config.decoder.max_train_rows, config.decoder.seed)
+    loaded = loaded_models(monkeypatch)
+    pooled = steps.fit_model_weights(parts, config, store, manifest, keys)
+    assert loaded == ["lexical"]
+    for g in guard.values():
+        store.fs.rm(store.path(embedding_path(tiny_key, g)))
+    assert steps.fit_model_weights(parts, config, store, manifest, keys)[0] == pooled[0]  # encoded in process
+    assert loaded == ["lexical", str(tiny_model_dir), "lexical"]
