@@ -40,12 +40,16 @@ def referenced_paths(store: Store, manifest: CatalogManifest) -> tuple[set[str],
     corpus = CorpusManifest.from_dict(store.read_json(manifest.corpus_manifest))
     files = {*manifest.codes, *manifest.corpus_shards, manifest.corpus_manifest, manifest.quantizer}
     files.update(embedding_path(k, s) for k in manifest.model_keys for s in corpus.shards)
-    # The guard's pseudo-queries and their embeddings: a rerun of the version's run skips them.
-    guard = [guard_shard(corpus, manifest.pipeline_config.decoder.seed, kind) for kind in GUARD_KINDS]
-    files.update(g.path for g in guard)
-    files.update(embedding_path(k, g) for k in manifest.model_keys for g in guard)
     folders = {manifest.decoder, *(f"models/{k}" for k in manifest.model_keys)}
     return files, folders
+
+
+def guard_paths(store: Store, manifest: CatalogManifest) -> set[str]:
+    """The guarded weights' pseudo-queries and their embeddings that a version's run may have
+    written (not needed to read the version: kept so that a rerun of its run skips them)."""
+    corpus = CorpusManifest.from_dict(store.read_json(manifest.corpus_manifest))
+    guard = [guard_shard(corpus, manifest.pipeline_config.decoder.seed, kind) for kind in GUARD_KINDS]
+    return {g.path for g in guard} | {embedding_path(k, g) for k in manifest.model_keys for g in guard}
 
 
 def find_leftovers(store: Store, keep: int = 1, listing: Iterable[str] | None = None) -> Leftovers:
@@ -58,8 +62,9 @@ def find_leftovers(store: Store, keep: int = 1, listing: Iterable[str] | None = 
     files: set[str] = set()
     folders: set[str] = set()
     for v in kept:
-        f, d = referenced_paths(store, read_manifest(store, v))
-        files |= f
+        manifest = read_manifest(store, v)
+        f, d = referenced_paths(store, manifest)
+        files |= f | guard_paths(store, manifest)
         folders |= d
     out = Leftovers(kept)
     if listing is None:
