@@ -218,6 +218,7 @@ def _one(i: int) -> int:
     return i
 
 
+@pytest.mark.slow
 def test_the_pool_embeds_the_guards_pseudo_queries_so_training_loads_no_pretrained_model(
     two_actor_ray, tmp_path, tiny_model_dir, monkeypatch
 ):
