@@ -136,9 +136,10 @@ def embed_models(
         check_model(model)  # a missing local path fails here, before any actor starts
     prev_by_name = {s.name: s for s in previous.shards} if previous else {}
     keys = {m: model_key(m, manifest.corpus_key, fp) for m, fp in zip(models, fingerprints)}
+    costs = {m: encoder_class(m).cost(m) for m in models}
     jobs, skipped = [], dict.fromkeys(models, 0)
     for model in models:
-        cost = encoder_class(model).cost(model)
+        cost = costs[model]
         for shard in manifest.shards:
             out = embedding_path(keys[model], shard)
             if is_whole(store, out, shard.rows):  # a damaged shard is embedded again
@@ -151,8 +152,7 @@ def embed_models(
     for model, (kind, shard) in itertools.product([m for m in models if not is_fitted(m)], guard.items()):
         out = embedding_path(keys[model], shard)
         if not is_whole(store, out, shard.rows):
-            cost = encoder_class(model).cost(model)
-            jobs.append(EmbedJob(shard.to_dict(), out, [], model, cost, kind=kind, counted=False))
+            jobs.append(EmbedJob(shard.to_dict(), out, [], model, costs[model], kind=kind, counted=False))
     results: dict[str, list[EmbedShardResult]] = {m: [] for m in models}
     nodes: dict[str, set[str]] = {m: set() for m in models}
     if jobs:

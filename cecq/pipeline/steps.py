@@ -338,11 +338,14 @@ def needs_guard(config: PipelineConfig) -> bool:
     )
 
 
-def _guard_sample(store: Store, manifest: CorpusManifest, seed: int) -> tuple[list[str], PseudoQueries]:
-    """The guard's sample of the corpus's texts and the pseudo-queries cut from it: the same
-    at the embed stage (:func:`write_guard`) and at training (:func:`fit_model_weights`)."""
-    texts = sample_documents(store, manifest, [], SELF_POOL, seed + 3, texts=True)[0]
-    return texts, pseudo_queries(texts, SELF_QUERIES, seed)
+def _guard_sample(
+    store: Store, manifest: CorpusManifest, seed: int, model_keys: Sequence[str] = ()
+) -> tuple[list[str], list[np.ndarray], PseudoQueries]:
+    """The guard's sample of the corpus: its texts, each of ``model_keys``' embeddings of them,
+    and the pseudo-queries cut from them; the same at the embed stage (:func:`write_guard`)
+    and at training (:func:`fit_model_weights`)."""
+    texts, parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3, texts=True)
+    return texts, parts, pseudo_queries(texts, SELF_QUERIES, seed)
 
 
 def write_guard(store: Store, manifest: CorpusManifest, seed: int) -> dict[str, ShardInfo]:
@@ -350,7 +353,7 @@ def write_guard(store: Store, manifest: CorpusManifest, seed: int) -> dict[str, 
     :func:`cecq.catalog.layout.guard_shard`), for the embedding pool to embed with every
     pretrained model; shards already written whole are kept. None (``{}``) where the corpus
     gives too few pseudo-queries to judge (a corpus of titles)."""
-    pq = _guard_sample(store, manifest, seed)[1]
+    pq = _guard_sample(store, manifest, seed)[2]
     if len(pq.rows) < MIN_PSEUDO_QUERIES:
         return {}
     out = {}
@@ -406,8 +409,7 @@ def fit_model_weights(
         weights, fit_info = fit_weights("spread" if how == "guarded" else how, [], [], parts, seed)
         return weights or [1.0] * len(parts), fit_info
     started = time.perf_counter()
-    texts, pq = _guard_sample(store, manifest, seed)
-    guard_parts = sample_documents(store, manifest, model_keys, SELF_POOL, seed + 3)[1]
+    texts, guard_parts, pq = _guard_sample(store, manifest, seed, model_keys)
     pooled = pooled_guard(store, manifest, seed, model_keys, pq)
     # trusted: the run's models, named by the user (or checked when the run was reindexed)
     encoders = [
