@@ -52,7 +52,11 @@ def test_search_uses_the_index_once_built_and_says_so(store_dir, capsys):
     ):
         rc, out, err = cli(capsys, "search", "galaxy orbit", "--store", s, "-k", "8", "--json", *flags)
         assert rc == 0 and said in err
-        assert [(h["id"], h["score"]) for h in hits(out)] == [(h["id"], h["score"]) for h in hits(exact)]
+        # the same documents in the same order; FAISS sums the query's centroid products in
+        # another order than NumPy's matmul, so a score may differ in its last printed digit
+        # (CI at 042fb19: 0.682338 against 0.682337)
+        assert [h["id"] for h in hits(out)] == [h["id"] for h in hits(exact)]
+        assert [h["score"] for h in hits(out)] == pytest.approx([h["score"] for h in hits(exact)], abs=2e-6)
     rc, _, err = cli(capsys, "search", "galaxy orbit", "--store", s, "--nprobe", "3")
     assert rc == 2 and "nprobe must be in 1..2" in err
     rc, _, err = cli(capsys, "search", "galaxy orbit", "--store", s, "--exact", "--nprobe", "1")
