@@ -1,6 +1,7 @@
 """Robustness as base models are added: `cecq eval --json` records of 1, 2 and 3 models at
-the same bytes a document, mean nDCG@10 over seeds (worst seed), per task and over tasks
-(docs/quality-round2.md, section 10).
+the same bytes a document, mean nDCG@10 over seeds (worst seed), per task and over tasks,
+then retention of the float concatenation (worst task and seed), and mpnet alone in float32
+(docs/quality-round2.md, section 10). The mpnet sets need the `cecq[mpnet]` extra.
 
     for t in cisi cranfield scifact; do for s in 0 1 2; do for set in m1 m2l m2p m3; do
       .venv/bin/cecq eval ../shared/data/$t $MODELS --dims 768 --bits 1 --budget 32,48,64 \
@@ -50,7 +51,8 @@ def main() -> None:
                 with open(args.pattern.format(set=key, task=t, seed=s), encoding="utf-8") as f:
                     runs[(key, t, s)] = {(r["name"], r["scoring"]): r for r in json.load(f)}
     heads = [f"{b} B {sc}" for b in BUDGETS for sc in ("asym", "sym")]
-    print("| task | models | float concat | " + " | ".join(heads) + " | float32 bytes / 48 B |")
+    last = "48 B compression: codes; amortized here; at 1M docs"
+    print("| task | models | float concat | " + " | ".join(heads) + f" | {last} |")
     print("|" + "---|" * (len(heads) + 4))
     for t in [*tasks, "mean"]:
         for key, (label, _models) in SETS.items():
@@ -63,9 +65,28 @@ def main() -> None:
             for b in BUDGETS:
                 for scoring in ("asymmetric", "symmetric"):
                     cells.append(cell(per_seed(lambda r, b=b, sc=scoring: r[(f"cecq-{b}B-product", sc)]["ndcg_at_10"])))
-            first = runs[(key, tasks[0], seeds[0])]
+            first = runs[(key, chosen[0], seeds[0])]
             width = sum(r["bytes_per_doc"] for (name, _), r in first.items() if name.startswith("model:"))
-            print(f"| {t} | {label} | " + " | ".join(cells) + f" | {width / 48:.0f}x |")
+            at48 = [runs[(key, task, seeds[0])][("cecq-48B-product", "asymmetric")] for task in chosen]
+            here = mean(width / r["bytes_per_doc_amortized"] for r in at48)
+            at_1m = mean(width / r["bytes_per_doc_amortized_1m"] for r in at48)
+            print(f"| {t} | {label} | " + " | ".join(cells) + f" | {width / 48:.0f}x; {here:.1f}x; {at_1m:.0f}x |")
+    print()
+    print("| models | " + " | ".join(f"{b} B retention asym / sym" for b in BUDGETS) + " |")
+    print("|" + "---|" * (len(BUDGETS) + 1))
+    for key, (label, _models) in SETS.items():
+        row = []
+        for b in BUDGETS:
+            parts = []
+            for scoring in ("asymmetric", "symmetric"):
+                kept = [
+                    runs[(key, t, s)][(f"cecq-{b}B-product", scoring)]["ndcg_at_10"] / reference(runs[(key, t, s)])
+                    for t in tasks
+                    for s in seeds
+                ]
+                parts.append(f"{100 * mean(kept):.1f}% ({100 * min(kept):.1f}%)")
+            row.append(" / ".join(parts))
+        print(f"| {label} | " + " | ".join(row) + " |")
     mp = [runs[("m2p", t, s)][(f"model:{MPNET}", "float")]["ndcg_at_10"] for t in tasks for s in seeds[:1]]
     print()
     print("mpnet alone, float32: " + ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, mp)) + f"; mean {mean(mp):.4f}")
