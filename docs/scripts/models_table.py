@@ -33,6 +33,11 @@ def reference(records: dict) -> float:
     return next(r["ndcg_at_10"] for (name, _), r in records.items() if name.startswith("model:"))
 
 
+def product(records: dict, budget: int, scoring: str) -> dict:
+    """The record of the default product codes at ``budget`` bytes a document."""
+    return records[(f"cecq-{budget}B-product", scoring)]
+
+
 def cell(values: list[float]) -> str:
     return f"{mean(values):.4f} ({min(values):.4f})"
 
@@ -64,13 +69,14 @@ def main() -> None:
             cells = [cell(per_seed(reference))]
             for b in BUDGETS:
                 for scoring in ("asymmetric", "symmetric"):
-                    cells.append(cell(per_seed(lambda r, b=b, sc=scoring: r[(f"cecq-{b}B-product", sc)]["ndcg_at_10"])))
-            first = runs[(key, chosen[0], seeds[0])]
-            width = sum(r["bytes_per_doc"] for (name, _), r in first.items() if name.startswith("model:"))
-            at48 = [runs[(key, task, seeds[0])][("cecq-48B-product", "asymmetric")] for task in chosen]
+                    cells.append(cell(per_seed(lambda r, b=b, sc=scoring: product(r, b, sc)["ndcg_at_10"])))
+            # the float32 concatenation's bytes, over the codes' and over the amortized bytes
+            at48 = [product(runs[(key, task, seeds[0])], 48, "asymmetric") for task in chosen]
+            width = at48[0]["compression"] * at48[0]["bytes_per_doc"]
             here = mean(width / r["bytes_per_doc_amortized"] for r in at48)
             at_1m = mean(width / r["bytes_per_doc_amortized_1m"] for r in at48)
-            print(f"| {t} | {label} | " + " | ".join(cells) + f" | {width / 48:.0f}x; {here:.1f}x; {at_1m:.0f}x |")
+            codes = at48[0]["compression"]
+            print(f"| {t} | {label} | " + " | ".join(cells) + f" | {codes:.0f}x; {here:.1f}x; {at_1m:.0f}x |")
     print()
     print("| models | " + " | ".join(f"{b} B retention asym / sym" for b in BUDGETS) + " |")
     print("|" + "---|" * (len(BUDGETS) + 1))
@@ -79,11 +85,7 @@ def main() -> None:
         for b in BUDGETS:
             parts = []
             for scoring in ("asymmetric", "symmetric"):
-                kept = [
-                    runs[(key, t, s)][(f"cecq-{b}B-product", scoring)]["ndcg_at_10"] / reference(runs[(key, t, s)])
-                    for t in tasks
-                    for s in seeds
-                ]
+                kept = [product(runs[(key, t, s)], b, scoring)["retention"] for t in tasks for s in seeds]
                 parts.append(f"{100 * mean(kept):.1f}% ({100 * min(kept):.1f}%)")
             row.append(" / ".join(parts))
         print(f"| {label} | " + " | ".join(row) + " |")
