@@ -29,6 +29,11 @@ DEFAULT_MODEL_WEIGHTS: ModelWeights = "guarded"
 EvalWeights = Literal["equal", "spread", "guarded", "self"]
 EVAL_WEIGHTS: tuple[str, ...] = (*MODEL_WEIGHTS, "self")
 DecoderPolicy = Literal["reuse", "retrain", "auto"]
+# Number format of a neural base model's weights and activations at inference. "auto": fp16
+# on a GPU (the models are frozen, inference only), fp32 on the CPU, where half precision
+# has no fast kernels. `cecq bench perf --only gpu` times fp16 against bf16.
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
 DEFAULT_PREFIX_SIZES: tuple[int, ...] = (32, 64, 128, 256, 384, 512, 768, 1024)
@@ -52,6 +57,7 @@ class ModelSpec:
     batch_size: int = 64
     device: str | None = None
     dim: int | None = None  # output dimension of fitted encoders (lexical)
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -60,6 +66,8 @@ class ModelSpec:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise ConfigError(f"max_seq_length must be >= 1, got {self.max_seq_length}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,25 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cecq.bench import perf_compute, perf_embed, perf_memory, perf_models, perf_process, perf_scaleout, perf_search
-from cecq.bench.timing import Figure, Ratio
-from cecq.config import DEFAULT_MODELS
+from cecq.bench import (
+    perf_compute,
+    perf_embed,
+    perf_gpu,
+    perf_memory,
+    perf_models,
+    perf_process,
+    perf_scaleout,
+    perf_search,
+)
+from cecq.bench.timing import Figure, Ratio, rate_text
+from cecq.config import DEFAULT_MODELS, PRECISIONS
 from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
-MEASUREMENTS = ("embed", "models", "process", "compress", "search", "memory", "scaleout")
+MEASUREMENTS = ("embed", "models", "process", "compress", "search", "memory", "scaleout", "gpu")
 # Measurements that run only when --only names them (the whole process on SciFact took 30 min here).
 OPT_IN = ("process",)
 DEFAULT_CORPUS = "../shared/data/scifact"
@@ -47,6 +57,23 @@ def _sizes(text: str) -> tuple[int, ...]:
     if any(s < 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"document counts must be >= 0, got {text!r}")
     return tuple(s for s in sizes if s)
+
+
+def _list(kind: type, allowed: tuple[str, ...] | None = None) -> Callable[[str], tuple]:
+    """An argparse type: a comma-separated list of ``kind`` (of ``allowed`` where given)."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+        bad = [v for v in values if (allowed is not None and v not in allowed) or (kind is int and v < 1)]
+        if bad or not values:
+            wanted = f"of {', '.join(allowed)}" if allowed else "of positive integers"
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list {wanted}, got {text!r}")
+        return values
+
+    return parse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -113,6 +140,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=max(1, (os.cpu_count() or 2) // 2),
         help="CPUs of each node (default half this machine's cores)",
     )
+    g = p.add_argument_group(
+        "gpu", "cecq's encoder in each precision and batch size against a bare fp16 encode loop, on one GPU"
+    )
+    g.add_argument(
+        "--gpu-device", default="cuda", help="device to measure (default cuda; cpu runs the same code, for tests)"
+    )
+    g.add_argument(
+        "--gpu-precisions",
+        type=_list(str, tuple(p for p in PRECISIONS if p != "auto")),
+        default=perf_gpu.DEFAULT_PRECISIONS,
+        metavar="P[,P...]",
+        help=f"cecq's precisions (default {','.join(perf_gpu.DEFAULT_PRECISIONS)})",
+    )
+    g.add_argument(
+        "--gpu-batch-sizes",
+        type=_list(int),
+        default=perf_gpu.DEFAULT_BATCH_SIZES,
+        metavar="B[,B...]",
+        help=f"batch sizes, each timed on both sides (default {','.join(map(str, perf_gpu.DEFAULT_BATCH_SIZES))})",
+    )
+    g.add_argument("--gpu-docs", type=int, default=0, help="documents of --corpus (default 0: all of them)")
     g = p.add_argument_group("compress")
     g.add_argument("--compress-rows", type=int, default=200_000)
     g.add_argument("--model-dims", default="384,256", help="per-model embedding widths concatenated (default 384,256)")
@@ -179,28 +227,6 @@ def _scale_out_unmeasurable(node_cpus: int) -> str | None:
     return None
 
 
-def _gpu() -> dict[str, Any]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return {
-            "measured": False,
-            "reason": "no CUDA device visible; run 'cecq bench perf --only embed' on a GPU machine "
-            "(embedding actors then run fp16 on the GPU)",
-        }
-    return {
-        "measured": True,
-        "device": torch.cuda.get_device_name(0),
-        "note": "the embed comparison above ran with CUDA visible: both sides used the GPU",
-    }
-
-
-def _rate(rate: float) -> str:
-    """A rate to three significant figures, with thousands separators when large (a 10M-code
-    scan answers 0.2 queries a second: rounding to integers printed 0)."""
-    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
-
-
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: one row per ratio, then one per memory stage."""
     figs = {(f["measurement"], f["variant"]): f for f in result["figures"]}
@@ -213,8 +239,9 @@ def format_table(result: dict[str, Any]) -> str:
         target = "" if r["target"] is None else f">= {r['target']:g}"
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(
-            f"| {r['measurement']} | {r['numerator']} | {r['denominator']} | {_rate(num['rate'])} {num['unit']}/s | "
-            f"{_rate(den['rate'])} {den['unit']}/s | {r['ratio']:.2f} | {target} | {met} |"
+            f"| {r['measurement']} | {r['numerator']} | {r['denominator']} | "
+            f"{rate_text(num['rate'])} {num['unit']}/s | {rate_text(den['rate'])} {den['unit']}/s | "
+            f"{r['ratio']:.2f} | {target} | {met} |"
         )
     memory = result.get("memory")
     if memory:
@@ -249,6 +276,8 @@ def format_table(result: dict[str, Any]) -> str:
     for key in ("scale_out", "gpu"):
         if key in result and not result[key].get("measured"):
             lines.append(f"\n{key}: not measured: {result[key]['reason']}")
+    if result.get("gpu", {}).get("measured"):
+        lines += perf_gpu.format_details(result["gpu"], result["figures"])
     return "\n".join(lines)
 
 
@@ -275,7 +304,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "environment": environment(),
         "config": {k: v for k, v in vars(args).items() if k != "func"},
     }
-    needs_corpus = {"embed", "models", "process", "memory", "scaleout"} & set(args.only)
+    needs_corpus = {"embed", "models", "process", "memory", "scaleout", "gpu"} & set(args.only)
     if needs_corpus and not (Path(args.corpus) / "corpus.jsonl").is_file():
         raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.jsonl there (give a BEIR folder)")
     if "embed" in args.only:
@@ -372,8 +401,22 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             figures += f
             ratios += r
             result["scale_out"] = {"measured": True, **d}
-    if "embed" in args.only:
-        result["gpu"] = _gpu()
+    if "gpu" in args.only:
+        reason = perf_gpu.unavailable(args.gpu_device)
+        if reason:
+            result["gpu"] = {"measured": False, "reason": reason}
+        else:
+            f, r, d = perf_gpu.measure(
+                perf_embed.corpus_texts(args.corpus, args.gpu_docs or sys.maxsize),
+                args.model,
+                args.gpu_device,
+                args.gpu_precisions,
+                args.gpu_batch_sizes,
+                args.repeats,
+            )
+            figures += f
+            ratios += r
+            result["gpu"] = {"measured": True, **d}
     result.update(
         figures=[f.to_dict() for f in figures],
         ratios=[r.to_dict() for r in ratios],

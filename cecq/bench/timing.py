@@ -58,6 +58,12 @@ class Ratio:
         return {**asdict(self), "met": self.met}
 
 
+def rate_text(rate: float) -> str:
+    """A rate to three significant figures, with thousands separators when large (a 10M-code
+    scan answers 0.2 queries a second: rounding to integers printed 0)."""
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def interleaved(variants: dict[str, Callable[[int], Any]], repeats: int) -> dict[str, list[float]]:
     """Wall seconds of ``variants[name](repeat)`` for every repeat, variants interleaved
     (order reversed every other repeat, so neither always runs first)."""

@@ -20,7 +20,7 @@ from cecq.cli.args import (
     name_list,
     show_progress,
 )
-from cecq.config import DEFAULT_MODELS, STRATEGIES, EvalConfig, ModelSpec
+from cecq.config import DEFAULT_MODELS, PRECISIONS, STRATEGIES, EvalConfig, ModelSpec
 from cecq.eval.beir import load_beir
 from cecq.quantization import quantizer_kinds
 from cecq.storage import Store
@@ -89,6 +89,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=EvalConfig.split, help=f"qrels split (default {EvalConfig.split})")
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="write one record per configuration here")
     p.add_argument("--cache", metavar="DIR", help="folder caching base-model embeddings between runs (default: none)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=ModelSpec.precision,
+        help="number format of the neural base models (default auto: fp16 on a GPU, fp32 on the CPU)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -111,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cecq.eval.evaluate import evaluate_task, format_table, write_json  # heavy: mteb
 
     config = EvalConfig(
-        models=tuple(ModelSpec(m) for m in (args.models or DEFAULT_MODELS)),
+        models=tuple(ModelSpec(m, precision=args.precision) for m in (args.models or DEFAULT_MODELS)),
         dims=args.dims,
         bits=args.bits,
         scorings=("symmetric", "asymmetric") if args.scoring == "both" else (args.scoring,),

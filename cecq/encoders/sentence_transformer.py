@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from huggingface_hub import snapshot_download
 
-from cecq.config import ModelSpec
+from cecq.config import ModelSpec, Precision
 from cecq.encoders.base import Encoder, TextKind
 from cecq.encoders.bundles import BundleNotInstalledError
 from cecq.errors import ModelNotFoundError
@@ -78,6 +78,15 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
     return a == b
+
+
+def torch_dtype(precision: Precision, device: str) -> Any:
+    """The torch dtype of ``precision`` on ``device`` ("auto": fp16 on a GPU, else fp32)."""
+    import torch
+
+    if precision == "auto":
+        precision = "fp32" if str(device).split(":")[0] == "cpu" else "fp16"
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 def resolve_model(name: str, hints: list[str] | None = None) -> str:
@@ -237,6 +246,8 @@ class SentenceTransformerEncoder(Encoder):
                 "Use a local path, a model in the Hugging Face cache, or an installed offline bundle."
                 + "".join(f" {h}" for h in hints)
             ) from e
+        if spec.precision != "auto":  # an explicit format holds from the start; "auto" waits for to_device
+            self.model.to(torch_dtype(spec.precision, device))
         if spec.max_seq_length is not None:
             self.model.max_seq_length = spec.max_seq_length
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -255,10 +266,9 @@ class SentenceTransformerEncoder(Encoder):
         return cls(spec)
 
     def to_device(self, device: str) -> None:
-        """Move the model to ``device``; fp16 on GPU (the base models are frozen, inference only)."""
-        self.model.to(device)
-        if device == "cuda":
-            self.model.half()
+        """Move the model to ``device``, in the spec's precision (``auto``: fp16 on a GPU, fp32
+        on the CPU)."""
+        self.model.to(device=device, dtype=torch_dtype(self.spec.precision, device))
 
     def token_lengths(self, texts: list[str], chunk: int = 4096) -> np.ndarray | None:
         """Untruncated token count of every text (special tokens included), or None without a
@@ -355,7 +365,7 @@ class SentenceTransformerEncoder(Encoder):
         self.model.eval()
         with torch.inference_mode():
             emb = self.model(features)["sentence_embedding"].cpu()
-        if emb.dtype == torch.bfloat16:
+        if emb.dtype != torch.float32:  # numpy has no bf16; fp16 rounds nothing more by widening
             emb = emb.float()
         out = np.empty((len(idx), emb.shape[1]), dtype=emb.numpy().dtype)
         out[perm] = emb.numpy()

@@ -178,7 +178,10 @@ def embed_task(
         if is_fitted(spec) and fit_corpus is not None:
             seed = f"{seed}-fitcorpus-{fit_corpus.name}-{corpus_key(fit_corpus)}"
 
-        def cache_file(t: RetrievalTask, side: str, name: str = enc.name, seed: int | str = seed) -> Path | None:
+        # Another number format, other vectors: an explicit precision is part of the key.
+        name = enc.name if spec.precision == "auto" else f"{enc.name}@{spec.precision}"
+
+        def cache_file(t: RetrievalTask, side: str, name: str = name, seed: int | str = seed) -> Path | None:
             texts = t.doc_texts if side == "docs" else t.query_texts
             return Path(cache_dir) / texts_key(t.name, name, seed, texts, side) if cache_dir else None
 
