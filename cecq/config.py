@@ -273,6 +273,7 @@ class PipelineConfig:
     retrain_fraction: float = 0.25  # with policy 'auto': retrain when this share of documents is new or changed
     batch_size: int = 64
     model_weights: ModelWeights = DEFAULT_MODEL_WEIGHTS  # per-model concatenation weights, fitted on the corpus
+    precision: Precision = "auto"  # the neural base models' number format when embedding documents
 
     def __post_init__(self) -> None:
         if not self.corpus:
@@ -294,6 +295,8 @@ class PipelineConfig:
         self.quantizer.check(self.dims, self.bits, self.budget_bytes)
         if self.model_weights not in MODEL_WEIGHTS:
             raise ConfigError(f"model_weights must be one of {MODEL_WEIGHTS}, got {self.model_weights!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.decoder_policy not in ("reuse", "retrain", "auto"):
             raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
 

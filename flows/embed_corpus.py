@@ -94,6 +94,7 @@ def run_steps(
             fingerprints,
             # the guard's pseudo-queries too, so that training loads no model
             config.decoder.seed if needs_guard(config) else None,
+            config.precision,
         )
     model_keys = [e.model_key for e in embedding]
     plan = None
@@ -160,6 +161,7 @@ def embed_corpus(
     max_epochs: int = PIPELINE_DECODER.max_epochs,
     max_train_rows: int = PIPELINE_DECODER.max_train_rows,
     model_weights: str = P.model_weights,
+    precision: str = P.precision,
     seed: int = PIPELINE_DECODER.seed,
     index: str | None = None,
     nlist: int | None = IndexConfig.nlist,
@@ -183,6 +185,7 @@ def embed_corpus(
         decoder=replace(PIPELINE_DECODER, max_epochs=max_epochs, max_train_rows=max_train_rows, seed=seed),
         decoder_policy="retrain",
         model_weights=model_weights,
+        precision=precision,
     )
     with claim_store(Store(store), "embed-corpus") as lease:
         return run_steps(config, ray_address, load_previous_task(store), target, lease.owner, index, nlist)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from cecq.catalog import CorpusManifest, EmbeddingResult
+from cecq.config import Precision
 from cecq.encoders import model_fingerprint
 from cecq.pipeline.fanout import embed_models
 from cecq.storage import Store
@@ -20,10 +21,12 @@ def embed_models_task(
     previous_manifest_path: str | None = None,
     fingerprints: list[str | None] | None = None,
     guard_seed: int | None = None,
+    precision: Precision = "auto",
 ) -> list[EmbeddingResult]:
     """Embed every shard with every base model (weights ``fingerprints``) on one pool of Ray
     actors; committed shards are skipped. One result per model. With ``guard_seed``, the
-    pretrained models also embed the guarded weights' pseudo-queries cut with that seed."""
+    pretrained models also embed the guarded weights' pseudo-queries cut with that seed.
+    ``precision``: the pretrained models' number format (``auto``: fp16 on a GPU, fp32 on the CPU)."""
     store = Store(store_url)
     manifest = CorpusManifest.from_dict(store.read_json(manifest_path))
     previous = CorpusManifest.from_dict(store.read_json(previous_manifest_path)) if previous_manifest_path else None
@@ -37,6 +40,7 @@ def embed_models_task(
         progress={m: progress_reporter(f"embed {m}") for m in models},
         fingerprints=fingerprints,
         guard_seed=guard_seed,
+        precision=precision,
     )
     for result in results:
         get_run_logger().info(

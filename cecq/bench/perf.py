@@ -30,7 +30,7 @@ from cecq.bench import (
     perf_search,
 )
 from cecq.bench.timing import Figure, Ratio, rate_text
-from cecq.config import DEFAULT_MODELS, PRECISIONS
+from cecq.config import DEFAULT_MODELS, PRECISIONS, PipelineConfig
 from cecq.pipeline.ray_pool import ray_running, shutdown_ray
 
 MEASUREMENTS = ("embed", "models", "process", "compress", "search", "memory", "scaleout", "gpu")
@@ -130,6 +130,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=f"all-MiniLM-L6-v2;{','.join(DEFAULT_MODELS)}",
         metavar="M[,M...][;M...]",
         help="model sets, ';' between sets (default: MiniLM alone; then the pipeline's default models)",
+    )
+    g.add_argument(
+        "--process-precision",
+        choices=PRECISIONS,
+        default=PipelineConfig.precision,
+        help="embed-corpus --precision (default auto); other than auto, the bare process also encodes in it",
     )
     g = p.add_argument_group("scaleout", "two Ray nodes started on this machine against one (same model and corpus)")
     g.add_argument("--scaleout-docs", type=int, default=400, help="documents to embed (default 400)")
@@ -345,10 +351,10 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         texts = perf_embed.corpus_texts(args.corpus, args.process_docs or sys.maxsize)
         for models in (m for m in args.process_models.split(";") if m.strip()):
             names = [m.strip() for m in models.split(",") if m.strip()]
-            f, r, d = perf_process.measure(texts, names, args.batch_size, args.repeats, workdir)
+            f, r, d = perf_process.measure(texts, names, args.batch_size, args.repeats, workdir, args.process_precision)
             figures += f
             ratios += r
-            details[f"process:{'+'.join(names)}"] = d
+            details[f[0].measurement] = d  # process:MODELS, @PRECISION where not auto
     if "compress" in args.only:
         dims = tuple(int(d) for d in args.model_dims.split(","))
         f, r, d = perf_compute.measure_compress(

@@ -82,13 +82,15 @@ def guard_shard(manifest: CorpusManifest, seed: int, kind: str, rows: int = 0) -
     return replace(info, path=corpus_shard_path(manifest.corpus_key, info))
 
 
-def model_key(model: str, corpus_key: str, fingerprint: str | None = None) -> str:
+def model_key(model: str, corpus_key: str, fingerprint: str | None = None, precision: str = "auto") -> str:
     """Folder name of a model's embeddings: fitted encoders are per corpus, pretrained ones
     per weights (``fingerprint``: other weights, other embeddings; None, as stores written
-    before fingerprints, names the model only)."""
+    before fingerprints, names the model only) and per explicit number format (``precision``
+    other than ``auto``: ``-bf16``)."""
     if is_fitted(model):
         return f"{slug(model)}-{corpus_key}"
-    return f"{slug(model, 48)}-w{digest(fingerprint)[:12]}" if fingerprint else slug(model)
+    key = f"{slug(model, 48)}-w{digest(fingerprint)[:12]}" if fingerprint else slug(model)
+    return key if precision == "auto" else f"{key}-{precision}"
 
 
 def fitted_model_path(model: str, corpus_key: str) -> str:

@@ -29,7 +29,7 @@ from cecq.catalog.layout import (
     version_of,
 )
 from cecq.catalog.records import CatalogManifest, IndexRecord, RunRecord
-from cecq.config import ModelSpec, ModelTrust
+from cecq.config import ModelSpec, ModelTrust, Precision
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, load_decoder
 from cecq.encoders import Encoder, encoder_class, load_encoder
 from cecq.errors import CorruptArtifactError, NoCatalogError, RecordVersionError, UntrustedModelError, check_version
@@ -211,6 +211,7 @@ def load_store_encoder(
     batch_size: int = 64,
     device: str | None = None,
     trusted: bool = False,
+    precision: Precision = "auto",
 ) -> Encoder:
     """A base model as the store uses it: a fitted encoder from the store's files, a
     pretrained one by name. Unless ``trusted`` (a model the user named, not the store),
@@ -222,7 +223,7 @@ def load_store_encoder(
         rel = fitted_model_path(model, corpus_key)
         with tempfile.TemporaryDirectory() as tmp:
             return diagnosed(store, [f"{rel}/{n}" for n in cls.files], lambda: cls.load(store.local_copy(rel, tmp)))
-    return load_encoder(ModelSpec(model, batch_size=batch_size, device=device))
+    return load_encoder(ModelSpec(model, batch_size=batch_size, device=device, precision=precision))
 
 
 def sql_string(value: str) -> str:

@@ -8,7 +8,7 @@ import json
 
 from cecq.catalog import current_manifest
 from cecq.cli.args import add_models, add_quantization, prefect_defaults
-from cecq.config import MODEL_WEIGHTS, PIPELINE_DECODER, VALID_BITS, PipelineConfig
+from cecq.config import MODEL_WEIGHTS, PIPELINE_DECODER, PRECISIONS, VALID_BITS, PipelineConfig
 from cecq.encoders import is_fitted
 from cecq.index import index_kinds
 from cecq.pipeline.dry_run import plan_reindex
@@ -72,6 +72,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="per-model concatenation weights, fitted on the corpus: guarded (similarity spreads, dropping "
         "a model that finds pseudo-queries cut from the documents far worse than the best), spread, "
         f"or equal (default {P.model_weights})",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=P.precision,
+        help="number format of the neural base models when embedding (default auto: fp16 on a GPU, fp32 on "
+        "the CPU; bf16 is faster on a CPU with native bf16 instructions, see the README's performance section)",
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     add_json(p)
@@ -143,6 +150,7 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
             out_dim=args.out_dim,
             max_train_rows=args.max_train_rows,
             model_weights=args.weights,
+            precision=args.precision,
             index=args.index,
             nlist=args.nlist,
         )

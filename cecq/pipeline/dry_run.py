@@ -76,7 +76,7 @@ def plan_reindex(store: Store, config: PipelineConfig, previous: CatalogManifest
     models = []
     fingerprints = [model_fingerprint(m) for m in config.models]
     for model, fingerprint in zip(config.models, fingerprints):
-        mkey = model_key(model, manifest.corpus_key, fingerprint)  # other weights: nothing to reuse
+        mkey = model_key(model, manifest.corpus_key, fingerprint, config.precision)  # other weights: nothing to reuse
         embed = reuse = 0
         for info, ids, hashes in seen:
             if store.exists(embedding_path(mkey, info)):

@@ -14,6 +14,7 @@ from typing import Any
 from cecq.catalog.layout import codes_path, embedding_path, model_key
 from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbeddingResult, EmbedShardResult, ShardInfo
+from cecq.config import Precision
 from cecq.encoders import check_model, encoder_class, is_fitted
 from cecq.errors import ModelLoadError
 from cecq.killpoints import kill_point
@@ -113,6 +114,7 @@ def embed_models(
     progress: Mapping[str, Progress] | None = None,
     fingerprints: Sequence[str | None] | None = None,
     guard_seed: int | None = None,
+    precision: Precision = "auto",
 ) -> list[EmbeddingResult]:
     """Embed every shard of the corpus with every model, all on one pool of Ray actors (the
     shards of all models longest first, so no actor idles while another model's shards
@@ -125,7 +127,8 @@ def embed_models(
     also embeds the guarded weights' pseudo-queries and answers cut with that seed
     (:func:`steps.write_guard`; not counted in the results), so that training loads no model.
     With nothing else to embed (a rerun), no pool starts for them: training, if it runs,
-    encodes them itself."""
+    encodes them itself. ``precision``: the pretrained models' number format (embeddings of
+    another format are kept apart, under another model key)."""
     models = list(models)
     if len(set(models)) != len(models):
         raise ValueError(f"a model is named twice: {models}")
@@ -135,7 +138,7 @@ def embed_models(
     for model in models:
         check_model(model)  # a missing local path fails here, before any actor starts
     prev_by_name = {s.name: s for s in previous.shards} if previous else {}
-    keys = {m: model_key(m, manifest.corpus_key, fp) for m, fp in zip(models, fingerprints)}
+    keys = {m: model_key(m, manifest.corpus_key, fp, precision) for m, fp in zip(models, fingerprints)}
     costs = {m: encoder_class(m).cost(m) for m in models}
     jobs, skipped = [], dict.fromkeys(models, 0)
     for model in models:
@@ -158,7 +161,7 @@ def embed_models(
     if jobs:
         ray_pool.init_ray(ray_address)
         factories = {
-            m: embed_worker_factory(store.url, store.storage_options, m, manifest.corpus_key, batch_size, fp)
+            m: embed_worker_factory(store.url, store.storage_options, m, manifest.corpus_key, batch_size, fp, precision)
             for m, fp in zip(models, fingerprints)
             if any(j.group == m for j in jobs)
         }

@@ -32,7 +32,7 @@ from cecq.catalog.layout import (
 )
 from cecq.catalog.reader import check_artifact, compressor_is_whole, is_whole, load_compressor, load_store_encoder
 from cecq.catalog.records import CodesShard, CorpusManifest, EmbedShardResult, ShardInfo
-from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig
+from cecq.config import DecoderPolicy, ModelSpec, PipelineConfig, Precision
 from cecq.decoder import CONFIG_FILE, WEIGHTS_FILE, Decoder, decode, save_decoder, train_decoder, trimmed
 from cecq.decoder.training import TrainingProgress
 from cecq.encoders import (
@@ -413,7 +413,7 @@ def fit_model_weights(
     pooled = pooled_guard(store, manifest, seed, model_keys, pq)
     # trusted: the run's models, named by the user (or checked when the run was reindexed)
     encoders = [
-        pooled.get(i) or load_store_encoder(store, m, manifest.corpus_key, trusted=True)
+        pooled.get(i) or load_store_encoder(store, m, manifest.corpus_key, trusted=True, precision=config.precision)
         for i, m in enumerate(config.models)
     ]
     fit = guarded_weights(encoders, texts, guard_parts, seed=seed, spread=spread_weights(parts, seed=seed))
@@ -569,6 +569,7 @@ class EmbedWorker:
         corpus_key: str,
         batch_size: int,
         fingerprint: str | None,
+        precision: Precision,
         context: ActorContext,
     ):
         import torch  # heavy: only actors need it
@@ -583,7 +584,7 @@ class EmbedWorker:
         self.report = context.report
         # trusted: the run's models were named by the user, or checked where they came from a store (reindex)
         self.encoder = load_store_encoder(
-            self.store, model, corpus_key, batch_size=batch_size, device=context.device, trusted=True
+            self.store, model, corpus_key, batch_size, context.device, trusted=True, precision=precision
         )
         self.encoder.to_device(context.device)
 
@@ -610,7 +611,10 @@ def embed_worker_factory(
     corpus_key: str,
     batch_size: int,
     fingerprint: str | None = None,
+    precision: Precision = "auto",
 ) -> Callable[[ActorContext], EmbedWorker]:
     """The factory an actor calls once, with its context, to build its :class:`EmbedWorker`
     (which checks that its copy of the model has the weights ``fingerprint``)."""
-    return functools.partial(EmbedWorker, store_url, storage_options, model, corpus_key, batch_size, fingerprint)
+    return functools.partial(
+        EmbedWorker, store_url, storage_options, model, corpus_key, batch_size, fingerprint, precision
+    )

@@ -159,11 +159,16 @@ def test_bare_process_encodes_with_every_model_and_times_each(tmp_path: Path, ti
     from cecq.bench.perf_embed import write_jsonl
 
     url = write_jsonl(tmp_path / "c.jsonl", [f"document {i} about topic {i % 3}" for i in range(12)])
-    cmd = [sys.executable, "-m", "cecq.bench.perf_process", "bare", url, "4", str(tiny_model_dir), "lexical"]
+    cmd = [sys.executable, "-m", "cecq.bench.perf_process", "bare", url, "4", "auto", str(tiny_model_dir), "lexical"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     runs = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(runs) == {str(tiny_model_dir), "lexical"}
     assert _finite(runs[str(tiny_model_dir)]["load_s"]) and all(_finite(r["encode_s"]) for r in runs.values())
+    assert all(set(r) == {"load_s", "encode_s"} for r in runs.values())
+    # in another precision the neural model also encodes in it; the fitted model has none
+    cmd[6] = "bf16"
+    runs = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert _finite(runs[str(tiny_model_dir)]["encode_bf16_s"]) and "encode_bf16_s" not in runs["lexical"]
     usage = subprocess.run([sys.executable, "-m", "cecq.bench.perf_process", "bare"], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr
 
@@ -175,16 +180,19 @@ def test_bench_perf_times_the_whole_embed_corpus_process_against_a_bare_one(
     out = tmp_path / "perf.json"
     argv = ["bench", "perf", "--only", "process", "--corpus", str(tiny_beir), "--process-models", str(tiny_model_dir)]
     argv += ["--process-docs", "20", "--repeats", "1", "--workdir", str(tmp_path / "w"), "--json", str(out)]
+    argv += ["--process-precision", "bf16"]  # through the CLI, the flow and the actors
     assert main(argv) == 0
     result = json.loads(out.read_text())
     figs = {f["variant"]: f for f in result["figures"]}
-    assert set(figs) == {"cecq-embed-corpus", "bare-encode", "bare-process"}
+    assert set(figs) == {"cecq-embed-corpus", "bare-encode", "bare-process", "bare-encode-bf16"}
+    (store,) = (tmp_path / "w").glob("process-*@bf16-0")
+    assert [p.name.endswith("-bf16") for p in (store / "embeddings").iterdir()] == [True]
     assert all(_finite(f["median_s"]) and f["items"] == 20 for f in figs.values())
     # the bare process's encode is part of its wall time; the whole run is more than its own steps
     assert figs["bare-encode"]["median_s"] < figs["bare-process"]["median_s"]
     (target,) = [r for r in result["ratios"] if r["denominator"] == "bare-encode"]
     assert target["numerator"] == "cecq-embed-corpus" and target["target"] == 0.95
-    details = result["details"][f"process:{tiny_model_dir}"]
+    details = result["details"][f"process:{tiny_model_dir}@bf16"]
     (steps,) = details["cecq_steps_s"]
     assert {"embed", "compress"} <= set(steps), steps
     assert details["cecq_outside_steps_s"][0] > 0

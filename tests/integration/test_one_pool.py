@@ -271,3 +271,27 @@ def test_the_pool_embeds_the_guards_pseudo_queries_so_training_loads_no_pretrain
         store.fs.rm(store.path(embedding_path(tiny_key, g)))
     assert steps.fit_model_weights(parts, config, store, manifest, keys)[0] == pooled[0]  # encoded in process
     assert loaded == ["lexical", str(tiny_model_dir), "lexical"]
+
+
+def test_bf16_embeddings_are_kept_apart_from_the_default_ones(two_actor_ray, tmp_path, tiny_model_dir):
+    """The pool's actors load the model in the run's precision, and its vectors land under their
+    own model key: a bf16 run never reuses (or overwrites) the default run's vectors."""
+    from cecq.catalog.layout import embedding_path
+    from cecq.pipeline.corpus import shard_corpus
+    from cecq.pipeline.fanout import embed_models
+    from cecq.pipeline.steps import vectors_of
+
+    corpus, store = tmp_path / "docs.jsonl", Store(str(tmp_path / "store"))
+    write_corpus(corpus, n=120)
+    manifest = shard_corpus(str(corpus), store, shard_rows=60)
+    model = str(tiny_model_dir)
+    [auto] = embed_models(store, manifest, [model], batch_size=16)
+    [bf16] = embed_models(store, manifest, [model], batch_size=16, precision="bf16")
+    assert bf16.model_key == auto.model_key + "-bf16"
+    assert bf16.embedded_documents == auto.embedded_documents == 120 and bf16.skipped_shards == 0
+    a, b = (
+        np.concatenate([vectors_of(store.read_parquet(embedding_path(r.model_key, s))) for s in manifest.shards])
+        for r in (auto, bf16)
+    )
+    assert a.shape == b.shape == (120, 32) and not np.array_equal(a, b)
+    assert float((a * b).sum(axis=1).min()) > 0.99  # normalised, and close: the same model, rounded

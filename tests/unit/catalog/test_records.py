@@ -88,6 +88,9 @@ def test_run_ids_change_with_identity_fields_and_not_with_the_store():
     mixed = PipelineConfig(corpus="c.jsonl", store="a", budget_bytes=8)
     assert run_identity(product)["quantization"] == "product" and "quantization" not in run_identity(mixed)
     assert run_id_for(product, "m") != run_id_for(mixed, "m")
+    # a number format other than auto is a new run; auto, the default, keeps the ids stores hold
+    assert "precision" not in run_identity(base)
+    assert run_id_for(replace(base, precision="bf16"), "corpus/m.json") != rid
 
 
 def test_guarded_weights_keep_one_model_run_ids_and_change_several_models_ones():

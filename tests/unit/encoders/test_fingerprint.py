@@ -32,6 +32,10 @@ def test_fitted_models_and_unknown_hub_ids_have_none_and_keep_their_keys_and_run
     assert model_fingerprint("lexical") is None  # its state is the store's own files, per corpus
     assert model_fingerprint("nobody/not-a-cached-model") is None  # offline and not cached
     assert model_key("lexical", "c", None) == "lexical-c" and model_key("org/m", "c") == "org__m"
+    # an explicit number format keeps a pretrained model's vectors apart; a fitted model has none
+    assert model_key("org/m", "c", "fp", "bf16") == model_key("org/m", "c", "fp") + "-bf16"
+    assert model_key("org/m", "c", precision="auto") == "org__m"
+    assert model_key("lexical", "c", None, "bf16") == "lexical-c"
     config = PipelineConfig(corpus="c.jsonl", store="s", models=("lexical",))
     assert run_id_for(config, "m.json", [None]) == run_id_for(config, "m.json")  # ids of existing runs stay
     assert run_id_for(config, "m.json", ["sha256:ab"]) != run_id_for(config, "m.json")

@@ -60,3 +60,10 @@ def test_bf16_through_sentence_transformers_own_encode(tiny_model_dir):
     q32, q16 = (load_encoder(s).encode(TEXTS, "query") for s in specs)
     assert q16.dtype == np.float32 and not np.array_equal(q32, q16)
     assert (q32 * q16).sum(axis=1).min() > 0.99
+
+
+def test_a_pipeline_config_refuses_an_unknown_precision():
+    from cecq.config import PipelineConfig
+
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        PipelineConfig(corpus="c.jsonl", store="s", precision="int8")  # type: ignore[arg-type]
