@@ -35,6 +35,13 @@ DecoderPolicy = Literal["reuse", "retrain", "auto"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
+
+def check_precision(precision: str) -> None:
+    """Raise :class:`ConfigError` naming ``precision`` unless it is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 DEFAULT_MODELS: tuple[str, ...] = ("all-MiniLM-L6-v2", "lexical")
 DEFAULT_PREFIX_SIZES: tuple[int, ...] = (32, 64, 128, 256, 384, 512, 768, 1024)
 
@@ -66,8 +73,7 @@ class ModelSpec:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise ConfigError(f"max_seq_length must be >= 1, got {self.max_seq_length}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
 
 
 @dataclass(frozen=True)
@@ -295,8 +301,7 @@ class PipelineConfig:
         self.quantizer.check(self.dims, self.bits, self.budget_bytes)
         if self.model_weights not in MODEL_WEIGHTS:
             raise ConfigError(f"model_weights must be one of {MODEL_WEIGHTS}, got {self.model_weights!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.decoder_policy not in ("reuse", "retrain", "auto"):
             raise ConfigError(f"decoder_policy must be reuse, retrain or auto, got {self.decoder_policy!r}")
 

@@ -139,6 +139,12 @@ def measure(
     keep: dict[str, Any] = {}
     variants: dict[str, Callable[[int], Any]] = {}
     what: dict[str, str] = {}
+    shape: dict[str, tuple[str, int]] = {}  # variant -> (precision, batch size)
+
+    def add(side: str, precision: str, bs: int, fn: Callable[[int], Any], description: str) -> None:
+        name = f"{side}-bs{bs}"
+        variants[name], what[name], shape[name] = fn, description, (precision, bs)
+
     for bs in batch_sizes:
 
         def loop(_: int, bs: int = bs) -> np.ndarray:
@@ -152,13 +158,19 @@ def measure(
         def call(_: int, bs: int = bs) -> np.ndarray:
             return bare.encode(texts, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
 
-        variants[f"bare-{BASELINE_PRECISION}-loop-bs{bs}"] = loop
-        what[f"bare-{BASELINE_PRECISION}-loop-bs{bs}"] = (
-            f"SentenceTransformer.encode on consecutive batches of {bs}, corpus order, model in {BASELINE_PRECISION}"
+        add(
+            f"bare-{BASELINE_PRECISION}-loop",
+            BASELINE_PRECISION,
+            bs,
+            loop,
+            f"SentenceTransformer.encode on consecutive batches of {bs}, corpus order, model in {BASELINE_PRECISION}",
         )
-        variants[f"bare-{BASELINE_PRECISION}-call-bs{bs}"] = call
-        what[f"bare-{BASELINE_PRECISION}-call-bs{bs}"] = (
-            f"one SentenceTransformer.encode call over all texts, batch {bs} (it sorts by characters)"
+        add(
+            f"bare-{BASELINE_PRECISION}-call",
+            BASELINE_PRECISION,
+            bs,
+            call,
+            f"one SentenceTransformer.encode call over all texts, batch {bs} (it sorts by characters)",
         )
         for p, enc in encoders.items():
             sized = replace(enc.spec, batch_size=bs)
@@ -167,10 +179,13 @@ def measure(
                 enc.spec = sized  # the batch size is the spec's: one loaded model serves every size
                 return enc.encode(texts, "document")
 
-            variants[f"cecq-{p}-bs{bs}"] = ours
-            what[f"cecq-{p}-bs{bs}"] = (
+            add(
+                f"cecq-{p}",
+                p,
+                bs,
+                ours,
                 f"cecq's encoder as an embedding actor runs it on a GPU: {p}, batches of {bs} by token length, "
-                "one tokenization, normalised"
+                "one tokenization, normalised",
             )
     timed = {name: _recorded(device, fn, keep, name) for name, fn in variants.items()}
     times = interleaved(timed, repeats)
@@ -184,12 +199,12 @@ def measure(
     fp32 = reference.encode(texts, "document")
     figs: dict[str, Figure] = {}
     for name, secs in times.items():
-        precision = name.split("-")[1]
+        precision, batch_size = shape[name]
         fig = Figure(MEASUREMENT, name, n, "docs", secs, what[name])
         tflops = flops / fig.median_s / 1e12
         fig.extra = {
             "precision": precision,
-            "batch_size": int(name.rsplit("-bs", 1)[1]),
+            "batch_size": batch_size,
             "tflops": tflops,
             "fraction_of_matmul_peak": tflops / peaks[precision],
             "peak_memory_bytes": keep.get("memory", {}).get(name),
