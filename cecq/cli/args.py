@@ -39,7 +39,13 @@ def add_models(p: argparse.ArgumentParser) -> None:
 
 def add_decoder_options(p: argparse.ArgumentParser) -> None:
     """The decoder settings of ``cecq eval`` and ``cecq bench quality``."""
-    p.add_argument("--decoder", choices=["linear", "mlp"], default=DecoderConfig.kind, help="decoder architecture")
+    p.add_argument(
+        "--decoder",
+        choices=["linear", "mlp"],
+        default=DecoderConfig.kind,
+        help="decoder architecture (mlp: about 5 points of nDCG@10 below linear on SciFact's dev split; "
+        "docs/quality-round2.md, section 11)",
+    )
     p.add_argument(
         "--init",
         choices=["pca", "random"],

@@ -119,6 +119,32 @@ def ndcg(task, q: np.ndarray, d: np.ndarray) -> float:
     return mteb_scores(task, *search_float(l2_normalize(q), l2_normalize(d), RETRIEVE_K))["ndcg_at_10"]
 
 
+def score_variant(task, seed: int, name: str, d, q, fit, budgets: list[int], codec: Codec, secs: float) -> dict:
+    """One variant's row: nDCG@10 in float (all dims and each budget's kept prefix) and with
+    the budget's codes, asymmetric and symmetric; printed as it is made."""
+    row = {"seed": seed, "variant": name, "train_s": round(secs, 1), "float768": ndcg(task, q, d)}
+    for b in budgets:
+        kept = 4 * b
+        row[f"float{kept}"] = ndcg(task, q[:, :kept], d[:, :kept])
+        dec_d, q_a, q_s = codec(d, q, fit, b)
+        row[f"{b}B_asym"], row[f"{b}B_sym"] = ndcg(task, q_a, dec_d), ndcg(task, q_s, dec_d)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def summarise(rows: list[dict], out: str | None) -> None:
+    """Write the rows (``out``) and print each variant's mean over seeds (worst seed)."""
+    if out:
+        Path(out).write_text(json.dumps(rows, indent=1))
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    cols = [k for k in rows[0] if k not in ("seed", "variant", "train_s")]
+    print("variant      " + "  ".join(f"{c:>15s}" for c in cols))
+    for n in names:
+        sel = [r for r in rows if r["variant"] == n]
+        cells = [f"{np.mean([r[c] for r in sel]):.4f} ({min(r[c] for r in sel):.4f})" for c in cols]
+        print(f"{n:12s} " + "  ".join(f"{c:>15s}" for c in cells))
+
+
 def trial_parser(doc: str) -> argparse.ArgumentParser:
     """The arguments every trial script takes: a BEIR folder, the judgements' split (train:
     the dev split), seeds, byte budgets and the embedding cache."""

@@ -17,14 +17,13 @@ Nothing reads queries or judgements but the final scoring.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from codes_trial import cecq_pq, ndcg, outputs, trial_parser
+from codes_trial import cecq_pq, outputs, score_variant, summarise, trial_parser
 from torch import nn
 
 from cecq.config import EvalConfig
@@ -127,23 +126,8 @@ def main() -> None:
             d, q, _ = outputs(task, seed, cache, "pca")
             outs["pca"] = (d, q, 0.0)
         for name, (d, q, secs) in outs.items():
-            row = {"seed": seed, "variant": name, "train_s": round(secs, 1), "float768": ndcg(task, q, d)}
-            for b in budgets:
-                kept = 4 * b
-                row[f"float{kept}"] = ndcg(task, q[:, :kept], d[:, :kept])
-                dec_d, q_a, q_s = codec(d, q, fit, b)
-                row[f"{b}B_asym"], row[f"{b}B_sym"] = ndcg(task, q_a, dec_d), ndcg(task, q_s, dec_d)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
-    names = list(dict.fromkeys(r["variant"] for r in rows))
-    cols = [k for k in rows[0] if k not in ("seed", "variant", "train_s")]
-    print("variant      " + "  ".join(f"{c:>15s}" for c in cols))
-    for n in names:
-        sel = [r for r in rows if r["variant"] == n]
-        cells = [f"{np.mean([r[c] for r in sel]):.4f} ({min(r[c] for r in sel):.4f})" for c in cols]
-        print(f"{n:12s} " + "  ".join(f"{c:>15s}" for c in cells))
+            rows.append(score_variant(task, seed, name, d, q, fit, budgets, codec, secs))
+    summarise(rows, args.out)
 
 
 if __name__ == "__main__":
