@@ -1,5 +1,6 @@
 """``cecq embed-corpus`` and ``cecq reindex``: the Prefect flows, run in this process.
-Every default comes from :class:`~cecq.config.PipelineConfig`."""
+Every default comes from :class:`~cecq.config.PipelineConfig`, the index's size (ratio,
+dims, bits, budget, codes) from :class:`~cecq.targets.CompressionTarget`."""
 
 from __future__ import annotations
 
