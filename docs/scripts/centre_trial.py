@@ -52,6 +52,8 @@ def variant(name: str, docs: np.ndarray, queries: np.ndarray, fitting: np.ndarra
     cfg = replace(EvalConfig().decoder, seed=seed)
     if name.endswith("mlp"):
         cfg = replace(cfg, kind="mlp")
+    if name.startswith("out"):  # e.g. out212: a decoder of only the outputs the 53 B codes read
+        cfg = replace(cfg, out_dim=int(name[3:]))
     rows = docs[fitting]
     if name.startswith("centre"):
         mean = rows.mean(axis=0)

@@ -13,10 +13,10 @@ MINILM_LEXICAL = 384 + 256  # the default models' total dimension
 
 
 def test_the_default_is_the_readme_headline_index():
-    # README: --out-dim 768 --dims 212 --budget-bytes 53 --quantization product, 48.3x: the
-    # codes read 4 x 53 of the 768 outputs, so that prefix is published (and its decoder rows)
+    # README: --dims 212 --budget-bytes 53 --quantization product, 48.3x: the codes read the
+    # first 4 x 53 outputs, so the decoder is trained with those outputs only
     plan = CompressionTarget().plan(MINILM_LEXICAL, 5183)
-    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (768, 212, 53, "product")
+    assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (212, 212, 53, "product")
     assert plan.compression == pytest.approx(48.3, abs=0.05) and plan.target == 48.0
     assert "48x" in plan.reason and "product" in plan.reason
 
@@ -38,6 +38,7 @@ def test_the_ratio_sets_the_bytes():
 def test_overrides_replace_only_what_they_name():
     plan = CompressionTarget(bits=2).plan(MINILM_LEXICAL, 5000)  # scalar codes at the target ratio
     assert (plan.quantization, plan.dims, plan.bytes_per_doc, plan.budget_bytes) == ("scalar", 212, 53, None)
+    assert plan.out_dim == 768  # bit-sized codes: the benchmark's decoder, its first dims published
     plan = CompressionTarget(quantization="mixed").plan(MINILM_LEXICAL, 5000)
     assert (plan.quantization, plan.budget_bytes) == ("mixed", 53)
     plan = CompressionTarget(dims=256, bits=2).plan(MINILM_LEXICAL, 5000)  # fully explicit: the ratio is unused
