@@ -19,6 +19,8 @@ def test_the_default_is_the_readme_headline_index():
     assert (plan.out_dim, plan.dims, plan.budget_bytes, plan.quantization) == (212, 212, 53, "product")
     assert plan.compression == pytest.approx(48.3, abs=0.05) and plan.target == 48.0
     assert "48x" in plan.reason and "product" in plan.reason
+    assert plan.describe().startswith("a 212-dim decoder, product codes of 53 bytes")
+    assert CompressionTarget(bits=2).plan(MINILM_LEXICAL, 5183).describe().startswith("212 dims of a 768-dim decoder")
 
 
 def test_small_corpora_get_fitted_bits_and_say_why():
