@@ -22,26 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from codes_trial import cecq_pq, score_variant, summarise, trial_parser
+from codes_trial import cecq_pq, concatenation, score_variant, summarise, trial_parser
 
-from cecq.config import EvalConfig, ModelSpec
+from cecq.config import EvalConfig
 from cecq.decoder import decode, train_decoder
-from cecq.encoders import concatenate, fit_weights, nonempty_rows
+from cecq.encoders import nonempty_rows
 from cecq.eval.baselines import PCAProjection
 from cecq.eval.beir import load_beir
-from cecq.eval.evaluate import embed_task, fit_mask
-
-
-def vectors(task, seed: int, cache: Path, models: list[str] | None):
-    """(documents, queries, fit mask): the default (guarded) concatenation, fitted on the half."""
-    config = EvalConfig(fit_fraction=0.5)
-    if models:
-        config = replace(config, models=tuple(ModelSpec(m) for m in models))
-    fit = fit_mask(len(task.doc_ids), 0.5, seed)
-    encoders, doc_parts, query_parts = embed_task(task, config, cache_dir=cache, fit=fit)
-    texts = [t for t, k in zip(task.doc_texts, fit) if k]
-    weights, _ = fit_weights("guarded", encoders, texts, [p[fit] for p in doc_parts], seed)
-    return concatenate(doc_parts, weights), concatenate(query_parts, weights), fit
 
 
 def variant(name: str, docs: np.ndarray, queries: np.ndarray, fitting: np.ndarray, seed: int):
@@ -77,7 +64,8 @@ def main() -> None:
     codec = cecq_pq(prefix_norm=True)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        docs, queries, fit = vectors(task, seed, Path(args.cache), args.model)
+        c = concatenation(task, seed, Path(args.cache), args.model)
+        docs, queries, fit = c.docs, c.queries, c.fit
         fitting = fit & nonempty_rows(docs)
         for name in args.variants.split(","):
             t = time.perf_counter()

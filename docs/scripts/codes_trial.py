@@ -16,13 +16,13 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from cecq.config import EvalConfig
+from cecq.config import EvalConfig, ModelSpec
 from cecq.decoder import decode, train_decoder
 from cecq.encoders import concatenate, fit_weights, l2_normalize, nonempty_rows
 from cecq.eval.baselines import PCAProjection
@@ -35,6 +35,32 @@ from cecq.search import search_float
 Codec = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
+@dataclass
+class Concatenation:
+    """One seed's default (guarded) concatenation, weights and views fitted on its seeded half."""
+
+    docs: np.ndarray
+    queries: np.ndarray
+    fit: np.ndarray  # the fitted half of the documents
+    encoders: list
+    texts: list[str]  # the fitted documents' texts
+    weights: list[float]
+
+
+def concatenation(task, seed: int, cache: Path, models: list[str] | None = None) -> Concatenation:
+    """The concatenation ``cecq eval --fit-fraction 0.5 --seed SEED`` scores (default models
+    unless ``models``), base-model embeddings cached in ``cache``."""
+    config = EvalConfig(fit_fraction=0.5)
+    if models:
+        config = replace(config, models=tuple(ModelSpec(m) for m in models))
+    fit = fit_mask(len(task.doc_ids), 0.5, seed)
+    encoders, doc_parts, query_parts = embed_task(task, config, cache_dir=cache, fit=fit)
+    texts = [t for t, k in zip(task.doc_texts, fit) if k]
+    weights, _ = fit_weights("guarded", encoders, texts, [p[fit] for p in doc_parts], seed)
+    docs, queries = concatenate(doc_parts, weights), concatenate(query_parts, weights)
+    return Concatenation(docs, queries, fit, encoders, texts, weights)
+
+
 def outputs(task, seed: int, cache: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(documents, queries, fit mask) of the decoder (or PCA) for one seed, cached."""
     config = EvalConfig(fit_fraction=0.5)
@@ -44,10 +70,8 @@ def outputs(task, seed: int, cache: Path, method: str) -> tuple[np.ndarray, np.n
     if key.is_file():
         z = np.load(key)
         return z["docs"], z["queries"], fit
-    encoders, doc_parts, query_parts = embed_task(task, config, cache_dir=cache, fit=fit)
-    texts = [t for t, k in zip(task.doc_texts, fit) if k]
-    weights, _ = fit_weights("guarded", encoders, texts, [p[fit] for p in doc_parts], seed)
-    docs, queries = concatenate(doc_parts, weights), concatenate(query_parts, weights)
+    c = concatenation(task, seed, cache)
+    docs, queries = c.docs, c.queries
     fitting = fit & nonempty_rows(docs)
     if method == "pca":
         pca = PCAProjection.fit(docs[fitting], min(768, docs.shape[1]))

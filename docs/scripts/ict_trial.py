@@ -18,12 +18,11 @@ Nothing reads queries or judgements but the final scoring.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from codes_trial import cecq_pq, outputs, score_variant, summarise, trial_parser
+from codes_trial import cecq_pq, concatenation, outputs, score_variant, summarise, trial_parser
 from torch import nn
 
 from cecq.config import EvalConfig
@@ -31,30 +30,24 @@ from cecq.decoder import decode
 from cecq.decoder.losses import mrl_similarity_loss
 from cecq.decoder.model import Decoder
 from cecq.decoder.strategies import pca_initialise
-from cecq.encoders import concatenate, fit_weights, nonempty_rows
+from cecq.encoders import concatenate, nonempty_rows
 from cecq.encoders.weights import pseudo_queries
 from cecq.eval.beir import load_beir
-from cecq.eval.evaluate import embed_task, fit_mask
 
 
 def task_vectors(task, seed: int, cache: Path, overlap_drop: float):
     """(documents, queries, fit mask, pseudo-query concatenations, their documents' rows)."""
-    config = EvalConfig(fit_fraction=0.5)
-    config = replace(config, decoder=replace(config.decoder, seed=seed))
-    fit = fit_mask(len(task.doc_ids), 0.5, seed)
-    encoders, doc_parts, query_parts = embed_task(task, config, cache_dir=cache, fit=fit)
-    texts = [t for t, k in zip(task.doc_texts, fit) if k]
-    weights, _ = fit_weights("guarded", encoders, texts, [p[fit] for p in doc_parts], seed)
-    docs, queries = concatenate(doc_parts, weights), concatenate(query_parts, weights)
-    pq = pseudo_queries(texts, len(texts), seed + 11, overlap_drop)
+    c = concatenation(task, seed, cache)
+    fit = c.fit
+    pq = pseudo_queries(c.texts, len(c.texts), seed + 11, overlap_drop)
     key = cache / f"ict-{task.name}-{seed}-{overlap_drop}-{len(pq.rows)}.npy"
     if key.is_file():
         pq_x = np.load(key)
     else:
-        pq_x = concatenate([e.encode(pq.queries, "query") for e in encoders], weights)
+        pq_x = concatenate([e.encode(pq.queries, "query") for e in c.encoders], c.weights)
         np.save(key, pq_x)
     rows = np.flatnonzero(fit)[pq.rows]
-    return docs, queries, fit, pq_x, rows
+    return c.docs, c.queries, fit, pq_x, rows
 
 
 def train_ict(
