@@ -77,6 +77,7 @@ def summarise(records: Sequence[EvalRecord], budgets: Sequence[int]) -> list[dic
                 "mean_retention": float(np.mean([by_task[t].retention for t in tasks])),
                 "min_retention": float(np.min([by_task[t].retention for t in tasks])),
                 "fixed_bytes": {t: by_task[t].fixed_bytes for t in tasks},
+                "fitted_on": {t: by_task[t].fitted_on for t in tasks},
                 # float32 concatenation bytes over every stored byte, fixed ones spread over the documents
                 "amortized_compression": {t: float_bytes[t] / by_task[t].bytes_per_doc_amortized for t in tasks},
                 "amortized_compression_1m": {t: float_bytes[t] / by_task[t].bytes_per_doc_amortized_1m for t in tasks},
@@ -101,6 +102,12 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
     )
     rule = "|" + "---|" * (9 + len(tasks))
     out: list[str] = []
+    elsewhere = sorted({f for r in rows for t, f in r.get("fitted_on", {}).items() if f not in (None, t)})
+    if elsewhere:
+        out.append(
+            f"Fitted on the documents of {', '.join(elsewhere)}, not on each task's own: every retention is "
+            "of codes fitted on another corpus."
+        )
     for budget in sorted({r["budget"] for r in rows}, key=lambda b: (b is not None, b or 0)):
         out += ["", "### References (float)" if budget is None else f"### {budget} bytes a document", "", header, rule]
         for r in (r for r in rows if r["budget"] == budget):
@@ -219,6 +226,7 @@ def run_quality(
         "decoder": config.decoder.to_dict(),
         "strategies": list(config.strategies),
         "fit_fraction": config.fit_fraction,
+        "fit_corpus": config.fit_corpus,
         "model_weights": config.model_weights,
         "tasks": tasks,
         "summary": summary,

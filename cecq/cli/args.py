@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from cecq.config import DEFAULT_MODELS, EVAL_WEIGHTS, STRATEGIES, DecoderConfig, EvalConfig
 from cecq.quantization import quantizer_kinds
@@ -77,7 +78,8 @@ def fraction(text: str) -> float:
 
 
 def add_fitting(p: argparse.ArgumentParser, fit_fraction: float = EvalConfig.fit_fraction) -> None:
-    """``--weights`` and ``--fit-fraction``: how ``cecq eval`` and ``bench quality`` fit on the corpus."""
+    """``--weights``, ``--fit-fraction`` and ``--fit-corpus``: how ``cecq eval`` and ``bench
+    quality`` fit on the corpus (read them back with :func:`fitting`)."""
     p.add_argument(
         "--weights",
         choices=EVAL_WEIGHTS,
@@ -90,12 +92,29 @@ def add_fitting(p: argparse.ArgumentParser, fit_fraction: float = EvalConfig.fit
     p.add_argument(
         "--fit-fraction",
         type=fraction,
-        default=fit_fraction,
+        default=None,
         metavar="F",
         help="a seeded random F of the documents fits the weights, the lexical model, the decoder and every "
         "quantizer; all documents are coded and searched, and nDCG@10 is also reported on the fitted "
-        f"documents and on the others, each ranked among its own (default {fit_fraction})",
+        f"documents and on the others, each ranked among its own (default {fit_fraction}; 1 with --fit-corpus)",
     )
+    p.add_argument(
+        "--fit-corpus",
+        metavar="DIR",
+        help="fit the lexical model, the weights, the decoder(s), every quantizer and baseline on this BEIR "
+        "folder's documents (its corpus.jsonl only; never its queries or judgements), then code and score "
+        "each task's corpus with them (not with --fit-fraction below 1)",
+    )
+    p.set_defaults(fit_fraction_default=fit_fraction)
+
+
+def fitting(args: argparse.Namespace) -> dict[str, Any]:
+    """``fit_fraction`` and ``fit_corpus`` for an :class:`EvalConfig` from :func:`add_fitting`'s
+    options: the parser's default fraction, or all of the other corpus with ``--fit-corpus``."""
+    fraction_ = args.fit_fraction
+    if fraction_ is None:
+        fraction_ = 1.0 if args.fit_corpus is not None else args.fit_fraction_default
+    return {"fit_fraction": fraction_, "fit_corpus": args.fit_corpus}
 
 
 def add_scoring(p: argparse.ArgumentParser) -> None:

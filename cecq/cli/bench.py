@@ -15,6 +15,7 @@ from cecq.cli.args import (
     add_fitting,
     add_models,
     decoder_config,
+    fitting,
     int_list,
     name_list,
     show_progress,
@@ -90,8 +91,10 @@ def cmd_quality(args: argparse.Namespace) -> int:
         strategies=args.strategies,
         budgets=tuple(args.bytes),
         model_weights=args.weights,
-        fit_fraction=args.fit_fraction,
+        **fitting(args),
     )
+    if config.fit_corpus is not None:
+        print(f"fitting everything on the documents of {config.fit_corpus}", file=sys.stderr)
     started = time.perf_counter()
     report = run_quality(
         args.beir_dirs,

@@ -16,6 +16,7 @@ from cecq.cli.args import (
     add_models,
     add_scoring,
     decoder_config,
+    fitting,
     int_list,
     name_list,
     show_progress,
@@ -65,13 +66,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"cecq-<B>B-<kind> ({', '.join(quantizer_kinds('budget'))})",
     )
     add_fitting(p)
-    p.add_argument(
-        "--fit-corpus",
-        metavar="DIR",
-        help="fit the lexical model, the weights, the decoder(s), every quantizer and baseline on this BEIR "
-        "folder's documents (its corpus.jsonl only; never its queries or judgements), then code and score "
-        "the task's corpus with them (not with --fit-fraction)",
-    )
     p.add_argument(
         "--rescore",
         type=int,
@@ -128,8 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         strategies=args.ablate,
         budgets=args.budget,
         model_weights=args.weights,
-        fit_fraction=args.fit_fraction,
-        fit_corpus=args.fit_corpus,
+        **fitting(args),
     )
     task = load_beir(args.beir_dir, split=config.split)
     print(

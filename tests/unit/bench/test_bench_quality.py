@@ -140,6 +140,33 @@ def test_bench_quality_writes_json_markdown_and_plots(tiny_beir, second_beir, ti
     assert list((out / "embeddings").glob("*.npy"))  # cached for the next run
 
 
+def test_bench_quality_fits_on_another_corpus_and_says_so(tiny_beir, second_beir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "quality", str(tiny_beir), "--out", str(out), "--model", "lexical", "--bytes", "2"]
+    argv += ["--bits", "1", "--out-dim", "16", "--epochs", "1", "--strategies", "mrl", "--no-baselines"]
+    assert main([*argv, "--fit-corpus", str(second_beir)]) == 0
+    report = json.loads((out / "quality.json").read_text())
+    assert (report["fit_corpus"], report["fit_fraction"]) == (str(second_beir), 1.0)
+    assert report["records"] and {r["fitted_on"] for r in report["records"]} == {"tinybeir2"}
+    assert all(r["retention_out"] is None for r in report["records"])  # no unseen half: all of it is unseen
+    assert {r["name"] for r in report["summary"]} >= {"model:lexical", "cecq-16d-1b", "cecq-2B-product"}
+    assert all(r["fitted_on"] == {"tinybeir": "tinybeir2"} for r in report["summary"])
+    markdown = (out / "quality.md").read_text()
+    assert markdown.startswith("Fitted on the documents of tinybeir2, not on each task's own")
+    assert markdown == capsys.readouterr().out.rstrip("\n") + "\n"
+    # without it, the bench's own default: half of each task's documents, and no such line
+    assert main([*argv, "--out", str(tmp_path / "own")]) == 0
+    own = json.loads((tmp_path / "own" / "quality.json").read_text())
+    assert (own["fit_corpus"], own["fit_fraction"]) == (None, 0.5)
+    assert {r["fitted_on"] for r in own["records"]} == {"tinybeir"}
+    assert not (tmp_path / "own" / "quality.md").read_text().startswith("Fitted on")
+    # a share of the task and another corpus at once is refused before anything runs
+    capsys.readouterr()
+    both = [*argv, "--out", str(tmp_path / "both"), "--fit-corpus", str(second_beir), "--fit-fraction", "0.5"]
+    assert main(both) == 2
+    assert "mutually exclusive" in capsys.readouterr().err and not (tmp_path / "both").exists()
+
+
 def test_eval_strategy_flags(tiny_beir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert (

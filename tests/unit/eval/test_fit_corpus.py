@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cecq.cli import build_parser, main
+from cecq.cli.args import fitting
 from cecq.config import EvalConfig, ModelSpec
 from cecq.errors import ConfigError, DataError
 from cecq.eval.beir import load_beir, load_beir_corpus
@@ -71,7 +72,7 @@ def test_fit_corpus_and_fit_fraction_are_mutually_exclusive(tiny_beir, fit_dirs,
         EvalConfig(models=(ModelSpec("lexical"),), fit_corpus=" ")
     argv = ["eval", str(tiny_beir), "--model", "lexical", "--dims", "8", "--bits", "1"]
     args = build_parser().parse_args([*argv, "--fit-corpus", "elsewhere", "--cache", "c"])
-    assert (args.fit_corpus, args.cache, args.fit_fraction) == ("elsewhere", "c", 1.0)
+    assert (args.cache, fitting(args)) == ("c", {"fit_fraction": 1.0, "fit_corpus": "elsewhere"})
     assert main([*argv, "--fit-corpus", str(fit_dirs[0]), "--fit-fraction", "0.5"]) == 2
     assert "mutually exclusive" in capsys.readouterr().err
 
