@@ -87,13 +87,18 @@ def test_the_fit_corpus_is_read_from_its_corpus_file_only(tmp_path, fit_dirs):
         load_beir_corpus(tmp_path / "no-corpus")
 
 
-def test_a_lexical_only_eval_fits_on_the_fit_corpus(tiny_beir, fit_dirs, tmp_path):
+def test_a_lexical_only_eval_fits_on_the_fit_corpus(tiny_beir, fit_dirs, tmp_path, caplog):
     """One fitted view and the cache: the lexical model is fitted on the other corpus, whose
-    vocabulary is the same topics' here; its cache key differs from the in-corpus fit's."""
+    vocabulary is the same topics' here; its cache key differs from the in-corpus fit's. Only
+    the run fitted elsewhere warns that the view's vocabulary is the other corpus's."""
     task = load_beir(tiny_beir)
     config = lexical_eval_config()
-    own = evaluate_task(task, config, cache_dir=tmp_path)
-    other = evaluate_task(task, replace(config, fit_corpus=str(fit_dirs[0])), cache_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="cecq.eval.evaluate"):
+        own = evaluate_task(task, config, cache_dir=tmp_path)
+        assert not [r for r in caplog.records if "never saw" in r.getMessage()]
+        other = evaluate_task(task, replace(config, fit_corpus=str(fit_dirs[0])), cache_dir=tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records if "never saw" in r.getMessage()]
+    assert warning.startswith("lexical is fitted on the documents of other: words of tinybeir")
     assert [r.name for r in own] == [r.name for r in other]
     assert {r.fitted_on for r in own} == {"tinybeir"} and {r.fitted_on for r in other} == {"other"}
     # task embeddings, and the fit corpus's documents, cached apart from the in-corpus fit's
