@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cecq.config import EvalConfig
+from cecq.config import EvalConfig, ModelSpec
 from cecq.decoder import Decoder, decode, train_decoder
-from cecq.encoders import Encoder, concatenate, fit_weights, is_fitted, load_encoder, nonempty_rows
+from cecq.encoders import Encoder, TextKind, concatenate, fit_weights, is_fitted, load_encoder, nonempty_rows
 from cecq.eval.baselines import (
     budget_quantizers,
     decoder_bytes,
@@ -148,6 +149,33 @@ def _cached(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
     return array
 
 
+def _key_name(spec: ModelSpec, enc: Encoder) -> str:
+    """The model's part of a cache key: another number format, other vectors, so an explicit
+    precision is part of it."""
+    return enc.name if spec.precision == "auto" else f"{enc.name}@{spec.precision}"
+
+
+class CachedEncoder(Encoder):
+    """A pretrained encoder whose embeddings of any texts are read from / written to an eval
+    cache folder, under the keys :func:`embed_task` gives the task's own texts: the
+    pseudo-queries and answers a weighting rule embeds are cached too, so a re-run with the
+    same seed embeds nothing (with mpnet the guard's ~600 texts took most of a cached run)."""
+
+    def __init__(self, inner: Encoder, cache_dir: str | Path, prefix: str, key_name: str):
+        if inner.fitted:
+            raise TypeError(f"{inner.name} is fitted on a corpus: its vectors depend on what it was fitted on")
+        self.inner, self.cache_dir, self.prefix, self.key_name = inner, Path(cache_dir), prefix, key_name
+        self.name, self.dim = inner.name, inner.dim
+
+    def _encode(self, texts: list[str], kind: TextKind, show_progress: bool) -> np.ndarray:
+        side = "queries" if kind == "query" else "docs"
+        path = self.cache_dir / texts_key(self.prefix, self.key_name, 0, texts, side)
+        return _cached(path, lambda: self.inner.encode(texts, kind, show_progress))
+
+    def info(self) -> dict[str, Any]:
+        return self.inner.info()
+
+
 def embed_task(
     task: RetrievalTask,
     config: EvalConfig,
@@ -161,7 +189,9 @@ def embed_task(
     ``fit_corpus``'s documents when given: their embeddings then follow the task's documents
     in each returned document array (rows ``len(task.doc_ids)`` on).
     With ``cache_dir``, embeddings are read from / written to ``.npy`` files there, keyed
-    by model, seed, what a fitted model was fitted on and the texts, so repeated benchmarks embed once."""
+    by model, seed, what a fitted model was fitted on and the texts, so repeated benchmarks embed once;
+    the pretrained encoders returned are then :class:`CachedEncoder` s, which cache whatever else
+    they embed (a weighting rule's pseudo-queries)."""
     if fit_corpus is not None:
         fit_texts = fit_corpus.doc_texts
     else:
@@ -178,8 +208,7 @@ def embed_task(
         if is_fitted(spec) and fit_corpus is not None:
             seed = f"{seed}-fitcorpus-{fit_corpus.name}-{corpus_key(fit_corpus)}"
 
-        # Another number format, other vectors: an explicit precision is part of the key.
-        name = enc.name if spec.precision == "auto" else f"{enc.name}@{spec.precision}"
+        name = _key_name(spec, enc)
 
         def cache_file(t: RetrievalTask, side: str, name: str = name, seed: int | str = seed) -> Path | None:
             texts = t.doc_texts if side == "docs" else t.query_texts
@@ -199,6 +228,11 @@ def embed_task(
             d = np.concatenate([d, _cached(cache_file(fit_corpus, "docs"), fit_docs)])
         doc_parts.append(d)
         query_parts.append(q)
+    if cache_dir:
+        encoders = [
+            e if e.fitted else CachedEncoder(e, cache_dir, task.name, _key_name(s, e))
+            for s, e in zip(config.models, encoders)
+        ]
     return encoders, doc_parts, query_parts
 
 

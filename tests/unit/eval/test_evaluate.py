@@ -173,6 +173,33 @@ def test_embedding_cache_keys_documents_apart_from_queries(tiny_beir, tiny_model
     assert sorted(p.name.rsplit(".", 2)[1] for p in tmp_path.glob("*.npy")) == ["docs", "queries", "queries"]
 
 
+def test_a_rerun_with_the_cache_embeds_nothing_not_even_the_guards_pseudo_queries(
+    tiny_beir, tiny_model_dir, tmp_path, monkeypatch
+):
+    from cecq.encoders.sentence_transformer import SentenceTransformerEncoder
+
+    task = load_beir(tiny_beir)
+    config = small_eval_config(tiny_model_dir, model_weights="guarded")
+    calls: list[tuple[int, str]] = []
+    encode = SentenceTransformerEncoder.encode
+
+    def counting(self, texts, kind="document", show_progress=False):
+        calls.append((len(texts), kind))
+        return encode(self, texts, kind, show_progress)
+
+    monkeypatch.setattr(SentenceTransformerEncoder, "encode", counting)
+    fitted: list[bytes] = []
+    first = evaluate_task(task, config, cache_dir=tmp_path, fitted=fitted)
+    # the corpus, the queries, then the guard's pseudo-queries and their answers
+    assert calls[:2] == [(len(task.doc_ids), "document"), (len(task.query_ids), "query")] and len(calls) == 4
+    calls.clear()
+    again: list[bytes] = []
+    second = evaluate_task(task, config, cache_dir=tmp_path, fitted=again)
+    assert calls == []
+    assert again[0] == fitted[0] and json.loads(fitted[0])["rule"] == "guarded"  # the same weight fit
+    assert [(r.name, r.scoring, r.ndcg_at_10) for r in second] == [(r.name, r.scoring, r.ndcg_at_10) for r in first]
+
+
 @pytest.mark.slow
 def test_nothing_is_fitted_on_queries_or_judgements(tiny_beir, tiny_model_dir):
     """Perturbing the queries and the judgements leaves the weights, every decoder, every
