@@ -132,6 +132,21 @@ def test_single_model_with_rescoring(tiny_beir):
     assert all(0.0 <= r.ndcg_at_10 <= 1.0 for r in records)
 
 
+def count_encodes(monkeypatch) -> list[tuple[int, str]]:
+    """``(texts, kind)`` of every call of the pretrained encoder from now on."""
+    from cecq.encoders.sentence_transformer import SentenceTransformerEncoder
+
+    calls: list[tuple[int, str]] = []
+    encode = SentenceTransformerEncoder.encode
+
+    def counting(self, texts, kind="document", show_progress=False):
+        calls.append((len(texts), kind))
+        return encode(self, texts, kind, show_progress)
+
+    monkeypatch.setattr(SentenceTransformerEncoder, "encode", counting)
+    return calls
+
+
 def test_embedding_cache_serves_a_pretrained_model_for_every_seed(tiny_beir, tiny_model_dir, tmp_path):
     from cecq.eval.evaluate import embed_task
 
@@ -151,20 +166,12 @@ def test_embedding_cache_keys_documents_apart_from_queries(tiny_beir, tiny_model
     only its queries; a cache file is written whole (no partial file is left)."""
     from dataclasses import replace as dc_replace
 
-    from cecq.encoders.sentence_transformer import SentenceTransformerEncoder
     from cecq.eval.evaluate import embed_task
 
     task = load_beir(tiny_beir)
     config = EvalConfig(models=(ModelSpec(str(tiny_model_dir), device="cpu"),))
     _, docs, queries = embed_task(task, config, cache_dir=tmp_path)
-    calls: list[tuple[int, str]] = []
-    encode = SentenceTransformerEncoder.encode
-
-    def counting(self, texts, kind="document", show_progress=False):
-        calls.append((len(texts), kind))
-        return encode(self, texts, kind, show_progress)
-
-    monkeypatch.setattr(SentenceTransformerEncoder, "encode", counting)
+    calls = count_encodes(monkeypatch)
     other = dc_replace(task, query_ids=task.query_ids[:3], query_texts=[t + " again" for t in task.query_texts[:3]])
     _, docs2, queries2 = embed_task(other, config, cache_dir=tmp_path)
     assert calls == [(3, "query")]  # the corpus came from the cache
@@ -176,18 +183,10 @@ def test_embedding_cache_keys_documents_apart_from_queries(tiny_beir, tiny_model
 def test_a_rerun_with_the_cache_embeds_nothing_not_even_the_guards_pseudo_queries(
     tiny_beir, tiny_model_dir, tmp_path, monkeypatch
 ):
-    from cecq.encoders.sentence_transformer import SentenceTransformerEncoder
 
     task = load_beir(tiny_beir)
     config = small_eval_config(tiny_model_dir, model_weights="guarded")
-    calls: list[tuple[int, str]] = []
-    encode = SentenceTransformerEncoder.encode
-
-    def counting(self, texts, kind="document", show_progress=False):
-        calls.append((len(texts), kind))
-        return encode(self, texts, kind, show_progress)
-
-    monkeypatch.setattr(SentenceTransformerEncoder, "encode", counting)
+    calls = count_encodes(monkeypatch)
     fitted: list[bytes] = []
     first = evaluate_task(task, config, cache_dir=tmp_path, fitted=fitted)
     # the corpus, the queries, then the guard's pseudo-queries and their answers
