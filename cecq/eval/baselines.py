@@ -14,7 +14,7 @@ import numpy as np
 
 from cecq.config import DecoderConfig, EvalConfig
 from cecq.decoder import Decoder, decode, train_decoder, trimmed
-from cecq.encoders import Encoder, SentenceTransformerEncoder, l2_normalize, nonempty_rows
+from cecq.encoders import Encoder, l2_normalize, nonempty_rows
 from cecq.errors import ConfigError
 from cecq.quantization import CodeQuantizer, Quantizer, fit_quantizer, quantizer_class, quantizer_kinds
 from cecq.search import rescore_signs, search_codes, search_hamming
@@ -400,5 +400,5 @@ def run_baselines(
         yield from mrl_baseline(decoder, docs, queries, dim, bits, k, scorings, config.rescore, fit, coded, sink)
 
     for enc, d, q in zip(encoders, doc_parts, query_parts):
-        if isinstance(enc, SentenceTransformerEncoder):  # nothing fitted: signs of the task's own vectors
+        if not enc.fitted:  # a pretrained model (cached or not): signs of the task's own vectors
             yield from st_binary_baseline(enc.name, d[:coded], q, k)

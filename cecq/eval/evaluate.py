@@ -172,6 +172,13 @@ class CachedEncoder(Encoder):
         path = self.cache_dir / texts_key(self.prefix, self.key_name, 0, texts, side)
         return _cached(path, lambda: self.inner.encode(texts, kind, show_progress))
 
+    def to_device(self, device: str) -> None:
+        self.inner.to_device(device)
+
+    @property
+    def truncated(self) -> int:  # type: ignore[override]
+        return self.inner.truncated
+
     def info(self) -> dict[str, Any]:
         return self.inner.info()
 

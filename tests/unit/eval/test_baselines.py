@@ -116,8 +116,9 @@ def test_pca_is_fitted_on_the_corpus_only(monkeypatch):
 
     monkeypatch.setattr(PCAProjection, "fit", classmethod(spy))
 
-    class FakeEncoder:  # not a sentence-transformers model: no binary baseline
+    class FakeEncoder:  # a fitted view, like lexical: no binary baseline
         name = "fake"
+        fitted = True
 
     config = EvalConfig(models=(ModelSpec("lexical"),), dims=(4, 8, 12), bits=(1,), scorings=("asymmetric",))
     results = list(
@@ -235,8 +236,9 @@ def test_baselines_are_fitted_on_the_fit_rows_only(monkeypatch):
     real_fit = PCAProjection.fit.__func__
     monkeypatch.setattr(PCAProjection, "fit", classmethod(lambda cls, x, d: fitted_on.append(x) or real_fit(cls, x, d)))
 
-    class FakeEncoder:
+    class FakeEncoder:  # a fitted view, like lexical
         name = "fake"
+        fitted = True
 
     config = EvalConfig(models=(ModelSpec("lexical"),), dims=(4,), bits=(1,), scorings=("asymmetric",))
     results = list(

@@ -185,7 +185,7 @@ def test_a_rerun_with_the_cache_embeds_nothing_not_even_the_guards_pseudo_querie
 ):
 
     task = load_beir(tiny_beir)
-    config = small_eval_config(tiny_model_dir, model_weights="guarded")
+    config = small_eval_config(tiny_model_dir, model_weights="guarded", baselines=True)
     calls = count_encodes(monkeypatch)
     fitted: list[bytes] = []
     first = evaluate_task(task, config, cache_dir=tmp_path, fitted=fitted)
@@ -197,6 +197,8 @@ def test_a_rerun_with_the_cache_embeds_nothing_not_even_the_guards_pseudo_querie
     assert calls == []
     assert again[0] == fitted[0] and json.loads(fitted[0])["rule"] == "guarded"  # the same weight fit
     assert [(r.name, r.scoring, r.ndcg_at_10) for r in second] == [(r.name, r.scoring, r.ndcg_at_10) for r in first]
+    # the cached encoder is still a pretrained model to the baselines: binary + rescore of its vectors
+    assert f"st-binary-{tiny_model_dir}+rescore" in {r.name for r in second}
 
 
 @pytest.mark.slow
