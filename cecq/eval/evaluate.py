@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cecq.config import EvalConfig, ModelSpec
+from cecq.config import DecoderConfig, EvalConfig, ModelSpec
 from cecq.decoder import Decoder, decode, train_decoder
 from cecq.encoders import Encoder, TextKind, concatenate, fit_weights, is_fitted, load_encoder, nonempty_rows
 from cecq.eval.baselines import (
@@ -63,6 +63,47 @@ class EvalRecord:
 
 
 AMORTIZE_AT = 1_000_000
+
+
+def _state_bytes(decoder: Decoder) -> list[bytes]:
+    """A decoder's parameters as bytes (what the fitted-artifacts sink compares)."""
+    return [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
+
+
+class _BudgetDecoders:
+    """The decoder a budget's codes read, by width: one of exactly the ``width`` outputs the
+    codes read, trained on first use, as the pipeline plans it (cecq/targets.py: 212 outputs
+    at 53 B, not the first 212 of 768); the variant's own decoder where its width is that."""
+
+    def __init__(
+        self,
+        first: Decoder,
+        docs: np.ndarray,
+        queries: np.ndarray,
+        fitting: np.ndarray,
+        config: DecoderConfig,
+        show_progress: bool,
+        sink: list[bytes] | None,
+        label: str,
+    ) -> None:
+        self.decoders = {first.out_dim: first}
+        self.docs, self.queries, self.fitting = docs, queries, fitting
+        self.config, self.show_progress, self.sink, self.label = config, show_progress, sink, label
+
+    def __call__(self, width: int) -> Decoder:
+        if width not in self.decoders:
+            cfg = replace(self.config, out_dim=width)
+            decoder, stats = train_decoder(self.docs[self.fitting], cfg, show_progress=self.show_progress)
+            if self.sink is not None:
+                self.sink += _state_bytes(decoder)
+            logger.info("%s of %d outputs trained in %.1fs", self.label, width, stats.seconds)
+            self.decoders[width] = decoder
+        return self.decoders[width]
+
+    def prefix(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Documents and queries through the decoder of ``width`` outputs."""
+        decoder = self(width)
+        return decode(decoder, self.docs, width), decode(decoder, self.queries, width)
 
 
 def fit_mask(documents: int, fraction: float, seed: int) -> np.ndarray:
@@ -375,7 +416,7 @@ def evaluate_task(
     for tag, cfg in variants:
         decoder, stats = train_decoder(docs[fitting], cfg, show_progress=show_progress)
         if fitted is not None:
-            fitted += [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
+            fitted += _state_bytes(decoder)
         logger.info("%s: decoder%s trained in %.1fs (%d epochs)", task.name, tag, stats.seconds, stats.epochs)
         for dim in sorted({d for d, _ in pairs}):
             d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
@@ -414,13 +455,15 @@ def evaluate_task(
                     )
         if config.budgets:
             # Each budget kind codes the prefix it reads (product codes: 4 dims a byte; fitted
-            # bits: the whole output, the budget picking dims and bits), normalised on its own.
-            def prefix(width: int, decoder: Decoder = decoder) -> tuple[np.ndarray, np.ndarray]:
-                return decode(decoder, docs, width), decode(decoder, queries, width)
-
+            # bits: the whole output, the budget picking dims and bits), normalised on its own,
+            # from a decoder of exactly those outputs, as the pipeline plans it (cecq/targets.py:
+            # 212 outputs at 53 B, not the first 212 of 768).
+            decoder_for = _BudgetDecoders(
+                decoder, docs, queries, fitting, cfg, show_progress, fitted, f"{task.name}: decoder{tag}"
+            )
             for budget in sorted(config.budgets):
                 for quantizer, b_docs, b_queries in budget_quantizers(
-                    prefix, decoder.out_dim, fit, budget, config.decoder.seed
+                    decoder_for.prefix, decoder.out_dim, fit, budget, config.decoder.seed
                 ):
                     for scoring, s, i, nbytes, qbytes in quantized_search(
                         b_docs,
@@ -445,7 +488,7 @@ def evaluate_task(
                             method=f"cecq{tag}",
                             quantization=quantizer.kind,
                             budget_bytes=budget,
-                            fixed_bytes=decoder_bytes(decoder, quantizer.dim) + qbytes,
+                            fixed_bytes=decoder_bytes(decoder_for(quantizer.dim), quantizer.dim) + qbytes,
                         )
 
     if config.baselines:

@@ -132,6 +132,40 @@ def test_single_model_with_rescoring(tiny_beir):
     assert all(0.0 <= r.ndcg_at_10 <= 1.0 for r in records)
 
 
+def test_budget_codes_read_a_decoder_of_exactly_their_outputs_as_the_pipeline_trains(
+    tiny_beir, tiny_model_dir, monkeypatch
+):
+    """2-byte product codes read 8 dims: they come from a decoder of 8 outputs (the pipeline's
+    plan, cecq/targets.py), not the first 8 of the 16-output decoder, whose outputs the bits
+    configurations and the fitted bits (which read every output) keep using."""
+    import cecq.eval.evaluate as evaluate
+    from cecq.eval.baselines import decoder_bytes
+    from cecq.targets import CompressionTarget
+
+    trained, decoded = [], []
+    train, decode = evaluate.train_decoder, evaluate.decode
+
+    def train_spy(rows, cfg, **kwargs):
+        decoder, stats = train(rows, cfg, **kwargs)
+        trained.append(decoder)
+        return decoder, stats
+
+    def decode_spy(decoder, vectors, dims=None):
+        decoded.append((decoder.out_dim, dims))
+        return decode(decoder, vectors, dims)
+
+    monkeypatch.setattr(evaluate, "train_decoder", train_spy)
+    monkeypatch.setattr(evaluate, "decode", decode_spy)
+    records = evaluate_task(load_beir(tiny_beir), small_eval_config(tiny_model_dir))
+    concat_dim = by_name(records, "concat", "float").dims
+    assert CompressionTarget(budget_bytes=2, quantization="product").plan(concat_dim, 10**4).out_dim == 8
+    assert [d.out_dim for d in trained] == [16, 8]  # each trained once
+    assert (8, 8) in decoded and (16, 16) in decoded  # product codes from the 8, fitted bits from the 16
+    product = by_name(records, "cecq-2B-product", "asymmetric")
+    assert product.dims == 8 and product.fixed_bytes > decoder_bytes(trained[1])
+    assert by_name(records, "cecq-2B-mixed", "asymmetric").fixed_bytes > decoder_bytes(trained[0])
+
+
 def count_encodes(monkeypatch) -> list[tuple[int, str]]:
     """``(texts, kind)`` of every call of the pretrained encoder from now on."""
     from cecq.encoders.sentence_transformer import SentenceTransformerEncoder
