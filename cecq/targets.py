@@ -16,7 +16,10 @@ The rule is what the project measured (README, quality benchmark at 48x; ADI hel
   first 4 x B for product codes, all of them for fitted bits), normalised on its own;
 - out_dim: for codes sized by a byte budget, those dims: the decoder is trained with only the
   outputs the codes read (212 at 53 bytes, and it stores 543,568 B, not 1,969,152); for
-  bit-sized codes, 768 or the dims if more, the published decoder keeping the dims' rows.
+  bit-sized codes, 768 or the dims if more, the published decoder keeping the dims' rows;
+- prefix sizes: where the codes read all the decoder's outputs through a rotation (product
+  codes of ``4 x B`` dims), the MRL loss at that one size
+  (:meth:`cecq.config.DecoderConfig.for_codes`); otherwise the decoder's sizes from 32 up.
 
 A budget the corpus cannot fill is refused: the embeddings of n documents span at most
 ``min(n, total dim)`` directions, and 4 bits (the widest code) for each of them is the most a
@@ -58,6 +61,10 @@ class CompressionPlan:
     bytes_per_doc: int  # planned; the fitted quantizer's own count is the run's bytes_per_doc
     compression: float
     reason: str
+    # The planned decoder's every output is read by order-free codes (product codes rotate
+    # them): it is trained at that size alone (DecoderConfig.for_codes). False in plans
+    # recorded before round 14.
+    whole_output_coded: bool = False
 
     def apply(self, config: PipelineConfig) -> PipelineConfig:
         """``config`` with this plan's sizes and kind (validated again)."""
@@ -67,7 +74,7 @@ class CompressionPlan:
             bits=self.bits,
             budget_bytes=self.budget_bytes,
             quantization=self.quantization,
-            decoder=replace(config.decoder, out_dim=self.out_dim),
+            decoder=config.decoder.for_codes(self.out_dim, self.whole_output_coded),
         )
 
     def describe(self) -> str:
@@ -154,6 +161,7 @@ class CompressionTarget:
         # dims were cut from (-0.1 asymmetric, +0.2 symmetric), and training 3x faster
         # (docs/quality-round2.md, section 13). Bit-sized codes keep the benchmark's 768.
         out_dim = self.out_dim or (dims if cls.sized_by == "budget" else max(PLAN_DIMS, width, dims))
+        whole = cls.order_free and dims == out_dim == cls.reads(dims, bits, budget_bytes)
         if self.quantization is None and not self.bits:
             why += f"; {self._kind_reason(kind, rows)}"
         return CompressionPlan(
@@ -166,6 +174,7 @@ class CompressionTarget:
             bytes_per_doc=planned_bytes,
             compression=round(float_bytes / planned_bytes, 2),
             reason=why,
+            whole_output_coded=whole,
         )
 
     # -- the rule's parts -------------------------------------------------------------------

@@ -99,7 +99,7 @@ def quantized_search(
 
 
 def budget_quantizers(
-    vectors: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    vectors: Callable[[int, type[CodeQuantizer]], tuple[np.ndarray, np.ndarray]],
     width: int,
     fit: np.ndarray | None,
     budget: int,
@@ -107,9 +107,10 @@ def budget_quantizers(
 ) -> Iterator[tuple[CodeQuantizer, np.ndarray, np.ndarray]]:
     """For every registered kind that spends a byte budget: a quantizer fitted to spend
     exactly ``budget`` bytes a vector on the prefix it reads (``reads`` of ``width`` dims), with
-    the documents and queries at that prefix. ``vectors(w)`` gives them, normalised at ``w``
-    dims; the calibration is their ``fit`` rows (at most :data:`ALLOCATION_ROWS`). Kinds that
-    cannot code ``width`` dims at this budget (product codes need 4 dims a byte) are skipped."""
+    the documents and queries at that prefix. ``vectors(w, kind)`` gives them, normalised at
+    ``w`` dims, for codes of the class ``kind``; the calibration is their ``fit`` rows (at most
+    :data:`ALLOCATION_ROWS`). Kinds that cannot code ``width`` dims at this budget (product
+    codes need 4 dims a byte) are skipped."""
     for kind in quantizer_kinds("budget"):
         cls = quantizer_class(kind)
         try:
@@ -117,7 +118,7 @@ def budget_quantizers(
         except ConfigError as e:
             logger.warning("%s quantization at %d B skipped: %s", kind, budget, e)
             continue
-        docs, queries = vectors(cls.reads(width, None, budget))
+        docs, queries = vectors(cls.reads(width, None, budget), cls)
         calibration = fit_rows(fit, docs)[:ALLOCATION_ROWS]
         yield fit_quantizer(kind, calibration, budget_bytes=budget, seed=seed), docs, queries
 
@@ -371,7 +372,7 @@ def run_baselines(
         # PCA with the same budget quantizers as cecq's budget variants, each on the prefix it reads.
         pca = PCAProjection.fit(fit_docs, max_pca)
 
-        def prefix(width: int) -> tuple[np.ndarray, np.ndarray]:
+        def prefix(width: int, kind: type[CodeQuantizer]) -> tuple[np.ndarray, np.ndarray]:
             return pca.project(docs, width), pca.project(queries, width)
 
         for budget in sorted(config.budgets):

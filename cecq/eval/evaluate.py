@@ -25,7 +25,7 @@ from cecq.eval.baselines import (
 )
 from cecq.eval.beir import RetrievalTask, load_beir_corpus
 from cecq.eval.metrics import RETRIEVE_K, ranking_scores
-from cecq.quantization import quantizer_class
+from cecq.quantization import CodeQuantizer, quantizer_class
 from cecq.quantization.registry import DEFAULT_KINDS
 from cecq.search import search_float
 
@@ -71,9 +71,11 @@ def _state_bytes(decoder: Decoder) -> list[bytes]:
 
 
 class _BudgetDecoders:
-    """The decoder a budget's codes read, by width: one of exactly the ``width`` outputs the
-    codes read, trained on first use, as the pipeline plans it (cecq/targets.py: 212 outputs
-    at 53 B, not the first 212 of 768); the variant's own decoder where its width is that."""
+    """The decoder a budget's codes read, as the pipeline plans it (cecq/targets.py): one of
+    exactly the ``width`` outputs the codes read (212 at 53 B, not the first 212 of 768),
+    trained at that size alone where the codes are order-free
+    (:meth:`cecq.config.DecoderConfig.for_codes`); trained on first use, and the variant's
+    own decoder where that is the same configuration."""
 
     def __init__(
         self,
@@ -86,23 +88,24 @@ class _BudgetDecoders:
         sink: list[bytes] | None,
         label: str,
     ) -> None:
-        self.decoders = {first.out_dim: first}
+        self.decoders = {config: first}
         self.docs, self.queries, self.fitting = docs, queries, fitting
         self.config, self.show_progress, self.sink, self.label = config, show_progress, sink, label
 
-    def __call__(self, width: int) -> Decoder:
-        if width not in self.decoders:
-            cfg = replace(self.config, out_dim=width)
+    def __call__(self, width: int, kind: type[CodeQuantizer]) -> Decoder:
+        cfg = self.config.for_codes(width, kind.order_free)
+        if cfg not in self.decoders:
             decoder, stats = train_decoder(self.docs[self.fitting], cfg, show_progress=self.show_progress)
             if self.sink is not None:
                 self.sink += _state_bytes(decoder)
-            logger.info("%s of %d outputs trained in %.1fs", self.label, width, stats.seconds)
-            self.decoders[width] = decoder
-        return self.decoders[width]
+            sizes = ", ".join(map(str, cfg.effective_prefix_sizes()))
+            logger.info("%s for %s codes (prefixes %s) trained in %.1fs", self.label, kind.kind, sizes, stats.seconds)
+            self.decoders[cfg] = decoder
+        return self.decoders[cfg]
 
-    def prefix(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Documents and queries through the decoder of ``width`` outputs."""
-        decoder = self(width)
+    def prefix(self, width: int, kind: type[CodeQuantizer]) -> tuple[np.ndarray, np.ndarray]:
+        """Documents and queries through the decoder ``kind`` codes of ``width`` dims read."""
+        decoder = self(width, kind)
         return decode(decoder, self.docs, width), decode(decoder, self.queries, width)
 
 
@@ -456,8 +459,7 @@ def evaluate_task(
         if config.budgets:
             # Each budget kind codes the prefix it reads (product codes: 4 dims a byte; fitted
             # bits: the whole output, the budget picking dims and bits), normalised on its own,
-            # from a decoder of exactly those outputs, as the pipeline plans it (cecq/targets.py:
-            # 212 outputs at 53 B, not the first 212 of 768).
+            # from the decoder the pipeline would train for it (_BudgetDecoders).
             decoder_for = _BudgetDecoders(
                 decoder, docs, queries, fitting, cfg, show_progress, fitted, f"{task.name}: decoder{tag}"
             )
@@ -488,7 +490,8 @@ def evaluate_task(
                             method=f"cecq{tag}",
                             quantization=quantizer.kind,
                             budget_bytes=budget,
-                            fixed_bytes=decoder_bytes(decoder_for(quantizer.dim), quantizer.dim) + qbytes,
+                            fixed_bytes=decoder_bytes(decoder_for(quantizer.dim, type(quantizer)), quantizer.dim)
+                            + qbytes,
                         )
 
     if config.baselines:

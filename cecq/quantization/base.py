@@ -26,7 +26,10 @@ class CodeQuantizer(ABC):
     ``quantization`` of a run, the ``kind`` in its Parquet file, the suffix of its
     evaluation records), ``sized_by`` (``"bits"``: ``bits`` per dimension set its size;
     ``"budget"``: it spends ``budget_bytes`` a vector), ``min_calibration_rows`` (the corpus
-    rows it needs to fit well; :mod:`cecq.targets` picks another kind below) and ``unnamed_in_run_ids`` (True only
+    rows it needs to fit well; :mod:`cecq.targets` picks another kind below), ``order_free``
+    (True when its codes depend on the prefix it reads as a whole, not on how the decoder
+    orders its dims: a random rotation mixes them; the decoder for it is then trained at that
+    one size, see :meth:`cecq.config.DecoderConfig.for_codes`) and ``unnamed_in_run_ids`` (True only
     for the kinds whose runs were hashed before kinds had names; see
     :func:`cecq.catalog.records.run_identity`).
     """
@@ -35,6 +38,7 @@ class CodeQuantizer(ABC):
     sized_by: ClassVar[SizedBy]
     unnamed_in_run_ids: ClassVar[bool] = False
     min_calibration_rows: ClassVar[int] = 0  # fewer corpus rows than this fit it poorly (codebooks memorise them)
+    order_free: ClassVar[bool] = False
 
     # -- the kind ---------------------------------------------------------------------------
 

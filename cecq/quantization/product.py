@@ -200,6 +200,7 @@ class ProductQuantizer(CodeQuantizer):
 
     kind: ClassVar[str] = "product"
     sized_by: ClassVar[SizedBy] = "budget"
+    order_free: ClassVar[bool] = True  # the rotation mixes the prefix's dims: their order is lost
     min_calibration_rows: ClassVar[int] = MIN_ROWS_PER_CENTROID * CODEBOOK_SIZE
 
     input_dim: int

@@ -40,7 +40,10 @@ def variant(name: str, docs: np.ndarray, queries: np.ndarray, fitting: np.ndarra
     if name.endswith("mlp"):
         cfg = replace(cfg, kind="mlp")
     if name.startswith("out"):  # e.g. out212: a decoder of only the outputs the 53 B codes read
-        cfg = replace(cfg, out_dim=int(name[3:]))
+        size = int(name[3:].removesuffix("only"))
+        cfg = replace(cfg, out_dim=size)
+        if name.endswith("only"):  # out212only: the MRL loss at that size alone, no smaller prefixes
+            cfg = replace(cfg, prefix_sizes=(size,))
     rows = docs[fitting]
     if name.startswith("centre"):
         mean = rows.mean(axis=0)

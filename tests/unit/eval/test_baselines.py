@@ -274,7 +274,7 @@ def test_each_budget_kind_is_fitted_on_the_prefix_it_reads_and_only_those_decode
     x = np.random.default_rng(0).standard_normal((300, 20)).astype(np.float32)
     asked: list[int] = []
 
-    def prefix(width: int) -> tuple[np.ndarray, np.ndarray]:
+    def prefix(width: int, kind) -> tuple[np.ndarray, np.ndarray]:
         asked.append(width)
         return decode(decoder, x, width), decode(decoder, x[:5], width)
 

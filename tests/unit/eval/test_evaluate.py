@@ -132,12 +132,13 @@ def test_single_model_with_rescoring(tiny_beir):
     assert all(0.0 <= r.ndcg_at_10 <= 1.0 for r in records)
 
 
-def test_budget_codes_read_a_decoder_of_exactly_their_outputs_as_the_pipeline_trains(
-    tiny_beir, tiny_model_dir, monkeypatch
-):
-    """2-byte product codes read 8 dims: they come from a decoder of 8 outputs (the pipeline's
-    plan, cecq/targets.py), not the first 8 of the 16-output decoder, whose outputs the bits
-    configurations and the fitted bits (which read every output) keep using."""
+def test_budget_codes_read_the_decoder_the_pipeline_trains_for_them(tiny_beir, tiny_model_dir, monkeypatch):
+    """2-byte product codes read 8 dims: they come from the decoder the pipeline's plan trains
+    for them (cecq/targets.py): 8 outputs, the MRL loss at 8 alone, not the first 8 of the
+    16-output decoder, whose outputs the bits configurations and the fitted bits (which read
+    every output in MRL order) keep using."""
+    from dataclasses import replace
+
     import cecq.eval.evaluate as evaluate
     from cecq.eval.baselines import decoder_bytes
     from cecq.targets import CompressionTarget
@@ -147,7 +148,7 @@ def test_budget_codes_read_a_decoder_of_exactly_their_outputs_as_the_pipeline_tr
 
     def train_spy(rows, cfg, **kwargs):
         decoder, stats = train(rows, cfg, **kwargs)
-        trained.append(decoder)
+        trained.append((cfg, decoder))
         return decoder, stats
 
     def decode_spy(decoder, vectors, dims=None):
@@ -156,14 +157,18 @@ def test_budget_codes_read_a_decoder_of_exactly_their_outputs_as_the_pipeline_tr
 
     monkeypatch.setattr(evaluate, "train_decoder", train_spy)
     monkeypatch.setattr(evaluate, "decode", decode_spy)
-    records = evaluate_task(load_beir(tiny_beir), small_eval_config(tiny_model_dir))
+    config = small_eval_config(tiny_model_dir)
+    config = replace(config, decoder=replace(config.decoder, prefix_sizes=(4, 8, 16)))
+    records = evaluate_task(load_beir(tiny_beir), config)
     concat_dim = by_name(records, "concat", "float").dims
-    assert CompressionTarget(budget_bytes=2, quantization="product").plan(concat_dim, 10**4).out_dim == 8
-    assert [d.out_dim for d in trained] == [16, 8]  # each trained once
+    plan = CompressionTarget(budget_bytes=2, quantization="product").plan(concat_dim, 10**4)
+    planned = config.decoder.for_codes(plan.out_dim, plan.whole_output_coded)  # what plan.apply gives a run
+    assert [(c.out_dim, c.effective_prefix_sizes()) for c, _ in trained] == [(16, (4, 8, 16)), (8, (8,))]
+    assert trained[1][0] == planned  # the pipeline's decoder for these codes, seed and all
     assert (8, 8) in decoded and (16, 16) in decoded  # product codes from the 8, fitted bits from the 16
     product = by_name(records, "cecq-2B-product", "asymmetric")
-    assert product.dims == 8 and product.fixed_bytes > decoder_bytes(trained[1])
-    assert by_name(records, "cecq-2B-mixed", "asymmetric").fixed_bytes > decoder_bytes(trained[0])
+    assert product.dims == 8 and product.fixed_bytes > decoder_bytes(trained[1][1])
+    assert by_name(records, "cecq-2B-mixed", "asymmetric").fixed_bytes > decoder_bytes(trained[0][1])
 
 
 def count_encodes(monkeypatch) -> list[tuple[int, str]]:

@@ -93,3 +93,39 @@ def test_the_plan_round_trips_through_its_record():
     plan = CompressionTarget().plan(MINILM_LEXICAL, 5183)
     assert CompressionPlan.from_dict(plan.to_dict()) == plan
     assert "53 bytes a document, 48.3x" in plan.describe()
+    old = {k: v for k, v in plan.to_dict().items() if k != "whole_output_coded"}  # recorded before round 14
+    assert CompressionPlan.from_dict(old).whole_output_coded is False
+
+
+def test_product_codes_of_the_whole_output_train_the_decoder_at_that_size_alone():
+    """Product codes rotate the prefix they read, so the decoder's order within it is lost:
+    the planned decoder is trained with the MRL loss at its full size only. Codes that read
+    the outputs in order (fitted bits, a prefix of bit-sized codes), a fixed --out-dim, and
+    strategies that work through the smaller sizes keep every prefix size. The explicit flags
+    of the same index give the same decoder."""
+    from dataclasses import replace
+
+    from cecq.config import DecoderConfig
+
+    base = PipelineConfig(corpus="c", store="s")
+    plan = CompressionTarget().plan(MINILM_LEXICAL, 5183)
+    assert plan.whole_output_coded
+    decoder = plan.apply(base).decoder
+    assert (decoder.out_dim, decoder.prefix_sizes, decoder.effective_prefix_sizes()) == (212, (212,), (212,))
+    assert replace(decoder, out_dim=base.decoder.out_dim, prefix_sizes=base.decoder.prefix_sizes) == base.decoder
+    for target, rows in (
+        (CompressionTarget(), 1023),  # mixed: fitted bits give the leading dims more bits
+        (CompressionTarget(bits=2), 5183),  # 212 dims of a 768-output decoder
+        (CompressionTarget(out_dim=768, dims=212, budget_bytes=53, quantization="product"), 5183),  # 212 of 768
+    ):
+        other = target.plan(MINILM_LEXICAL, rows)
+        assert not other.whole_output_coded
+        assert other.apply(base).decoder.prefix_sizes == base.decoder.prefix_sizes
+    explicit = CompressionTarget(out_dim=212, dims=212, budget_bytes=53, quantization="product")
+    assert explicit.plan(MINILM_LEXICAL, 5183).apply(base) == plan.apply(base)
+    for strategy in ("sequential", "ads", "smec"):  # they shrink through, or select for, the smaller sizes
+        config = replace(base, decoder=DecoderConfig().with_strategy(strategy))
+        assert plan.apply(config).decoder.effective_prefix_sizes() == (32, 64, 128, 212)
+    for strategy in ("mrl", "neighbours", "xbm"):
+        config = replace(base, decoder=DecoderConfig().with_strategy(strategy))
+        assert plan.apply(config).decoder.effective_prefix_sizes() == (212,)
