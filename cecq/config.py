@@ -113,6 +113,8 @@ class DecoderConfig:
             raise ConfigError(f"out_dim must be >= 1, got {self.out_dim}")
         if not self.prefix_sizes or any(int(p) < 1 for p in self.prefix_sizes):
             raise ConfigError(f"prefix_sizes must be positive integers, got {self.prefix_sizes}")
+        # a tuple whatever the caller passed: configs are hashed (run ids, cecq eval's decoders)
+        object.__setattr__(self, "prefix_sizes", tuple(int(p) for p in self.prefix_sizes))
         if not 0.0 <= self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if self.batch_size < 4:
@@ -152,9 +154,9 @@ class DecoderConfig:
         exactly those outputs. Codes ``order_free`` (product codes rotate the prefix, so how the
         decoder orders its dims is lost) use only the ``width``-dim prefix, so the MRL loss is
         kept at that size alone, unless the strategy works through smaller sizes (sequential
-        MRL shrinks to them, ADS selects dims for each). On SciFact's dev split, five seeds,
-        212 outputs at 53 B: nDCG@10 of the float outputs +0.7 points, every seed up, and of
-        the codes +0.7 asymmetric, +0.3 symmetric (docs/quality-round2.md, section 16)."""
+        MRL shrinks to them, ADS selects dims for each). 212 outputs at 53 B, SciFact's dev
+        split, five seeds, ``cecq eval``: +0.8 points of nDCG@10 asymmetric and +0.7
+        symmetric, every seed up (docs/quality-round2.md, section 16)."""
         whole = order_free and not self.sequential and self.selection == "prefix"
         return replace(self, out_dim=width, prefix_sizes=(width,) if whole else self.prefix_sizes)
 

@@ -17,9 +17,10 @@ The rule is what the project measured (README, quality benchmark at 48x; ADI hel
 - out_dim: for codes sized by a byte budget, those dims: the decoder is trained with only the
   outputs the codes read (212 at 53 bytes, and it stores 543,568 B, not 1,969,152); for
   bit-sized codes, 768 or the dims if more, the published decoder keeping the dims' rows;
-- prefix sizes: where the codes read all the decoder's outputs through a rotation (product
-  codes of ``4 x B`` dims), the MRL loss at that one size
-  (:meth:`cecq.config.DecoderConfig.for_codes`); otherwise the decoder's sizes from 32 up.
+- prefix sizes: where the plan sized the decoder and the codes read all its outputs through
+  a rotation (product codes of ``4 x B`` dims), the MRL loss at that one size, unless the
+  strategy works through smaller sizes (:meth:`cecq.config.DecoderConfig.for_codes`);
+  otherwise, and with an explicit ``--out-dim``, the decoder's sizes from 32 up.
 
 A budget the corpus cannot fill is refused: the embeddings of n documents span at most
 ``min(n, total dim)`` directions, and 4 bits (the widest code) for each of them is the most a
@@ -61,9 +62,10 @@ class CompressionPlan:
     bytes_per_doc: int  # planned; the fitted quantizer's own count is the run's bytes_per_doc
     compression: float
     reason: str
-    # The planned decoder's every output is read by order-free codes (product codes rotate
-    # them): it is trained at that size alone (DecoderConfig.for_codes). False in plans
-    # recorded before round 14.
+    # The plan sized the decoder and order-free codes read its every output (product codes
+    # rotate them), so DecoderConfig.for_codes trains it at that size alone, unless the
+    # strategy works through smaller sizes (sequential, ADS). False in plans recorded
+    # before round 14, and with an explicit --out-dim.
     whole_output_coded: bool = False
 
     def apply(self, config: PipelineConfig) -> PipelineConfig:
@@ -161,7 +163,9 @@ class CompressionTarget:
         # dims were cut from (-0.1 asymmetric, +0.2 symmetric), and training 3x faster
         # (docs/quality-round2.md, section 13). Bit-sized codes keep the benchmark's 768.
         out_dim = self.out_dim or (dims if cls.sized_by == "budget" else max(PLAN_DIMS, width, dims))
-        whole = cls.order_free and dims == out_dim == cls.reads(dims, bits, budget_bytes)
+        # Only where the plan sized the decoder: an explicit --out-dim keeps the decoder (and
+        # the run id) such a command line always gave, every MRL prefix size included.
+        whole = self.out_dim is None and cls.order_free and dims == out_dim == cls.reads(dims, bits, budget_bytes)
         if self.quantization is None and not self.bits:
             why += f"; {self._kind_reason(kind, rows)}"
         return CompressionPlan(

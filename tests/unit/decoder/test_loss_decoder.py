@@ -117,6 +117,9 @@ def test_effective_prefix_sizes_fit_the_output():
     cfg = DecoderConfig(out_dim=100, prefix_sizes=(32, 64, 128, 256))
     assert cfg.effective_prefix_sizes() == (32, 64, 100)
     assert cfg.effective_prefix_sizes(16) == (16,)
+    # a list is taken as the tuple it means: configs are hashed (cecq eval keys decoders by them)
+    listed = DecoderConfig(out_dim=100, prefix_sizes=[32, 64, 128, 256])
+    assert listed == cfg and hash(listed) == hash(cfg) and listed.prefix_sizes == (32, 64, 128, 256)
 
 
 # --- training ------------------------------------------------------------------------------

@@ -272,14 +272,14 @@ def test_each_budget_kind_is_fitted_on_the_prefix_it_reads_and_only_those_decode
 
     decoder = Decoder(20, 64)
     x = np.random.default_rng(0).standard_normal((300, 20)).astype(np.float32)
-    asked: list[int] = []
+    asked: list[tuple[int, str]] = []
 
     def prefix(width: int, kind) -> tuple[np.ndarray, np.ndarray]:
-        asked.append(width)
+        asked.append((width, kind.kind))
         return decode(decoder, x, width), decode(decoder, x[:5], width)
 
     fitted = {q.kind: (q, d, qq) for q, d, qq in budget_quantizers(prefix, 64, None, 8)}
-    assert asked == [64, 32] and sorted(fitted) == ["mixed", "product"]  # registry order: mixed, product
+    assert asked == [(64, "mixed"), (32, "product")] and sorted(fitted) == ["mixed", "product"]  # registry order
     product, docs, queries = fitted["product"]
     assert product.dim == product.kept_dims == 32 and docs.shape == (300, 32) and queries.shape == (5, 32)
     np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, rtol=1e-5)  # the prefix normalised on its own

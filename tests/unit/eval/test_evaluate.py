@@ -143,8 +143,8 @@ def test_budget_codes_read_the_decoder_the_pipeline_trains_for_them(tiny_beir, t
     from cecq.eval.baselines import decoder_bytes
     from cecq.targets import CompressionTarget
 
-    trained, decoded = [], []
-    train, decode = evaluate.train_decoder, evaluate.decode
+    trained, decoded, counted = [], [], []
+    train, decode, count = evaluate.train_decoder, evaluate.decode, evaluate.decoder_bytes
 
     def train_spy(rows, cfg, **kwargs):
         decoder, stats = train(rows, cfg, **kwargs)
@@ -155,8 +155,13 @@ def test_budget_codes_read_the_decoder_the_pipeline_trains_for_them(tiny_beir, t
         decoded.append((decoder.out_dim, dims))
         return decode(decoder, vectors, dims)
 
+    def count_spy(decoder, rows=None):
+        counted.append((decoder, rows))
+        return count(decoder, rows)
+
     monkeypatch.setattr(evaluate, "train_decoder", train_spy)
     monkeypatch.setattr(evaluate, "decode", decode_spy)
+    monkeypatch.setattr(evaluate, "decoder_bytes", count_spy)
     config = small_eval_config(tiny_model_dir)
     config = replace(config, decoder=replace(config.decoder, prefix_sizes=(4, 8, 16)))
     records = evaluate_task(load_beir(tiny_beir), config)
@@ -164,11 +169,14 @@ def test_budget_codes_read_the_decoder_the_pipeline_trains_for_them(tiny_beir, t
     plan = CompressionTarget(budget_bytes=2, quantization="product").plan(concat_dim, 10**4)
     planned = config.decoder.for_codes(plan.out_dim, plan.whole_output_coded)  # what plan.apply gives a run
     assert [(c.out_dim, c.effective_prefix_sizes()) for c, _ in trained] == [(16, (4, 8, 16)), (8, (8,))]
-    assert trained[1][0] == planned  # the pipeline's decoder for these codes, seed and all
+    assert trained[1][0] == planned  # the sizes the pipeline's plan gives these codes (eval's epochs, seed)
     assert (8, 8) in decoded and (16, 16) in decoded  # product codes from the 8, fitted bits from the 16
+    # each record counts the bytes of the decoder its codes read: the 8-output one for product codes
+    n = len(config.scorings)
+    assert [(d.out_dim, rows) for d, rows in counted if d is trained[1][1]] == [(8, 8)] * n
+    assert [(d.out_dim, rows) for d, rows in counted if d is trained[0][1]] == [(16, 8)] * n + [(16, 16)] * n
     product = by_name(records, "cecq-2B-product", "asymmetric")
     assert product.dims == 8 and product.fixed_bytes > decoder_bytes(trained[1][1])
-    assert by_name(records, "cecq-2B-mixed", "asymmetric").fixed_bytes > decoder_bytes(trained[0][1])
 
 
 def count_encodes(monkeypatch) -> list[tuple[int, str]]:

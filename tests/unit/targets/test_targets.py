@@ -101,8 +101,9 @@ def test_product_codes_of_the_whole_output_train_the_decoder_at_that_size_alone(
     """Product codes rotate the prefix they read, so the decoder's order within it is lost:
     the planned decoder is trained with the MRL loss at its full size only. Codes that read
     the outputs in order (fitted bits, a prefix of bit-sized codes), a fixed --out-dim, and
-    strategies that work through the smaller sizes keep every prefix size. The explicit flags
-    of the same index give the same decoder."""
+    strategies that work through the smaller sizes keep every prefix size; so does an explicit
+    --out-dim, so that such a command line keeps its decoder and its run id. The explicit
+    flags of the same index without --out-dim give the same decoder."""
     from dataclasses import replace
 
     from cecq.config import DecoderConfig
@@ -117,11 +118,12 @@ def test_product_codes_of_the_whole_output_train_the_decoder_at_that_size_alone(
         (CompressionTarget(), 1023),  # mixed: fitted bits give the leading dims more bits
         (CompressionTarget(bits=2), 5183),  # 212 dims of a 768-output decoder
         (CompressionTarget(out_dim=768, dims=212, budget_bytes=53, quantization="product"), 5183),  # 212 of 768
+        (CompressionTarget(out_dim=212, budget_bytes=53, quantization="product"), 5183),  # --out-dim: as it always was
     ):
         other = target.plan(MINILM_LEXICAL, rows)
         assert not other.whole_output_coded
         assert other.apply(base).decoder.prefix_sizes == base.decoder.prefix_sizes
-    explicit = CompressionTarget(out_dim=212, dims=212, budget_bytes=53, quantization="product")
+    explicit = CompressionTarget(dims=212, budget_bytes=53, quantization="product")
     assert explicit.plan(MINILM_LEXICAL, 5183).apply(base) == plan.apply(base)
     for strategy in ("sequential", "ads", "smec"):  # they shrink through, or select for, the smaller sizes
         config = replace(base, decoder=DecoderConfig().with_strategy(strategy))
