@@ -172,10 +172,7 @@ class DecoderConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"decoder config has unknown fields {sorted(unknown)} (written by a newer cecq?)")
-        d = dict(d)
-        if "prefix_sizes" in d:
-            d["prefix_sizes"] = tuple(int(p) for p in d["prefix_sizes"])
-        return cls(**d)
+        return cls(**d)  # __post_init__ makes a stored list of prefix sizes a tuple
 
     def with_strategy(self, name: str) -> DecoderConfig:
         """This config with the training strategy ``name`` of :data:`STRATEGIES` applied."""

@@ -65,43 +65,48 @@ class EvalRecord:
 AMORTIZE_AT = 1_000_000
 
 
-def _state_bytes(decoder: Decoder) -> list[bytes]:
-    """A decoder's parameters as bytes (what the fitted-artifacts sink compares)."""
-    return [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
-
-
-class _BudgetDecoders:
-    """The decoder a budget's codes read, as the pipeline plans it (cecq/targets.py): one of
-    exactly the ``width`` outputs the codes read (212 at 53 B, not the first 212 of 768),
-    trained at that size alone where the codes are order-free
-    (:meth:`cecq.config.DecoderConfig.for_codes`); trained on first use, and the variant's
-    own decoder where that is the same configuration."""
+class _VariantDecoders:
+    """The decoders of one training variant, trained on first use, each recorded in the
+    fitted-artifacts ``sink`` as it is trained: the variant's own (:meth:`get` of its config),
+    and the one a budget's codes read, as the pipeline plans it (cecq/targets.py): exactly
+    the ``width`` outputs the codes read (212 at 53 B, not the first 212 of 768), trained at
+    that size alone where the codes are order-free (:meth:`cecq.config.DecoderConfig.for_codes`)."""
 
     def __init__(
         self,
-        first: Decoder,
+        config: DecoderConfig,
         docs: np.ndarray,
         queries: np.ndarray,
         fitting: np.ndarray,
-        config: DecoderConfig,
         show_progress: bool,
         sink: list[bytes] | None,
         label: str,
     ) -> None:
-        self.decoders = {config: first}
+        self.decoders: dict[DecoderConfig, Decoder] = {}
         self.docs, self.queries, self.fitting = docs, queries, fitting
         self.config, self.show_progress, self.sink, self.label = config, show_progress, sink, label
 
-    def __call__(self, width: int, kind: type[CodeQuantizer]) -> Decoder:
-        cfg = self.config.for_codes(width, kind.order_free)
+    def get(self, cfg: DecoderConfig) -> Decoder:
+        """The decoder of ``cfg``, trained on this variant's fitting rows the first time."""
         if cfg not in self.decoders:
             decoder, stats = train_decoder(self.docs[self.fitting], cfg, show_progress=self.show_progress)
             if self.sink is not None:
-                self.sink += _state_bytes(decoder)
+                self.sink += [v.detach().cpu().numpy().tobytes() for v in decoder.state_dict().values()]
             sizes = ", ".join(map(str, cfg.effective_prefix_sizes()))
-            logger.info("%s for %s codes (prefixes %s) trained in %.1fs", self.label, kind.kind, sizes, stats.seconds)
+            logger.info(
+                "%s of %d outputs (prefixes %s) trained in %.1fs (%d epochs)",
+                self.label,
+                cfg.out_dim,
+                sizes,
+                stats.seconds,
+                stats.epochs,
+            )
             self.decoders[cfg] = decoder
         return self.decoders[cfg]
+
+    def __call__(self, width: int, kind: type[CodeQuantizer]) -> Decoder:
+        """The decoder ``kind`` codes of ``width`` dims read."""
+        return self.get(self.config.for_codes(width, kind.order_free))
 
     def prefix(self, width: int, kind: type[CodeQuantizer]) -> tuple[np.ndarray, np.ndarray]:
         """Documents and queries through the decoder ``kind`` codes of ``width`` dims read."""
@@ -417,10 +422,8 @@ def evaluate_task(
     scalar = quantizer_class(DEFAULT_KINDS["bits"])  # the fixed-bits kind the (dims, bits) pairs use
     variants = [("", dcfg)] + [(f"[{s}]", dcfg.with_strategy(s)) for s in config.strategies]
     for tag, cfg in variants:
-        decoder, stats = train_decoder(docs[fitting], cfg, show_progress=show_progress)
-        if fitted is not None:
-            fitted += _state_bytes(decoder)
-        logger.info("%s: decoder%s trained in %.1fs (%d epochs)", task.name, tag, stats.seconds, stats.epochs)
+        decoder_for = _VariantDecoders(cfg, docs, queries, fitting, show_progress, fitted, f"{task.name}: decoder{tag}")
+        decoder = decoder_for.get(cfg)
         for dim in sorted({d for d, _ in pairs}):
             d_docs, d_queries = decode(decoder, docs, dim), decode(decoder, queries, dim)
             record(
@@ -459,10 +462,7 @@ def evaluate_task(
         if config.budgets:
             # Each budget kind codes the prefix it reads (product codes: 4 dims a byte; fitted
             # bits: the whole output, the budget picking dims and bits), normalised on its own,
-            # from the decoder the pipeline would train for it (_BudgetDecoders).
-            decoder_for = _BudgetDecoders(
-                decoder, docs, queries, fitting, cfg, show_progress, fitted, f"{task.name}: decoder{tag}"
-            )
+            # from the decoder the pipeline would train for it (_VariantDecoders).
             for budget in sorted(config.budgets):
                 for quantizer, b_docs, b_queries in budget_quantizers(
                     decoder_for.prefix, decoder.out_dim, fit, budget, config.decoder.seed
