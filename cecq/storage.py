@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -59,6 +59,7 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+GLOB_CHARACTERS = "*?[]"  # wildcards to fsspec's glob and DuckDB's file readers
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -202,6 +203,14 @@ class Store:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         if not url:
             raise StorageError("storage root URL is empty")
+        wild = sorted(set(GLOB_CHARACTERS) & set(url))
+        if wild:
+            # DuckDB's read_parquet and fsspec's glob take these as patterns, so such a root
+            # would also read the files of every folder it matches (another store's).
+            raise StorageError(
+                f"storage root {url!r} contains {' '.join(repr(c) for c in wild)}, which file patterns "
+                "read as wildcards; choose a folder name without * ? [ ]"
+            )
         self.url = url.rstrip("/")
         self.storage_options = storage_options if storage_options is not None else storage_options_from_env(url)
         self.fs, root = url_to_fs(self.url, **self.storage_options)
@@ -254,7 +263,8 @@ class Store:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of committed files matching ``pattern`` (temporary files excluded)."""
         found = self.fs.glob(self.path(pattern))
-        return sorted(p[len(self.root) + 1 :] for p in found if ".tmp-" not in p)
+        inside = self.root + "/"
+        return sorted(p[len(inside) :] for p in found if p.startswith(inside) and ".tmp-" not in p)
 
     @_io("write")
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -503,6 +513,17 @@ class LeaseRecord:
             f"{now - self.heartbeat:.0f} s ago, {state}"
         )
 
+    @classmethod
+    def parse(cls, store: Store, rel: str, data: bytes) -> LeaseRecord:
+        """The record in ``data`` read from ``rel``; keys of a newer release are ignored, and
+        a file that does not parse is a :class:`CorruptArtifactError` that names it."""
+        try:
+            d = json.loads(data)
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (ValueError, TypeError, AttributeError) as e:
+            raise store.damaged(rel, e) from e
+
     def stale(self, now: float) -> bool:
         """Free to take: released, expired, or held by a dead process of this host."""
         if self.released or now >= self.expires:
@@ -520,7 +541,7 @@ class LeaseRecord:
 def read_lease(store: Store, rel: str) -> LeaseRecord | None:
     """The lease at ``rel`` (None when there has never been one)."""
     seen = store.read_versioned(rel)
-    return None if seen is None else LeaseRecord(**json.loads(seen[0]))
+    return None if seen is None else LeaseRecord.parse(store, rel, seen[0])
 
 
 def check_lease(store: Store, rel: str, owner: str) -> None:
@@ -572,7 +593,7 @@ class StoreLease:
         deadline = time.monotonic() + self.wait
         while True:
             seen = self.store.read_versioned(self.rel)
-            holder = None if seen is None else LeaseRecord(**json.loads(seen[0]))
+            holder = None if seen is None else LeaseRecord.parse(self.store, self.rel, seen[0])
             if holder is None or holder.stale(time.time()):
                 token = self._write(None if seen is None else seen[1])
                 if token is not None:

@@ -49,6 +49,11 @@ for _pattern, _hint in (
         "`cecq embed-corpus`: committed shards are reused",
     ),
     (
+        LEASE,
+        "delete it once no `cecq embed-corpus`, `cecq reindex` or `cecq gc` is running on this store: "
+        "the lease only keeps two writers apart, and the next one writes it anew",
+    ),
+    (
         CURRENT,
         'restore it from a backup, or write {"version": <N>} into it, N the newest catalog/v<N>/ '
         "whose manifest.json reads whole",

@@ -18,9 +18,9 @@ import pytest
 
 from cecq.catalog import connect, current_version, read_manifest
 from cecq.catalog.layout import LEASE, version_dir
-from cecq.errors import StoreBusyError
+from cecq.errors import CorruptArtifactError, StoreBusyError
 from cecq.pipeline.publish import claim_store, publish
-from cecq.storage import LeaseRecord, Store, StoreLease, json_bytes
+from cecq.storage import LeaseRecord, Store, StoreLease, json_bytes, read_lease
 from tests.helpers.e2e import REPO_ROOT
 from tests.helpers.publisher import DOCS, codes_shards, run_record
 
@@ -154,3 +154,24 @@ def test_a_busy_store_fails_after_the_wait_naming_the_holder_and_an_expired_leas
             publish(store, run, codes_shards(store, "run-late"), other.owner)
         assert current_version(store) == 0
         assert publish(store, run, codes_shards(store, "run-late"), lease.owner) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"owner": "embed-corpus h:1 x", "purp', b"[1, 2]", b'{"owner": "x"}'],
+    ids=["truncated", "not-an-object", "fields-missing"],
+)
+def test_a_damaged_lease_is_named_with_its_cure_and_a_newer_ones_extra_keys_are_ignored(tmp_path, content):
+    store = Store(str(tmp_path / "store"))
+    store.write_bytes(LEASE, content)
+    for attempt in (lambda: read_lease(store, LEASE), lambda: StoreLease(store, LEASE, "gc", ttl=5, wait=0).acquire()):
+        with pytest.raises(
+            CorruptArtifactError, match=r"catalog/lease\.json is truncated or corrupt.*delete it once no"
+        ):
+            attempt()
+    now = time.time()
+    newer = {**LeaseRecord("gc h:1 x", "gc", "elsewhere", 1, now, now, now - 1).__dict__, "region": "eu"}
+    store.write_bytes(LEASE, json_bytes(newer))
+    assert read_lease(store, LEASE).owner == "gc h:1 x"
+    with StoreLease(store, LEASE, "reindex", ttl=5, wait=0) as lease:  # expired: taken over
+        lease.check()

@@ -21,6 +21,16 @@ def test_paths_cannot_leave_the_root(tmp_path):
         assert ".." not in slug(name).split("/") and "/" not in slug(name)
 
 
+def test_a_root_with_wildcards_is_refused_so_no_reader_strays_into_another_store(tmp_path):
+    # "s?" would match "sx" too: DuckDB's readers and fsspec's glob read both stores' files
+    other = Store(str(tmp_path / "sx"))
+    other.write_json("runs/r1/run.json", {"run": 1})
+    for name in ("s?", "s*", "s[x]"):
+        with pytest.raises(StorageError, match=r"wildcards; choose a folder name without"):
+            Store(str(tmp_path / name))
+    assert other.glob("runs/*/run.json") == ["runs/r1/run.json"]
+
+
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
     store = Store(str(tmp_path))
     store.write_parquet("a/b.parquet", pa.table({"x": [1, 2, 3]}))
