@@ -4,8 +4,10 @@ service that loads them with FAISS and :func:`serving_encoder` alone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -31,16 +33,17 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
         records = [r for r in records if r.name == index]
         if not records:
             raise ConfigError(f"catalog v{m.version} has no index {index!r}")
+    if store.is_local and os.path.realpath(out).startswith(os.path.realpath(store.root) + os.sep):
+        raise ConfigError(f"export to {out!r} would write inside the store {store.url}: choose a path outside it")
     record = records[-1] if records else build_index(store, IndexConfig(), m)
     _, meta, quantizer = load_compressor(store, m.decoder, m.quantizer)
     load_index(store, m, record, quantizer)  # refuses a stale or damaged file before it is copied
     ids = pa.concat_arrays(
         [store.read_parquet(p, ["id"]).column("id").combine_chunks().cast(pa.string()) for p in m.codes]
     )
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "wb") as f:
-        f.write(store.read_bytes(record.file))
-    pq.write_table(pa.table({"id": ids}), out + ".ids.parquet")
+    index_bytes = store.read_bytes(record.file)  # everything is read before anything is written
+    ids_file = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": ids}), ids_file)
     sidecar = {
         "format": SIDECAR_FORMAT,
         "store": store.url,
@@ -61,9 +64,42 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
         "ids": os.path.basename(out) + ".ids.parquet",
         "metric": "inner product (normalise queries; product codes: FAISS's ranking before cecq's cosine re-scoring)",
     }
-    with open(out + ".json", "w") as f:
-        json.dump(sidecar, f, indent=2)
+    # Every file is written whole beside its target first, then each is renamed over its old
+    # copy, the sidecar (which names the others) last: a failure while writing (a full disk)
+    # leaves the earlier export as it was, never a new index beside the old ids.
+    staged: list[tuple[str, str]] = []
+    try:
+        for path, data in (
+            (out, index_bytes),
+            (out + ".ids.parquet", ids_file.getvalue().to_pybytes()),
+            (out + ".json", json.dumps(sidecar, indent=2).encode()),
+        ):
+            staged.append((_staged(path, data), path))
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
     return {"index": out, "sidecar": out + ".json", "ids": out + ".ids.parquet", "catalog_version": m.version}
+
+
+def _staged(path: str, data: bytes) -> str:
+    """A temporary file beside ``path`` holding ``data``, synced."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    return tmp
 
 
 def serving_encoder(sidecar_path: str) -> Any:

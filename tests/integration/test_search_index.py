@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
 
-from cecq.catalog import connect, current_manifest, load_quantizer
+from cecq.catalog import connect, current_manifest, index_records, load_quantizer
 from cecq.cli import main
-from cecq.pipeline.export import serving_encoder
+from cecq.config import IndexConfig
+from cecq.errors import ConfigError
+from cecq.pipeline import export
+from cecq.pipeline.index import build_index
 from cecq.storage import Store
 from tests.helpers.paths import FIXTURES, REPO_ROOT
 
@@ -116,12 +120,42 @@ def test_export_and_the_readme_serving_example(store_dir, tmp_path, capsys, monk
     store = Store(s)
     m = current_manifest(store)
     quantizer = load_quantizer(store, m.quantizer)
-    q = quantizer.project(serving_encoder(str(tmp_path / "served.faiss.json"))(["galaxy orbit"]))
+    q = quantizer.project(export.serving_encoder(str(tmp_path / "served.faiss.json"))(["galaxy orbit"]))
     con = connect(store)
     ids, codes = zip(*con.execute("SELECT id, code FROM documents").fetchall())
     packed = np.frombuffer(b"".join(codes), np.uint8).reshape(len(ids), -1)
     ip = (q @ quantizer.dequantize_packed(packed).T)[0]
     assert served == [ids[i] for i in np.argsort(-ip, kind="stable")[:5]]
+
+
+@pytest.mark.parametrize("failing", ["pq.write_table", "os.fsync"])  # writing the ids; syncing a file
+def test_a_failed_export_keeps_earlier_one_and_none_goes_into_the_store(store_dir, tmp_path, monkeypatch, failing):
+    store, out = Store(str(store_dir)), str(tmp_path / "out" / "served.faiss")
+    export.export_faiss(store, out)  # builds and exports the flat index
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert sorted(before) == ["served.faiss", "served.faiss.ids.parquet", "served.faiss.json"]
+    build_index(store, IndexConfig(kind="ivf", nlist=2, nprobe=2), current_manifest(store))
+
+    def disk_full(*args, **kwargs):
+        raise OSError("the disk is full")
+
+    # The re-export (now of the IVF index) fails partway: the earlier export stays whole and
+    # consistent, with no temporary file left beside it.
+    module, name = failing.split(".")
+    monkeypatch.setattr(getattr(export, module), name, disk_full)
+    with pytest.raises(OSError, match="the disk is full"):
+        export.export_faiss(store, out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    export.export_faiss(store, out)
+    assert json.loads((tmp_path / "out" / "served.faiss.json").read_text())["index_kind"] == "ivf"
+    # An export onto the store's own index file would destroy it: refused, the file untouched.
+    [flat, _] = index_records(store, current_manifest(store).version)
+    inside = store.path(flat.file)
+    kept = Path(inside).read_bytes()
+    with pytest.raises(ConfigError, match="would write inside the store"):
+        export.export_faiss(store, inside)
+    assert Path(inside).read_bytes() == kept
 
 
 def test_an_empty_store_has_nothing_to_index(tmp_path, capsys):
