@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -154,6 +155,30 @@ def file_digest(path: str) -> str:
 def json_bytes(obj: Any) -> bytes:
     """How the store writes JSON: indented, keys sorted, UTF-8."""
     return json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
+
+
+# Query parameters that carry a secret (presigned S3 or GCS URLs, tokens, keys): their values
+# never leave the process, in records, logs, summaries or error messages.
+_SECRET_PARAM = re.compile(r"sig|token|credential|secret|passw|key|auth", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be stored, logged or shown: a user and password before the host and the
+    values of secret-bearing query parameters become ``***``. Other URLs and local paths are
+    returned unchanged, so names derived from them (corpus keys, run ids) do not move."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if sep else k)
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def storage_options_from_env(url: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def shard_corpus_task(
     manifest = shard_corpus(corpus, store, shard_rows, id_column, text_columns)
     get_run_logger().info(
         "corpus %s: %d documents, %d shards, %d empty texts",
-        corpus,
+        manifest.corpus_url,  # redacted
         manifest.rows,
         len(manifest.shards),
         manifest.empty_texts,

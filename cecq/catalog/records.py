@@ -16,7 +16,7 @@ from typing import Any
 from cecq.config import PipelineConfig
 from cecq.errors import RecordVersionError, check_version
 from cecq.quantization.registry import quantizer_class, resolve_kind
-from cecq.storage import PARQUET_FORMATS, digest
+from cecq.storage import PARQUET_FORMATS, digest, redact_url
 
 SCHEMA_VERSION = 2  # 1: records before versioning; 2: schema_version key, quantization names the kind
 
@@ -356,7 +356,7 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 def run_identity(config: PipelineConfig) -> dict[str, Any]:
     """The values a run id hashes (see :data:`RUN_ID_FIELDS`)."""
-    values = config.to_dict()
+    values = {**config.to_dict(), "corpus": redact_url(config.corpus)}  # as the record stores it
     identity = _identity(values, RUN_ID_FIELDS, _defaults(type(config)), _NOT_HASHED)
     identity["decoder"] = _identity(values["decoder"], DECODER_ID_FIELDS, _defaults(type(config.decoder)), set())
     if config.budget_bytes is not None:

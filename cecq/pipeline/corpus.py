@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +20,7 @@ from cecq.catalog.layout import corpus_shard_path, manifest_path
 from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CorpusManifest, ShardInfo
 from cecq.errors import DataError
-from cecq.storage import Store, digest, slug, storage_options_from_env
+from cecq.storage import Store, digest, redact_url, slug, storage_options_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -32,25 +33,32 @@ def content_hash(text: str) -> str:
     return digest(text)[:16]
 
 
+def _file_name(path: str) -> str:
+    """``path`` without a URL's query (a presigned URL's signature) or fragment."""
+    return urlsplit(path).path if "://" in path else path
+
+
 def _input_files(url: str) -> tuple[object, list[str]]:
     fs, path = url_to_fs(url, **storage_options_from_env(url))
+    shown = redact_url(url)  # a URL's credentials are never in a message
     if not fs.exists(path):
-        raise DataError(f"corpus not found: {url}")
+        raise DataError(f"corpus not found: {shown}")
     if fs.isdir(path):
         beir = f"{path.rstrip('/')}/corpus.jsonl"
         if fs.exists(beir):
             return fs, [beir]
         files = sorted(p for p in fs.find(path) if p.endswith((".parquet", ".jsonl", ".json")))
         if not files:
-            raise DataError(f"corpus folder {url} holds no .parquet, .jsonl or corpus.jsonl files")
+            raise DataError(f"corpus folder {shown} holds no .parquet, .jsonl or corpus.jsonl files")
         return fs, files
-    if not path.endswith((".parquet", ".jsonl", ".json")):
-        raise DataError(f"corpus file {url} must end in .parquet, .jsonl or .json")
+    if not _file_name(path).endswith((".parquet", ".jsonl", ".json")):
+        raise DataError(f"corpus file {shown} must end in .parquet, .jsonl or .json")
     return fs, [path]
 
 
 def _jsonl_batches(fs, path: str, batch_rows: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
+    where = redact_url(path)
     with fs.open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -58,11 +66,11 @@ def _jsonl_batches(fs, path: str, batch_rows: int) -> Iterator[list[dict]]:
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                raise DataError(f"{path}:{lineno}: not valid UTF-8") from None
+                raise DataError(f"{where}:{lineno}: not valid UTF-8") from None
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+                raise DataError(f"{where}:{lineno}: malformed JSON ({e.msg})") from None
             if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
+                raise DataError(f"{where}:{lineno}: expected a JSON object")
             batch.append(obj)
             if len(batch) >= batch_rows:
                 yield batch
@@ -118,23 +126,26 @@ def iter_corpus(
     """Yield ``(ids, texts, id_column, text_columns)`` batches of the corpus at ``url``."""
     fs, files = _input_files(url)
     for path in files:
-        if path.endswith(".parquet"):
+        where = redact_url(path)
+        if _file_name(path).endswith(".parquet"):
             try:
                 pf = pq.ParquetFile(fs.open(path, "rb"))
             except Exception as e:  # pyarrow raises several types for corrupt files
-                raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-            idc, tcs = _resolve_columns(pf.schema_arrow.names, id_column, text_columns, path)
+                raise DataError(f"{where}: not a readable Parquet file ({e})") from None
+            idc, tcs = _resolve_columns(pf.schema_arrow.names, id_column, text_columns, where)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=[idc, *tcs]):
-                yield (*_rows(batch.to_pylist(), idc, tcs, path), idc, tcs)
+                yield (*_rows(batch.to_pylist(), idc, tcs, where), idc, tcs)
         else:
             for records in _jsonl_batches(fs, path, batch_rows):
                 names = sorted({k for r in records for k in r})
-                idc, tcs = _resolve_columns(names, id_column, text_columns, path)
-                yield (*_rows(records, idc, tcs, path), idc, tcs)
+                idc, tcs = _resolve_columns(names, id_column, text_columns, where)
+                yield (*_rows(records, idc, tcs, where), idc, tcs)
 
 
 def corpus_key(url: str) -> str:
-    """A short, deterministic, path-safe name for a corpus URL."""
+    """A short, deterministic, path-safe name for a corpus URL (of its redacted form, so a
+    presigned URL's changing signature does not change it, and no secret reaches a path)."""
+    url = redact_url(url)
     base = url.rstrip("/").rsplit("/", 1)[-1].split(".")[0] or "corpus"
     return f"{slug(base, 32)}-{digest(url.rstrip('/'))[:8]}"
 
@@ -179,10 +190,10 @@ def shard_corpus(
 
     for ids, texts, idc, tcs in iter_corpus(url, id_column, text_columns, batch_rows=min(shard_rows, 10_000)):
         if manifest is None:
-            manifest = CorpusManifest(url, key, idc, tcs)
+            manifest = CorpusManifest(redact_url(url), key, idc, tcs)
         for i in ids:
             if i in seen:
-                raise DataError(f"duplicate document id {i!r} in corpus {url}")
+                raise DataError(f"duplicate document id {i!r} in corpus {redact_url(url)}")
             seen.add(i)
         manifest.rows += len(ids)
         manifest.empty_texts += sum(1 for t in texts if not t)
@@ -191,14 +202,14 @@ def shard_corpus(
         while len(pending_ids) >= shard_rows:
             flush()
     if manifest is None or manifest.rows == 0:
-        raise DataError(f"corpus {url} is empty")
+        raise DataError(f"corpus {redact_url(url)} is empty")
     if pending_ids:
         flush()
     if write and not is_whole(store, manifest_path(manifest)):  # named by its shards' content: rewritten if damaged
         store.write_json(manifest_path(manifest), manifest.to_dict())
     logger.info(
         "corpus %s: %d documents in %d shards (%d empty texts)",
-        url,
+        manifest.corpus_url,
         manifest.rows,
         len(manifest.shards),
         manifest.empty_texts,

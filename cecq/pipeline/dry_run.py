@@ -96,7 +96,7 @@ def plan_reindex(store: Store, config: PipelineConfig, previous: CatalogManifest
         share = f"policy {config.decoder_policy}"
     return ReindexPlan(
         store=store.url,
-        corpus=config.corpus,
+        corpus=manifest.corpus_url,  # redacted
         published_version=previous.version,
         documents=manifest.rows,
         shards=len(manifest.shards),

@@ -19,7 +19,7 @@ from cecq.config import DecoderPolicy, LeaseConfig, PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError, StoreBusyError
 from cecq.killpoints import kill_point
-from cecq.storage import Store, StoreLease, check_lease, json_bytes
+from cecq.storage import Store, StoreLease, check_lease, json_bytes, redact_url
 from cecq.targets import CompressionPlan
 
 
@@ -103,7 +103,7 @@ def describe_run(
     return RunRecord(
         run_id=run_id,
         started=started,
-        corpus=config.corpus,
+        corpus=redact_url(config.corpus),  # a URL's credentials are never stored
         corpus_key=manifest.corpus_key,
         documents=manifest.rows,
         empty_texts=manifest.empty_texts,
@@ -124,7 +124,7 @@ def describe_run(
         quantization=str(config.quantization),
         bytes_per_doc=bytes_per_doc,
         compression=4 * decoder_meta["in_dim"] / bytes_per_doc,
-        config=config.to_dict(),
+        config={**config.to_dict(), "corpus": redact_url(config.corpus)},
         compression_plan=plan.to_dict() if plan else None,
     )
 

@@ -11,6 +11,7 @@ import pytest
 from cecq.errors import DataError, StorageError
 from cecq.pipeline.corpus import iter_corpus, shard_corpus
 from cecq.storage import Store, slug
+from tests.helpers.corpora import write_corpus
 
 
 def test_paths_cannot_leave_the_root(tmp_path):
@@ -119,3 +120,53 @@ def test_a_key_planted_to_escape_is_refused_by_local_copy(s3_endpoint, tmp_path)
         store.local_copy("models/lexical-x", str(dest))
     assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
     assert not (dest / "lexical.json").exists()  # refused before anything was written
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (fsspec's HTTP filesystem reads it)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_credentials_in_a_corpus_url_reach_no_file_log_message_or_name(http_folder, tmp_path, caplog):
+    from cecq.catalog.records import run_identity
+    from cecq.config import PipelineConfig
+    from cecq.pipeline.corpus import corpus_key
+
+    root, base = http_folder
+    write_corpus(root / "c.jsonl", n=12)
+    secrets = ("s3cr3t", "SIGNED1", "TOKEN1")
+
+    def url(signature: str, name: str = "c.jsonl") -> str:
+        host = base.replace("http://", "http://alice:s3cr3t@")
+        return f"{host}/{name}?X-Amz-Expires=60&X-Amz-Signature={signature}&X-Amz-Security-Token=TOKEN1"
+
+    store = Store(str(tmp_path / "store"))
+    with caplog.at_level("INFO"):
+        manifest = shard_corpus(url("SIGNED1"), store, shard_rows=5)
+    assert manifest.rows == 12 and manifest.corpus_url.startswith("http://***@127.0.0.1:")
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert not any(s.encode() in stored for s in secrets) and not any(s in caplog.text for s in secrets)
+    assert "X-Amz-Expires=60" in manifest.corpus_url  # what is not secret stays
+    # A new signature of the same object is the same corpus and the same run
+    assert corpus_key(url("SIGNED2")) == manifest.corpus_key
+    ids = {str(run_identity(PipelineConfig(corpus=url(s), store="s"))) for s in ("SIGNED1", "SIGNED2")}
+    assert len(ids) == 1 and not any(s in next(iter(ids)) for s in secrets)
+    for bad in (url("SIGNED1", "missing.jsonl"), url("SIGNED1", "c.txt")):
+        with pytest.raises(DataError) as e:
+            shard_corpus(bad, store)
+        assert not any(s in str(e.value) for s in secrets)
+    (root / "bad.jsonl").write_bytes(b'{"_id": "a", "text": "x"}\nnot json\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl.*:2: malformed JSON") as e:
+        shard_corpus(url("SIGNED1", "bad.jsonl"), store)
+    assert not any(s in str(e.value) for s in secrets)
