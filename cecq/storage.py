@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -157,28 +157,45 @@ def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
 
 
-# Query parameters that carry a secret (presigned S3 or GCS URLs, tokens, keys): their values
-# never leave the process, in records, logs, summaries or error messages.
-_SECRET_PARAM = re.compile(r"sig|token|credential|secret|passw|key|auth", re.IGNORECASE)
+# Query parameters that carry a secret (presigned S3, GCS and Azure SAS URLs, tokens, keys):
+# their values never leave the process, in records, logs, summaries or error messages. Names
+# that contain one of the long words, or end in one of the short ones after a separator.
+_SECRET_PARAM = re.compile(
+    r"signature|credential|secret|passw|token|(^|[-_.])(sig|key|apikey|auth|pwd)$", re.IGNORECASE
+)
+# Userinfo is a secret where it holds a password, or where it stands before an HTTP host (a
+# token as the user); abfs://container@account and sftp://user@host name things, not secrets.
+_USER_IS_SECRET = ("http", "https", "ftp", "ftps")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\],]+")
 
 
 def redact_url(url: str) -> str:
-    """``url`` as it may be stored, logged or shown: a user and password before the host and the
-    values of secret-bearing query parameters become ``***``. Other URLs and local paths are
-    returned unchanged, so names derived from them (corpus keys, run ids) do not move."""
+    """``url`` as it may be stored, logged or shown: a password (or an HTTP URL's user) before
+    the host and the values of secret-bearing query parameters become ``***``; every URL of an
+    fsspec chain (``a::b``) is redacted. Other URLs and local paths are returned unchanged, so
+    names derived from them (corpus keys, run ids) do not move."""
+    if "::" in url:
+        return "::".join(redact_url(part) for part in url.split("::"))
     if "://" not in url:
         return url
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
+        user, host = netloc.rsplit("@", 1)
+        if ":" in user or parts.scheme.lower() in _USER_IS_SECRET:
+            netloc = "***@" + host
     query = "&".join(
-        f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if sep else k)
-        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p)
+        f"{k}=***" if sep and _SECRET_PARAM.search(unquote(k)) else f"{k}{sep}{v}"
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
     )
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message) with every URL in it redacted (:func:`redact_url`)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def storage_options_from_env(url: str) -> dict[str, Any]:
@@ -544,8 +561,14 @@ class LeaseRecord:
         a file that does not parse is a :class:`CorruptArtifactError` that names it."""
         try:
             d = json.loads(data)
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in d.items() if k in known})
+            types = {f.name: f.type for f in fields(cls)}
+            rec = cls(**{k: v for k, v in d.items() if k in types})
+            for name, kind in types.items():
+                value = getattr(rec, name)
+                expected = {"str": str, "int": int, "float": (int, float), "bool": bool}[str(kind)]
+                if not isinstance(value, expected) or (isinstance(value, bool) and kind != "bool"):
+                    raise TypeError(f"{name} is {value!r}, not a {kind}")
+            return rec
         except (ValueError, TypeError, AttributeError) as e:
             raise store.damaged(rel, e) from e
 

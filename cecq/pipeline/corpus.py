@@ -7,6 +7,7 @@ columns; several text columns are joined as BEIR joins title and text.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +20,8 @@ from fsspec.core import url_to_fs
 from cecq.catalog.layout import corpus_shard_path, manifest_path
 from cecq.catalog.reader import is_whole
 from cecq.catalog.records import CorpusManifest, ShardInfo
-from cecq.errors import DataError
-from cecq.storage import Store, digest, redact_url, slug, storage_options_from_env
+from cecq.errors import DataError, StorageError
+from cecq.storage import Store, digest, redact_text, redact_url, slug, storage_options_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,32 @@ def content_hash(text: str) -> str:
     return digest(text)[:16]
 
 
-def _file_name(path: str) -> str:
-    """``path`` without a URL's query (a presigned URL's signature) or fragment."""
-    return urlsplit(path).path if "://" in path else path
+SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def _suffix(path: str) -> str:
+    """The corpus format ``path`` names: its own suffix, or, for a URL with a query (a
+    presigned URL's signature), its path's; "" when neither is one of :data:`SUFFIXES`."""
+    for name in (path, urlsplit(path).path if "://" in path else path):
+        if name.endswith(SUFFIXES):
+            return next(x for x in SUFFIXES if name.endswith(x))
+    return ""
+
+
+@contextlib.contextmanager
+def _redacted_errors(url: str) -> Iterator[None]:
+    """Reading a corpus whose URL holds credentials: a backend's error (which quotes the URL
+    as given) becomes a :class:`StorageError` with every URL in it redacted, its cause
+    dropped so no traceback shows it. Bad input (DataError) passes as it is."""
+    if redact_url(url) == url:
+        yield
+        return
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as e:
+        raise StorageError(f"reading the corpus failed: {type(e).__name__}: {redact_text(str(e))}") from None
 
 
 def _input_files(url: str) -> tuple[object, list[str]]:
@@ -47,11 +71,11 @@ def _input_files(url: str) -> tuple[object, list[str]]:
         beir = f"{path.rstrip('/')}/corpus.jsonl"
         if fs.exists(beir):
             return fs, [beir]
-        files = sorted(p for p in fs.find(path) if p.endswith((".parquet", ".jsonl", ".json")))
+        files = sorted(p for p in fs.find(path) if p.endswith(SUFFIXES))
         if not files:
             raise DataError(f"corpus folder {shown} holds no .parquet, .jsonl or corpus.jsonl files")
         return fs, files
-    if not _file_name(path).endswith((".parquet", ".jsonl", ".json")):
+    if not _suffix(path):
         raise DataError(f"corpus file {shown} must end in .parquet, .jsonl or .json")
     return fs, [path]
 
@@ -124,22 +148,23 @@ def iter_corpus(
     url: str, id_column: str | None = None, text_columns: Sequence[str] | None = None, batch_rows: int = 10_000
 ) -> Iterator[tuple[list[str], list[str], str, list[str]]]:
     """Yield ``(ids, texts, id_column, text_columns)`` batches of the corpus at ``url``."""
-    fs, files = _input_files(url)
-    for path in files:
-        where = redact_url(path)
-        if _file_name(path).endswith(".parquet"):
-            try:
-                pf = pq.ParquetFile(fs.open(path, "rb"))
-            except Exception as e:  # pyarrow raises several types for corrupt files
-                raise DataError(f"{where}: not a readable Parquet file ({e})") from None
-            idc, tcs = _resolve_columns(pf.schema_arrow.names, id_column, text_columns, where)
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=[idc, *tcs]):
-                yield (*_rows(batch.to_pylist(), idc, tcs, where), idc, tcs)
-        else:
-            for records in _jsonl_batches(fs, path, batch_rows):
-                names = sorted({k for r in records for k in r})
-                idc, tcs = _resolve_columns(names, id_column, text_columns, where)
-                yield (*_rows(records, idc, tcs, where), idc, tcs)
+    with _redacted_errors(url):
+        fs, files = _input_files(url)
+        for path in files:
+            where = redact_url(path)
+            if _suffix(path) == ".parquet":
+                try:
+                    pf = pq.ParquetFile(fs.open(path, "rb"))
+                except Exception as e:  # pyarrow raises several types for corrupt files
+                    raise DataError(f"{where}: not a readable Parquet file ({redact_text(str(e))})") from None
+                idc, tcs = _resolve_columns(pf.schema_arrow.names, id_column, text_columns, where)
+                for batch in pf.iter_batches(batch_size=batch_rows, columns=[idc, *tcs]):
+                    yield (*_rows(batch.to_pylist(), idc, tcs, where), idc, tcs)
+            else:
+                for records in _jsonl_batches(fs, path, batch_rows):
+                    names = sorted({k for r in records for k in r})
+                    idc, tcs = _resolve_columns(names, id_column, text_columns, where)
+                    yield (*_rows(records, idc, tcs, where), idc, tcs)
 
 
 def corpus_key(url: str) -> str:

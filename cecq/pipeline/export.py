@@ -33,7 +33,9 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
         records = [r for r in records if r.name == index]
         if not records:
             raise ConfigError(f"catalog v{m.version} has no index {index!r}")
-    if store.is_local and os.path.realpath(out).startswith(os.path.realpath(store.root) + os.sep):
+    if os.path.isdir(out):
+        raise ConfigError(f"export to {out!r}: that is a folder; give the index file's path (e.g. {out}/served.faiss)")
+    if store.is_local and (os.path.realpath(out) + os.sep).startswith(os.path.realpath(store.root) + os.sep):
         raise ConfigError(f"export to {out!r} would write inside the store {store.url}: choose a path outside it")
     record = records[-1] if records else build_index(store, IndexConfig(), m)
     _, meta, quantizer = load_compressor(store, m.decoder, m.quantizer)
@@ -66,7 +68,8 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
     }
     # Every file is written whole beside its target first, then each is renamed over its old
     # copy, the sidecar (which names the others) last: a failure while writing (a full disk)
-    # leaves the earlier export as it was, never a new index beside the old ids.
+    # leaves the earlier export as it was, not a new index beside the old ids. (Only a crash
+    # between two renames, which do not fail on one filesystem, could mix the two.)
     staged: list[tuple[str, str]] = []
     try:
         for path, data in (
@@ -75,13 +78,13 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
             (out + ".json", json.dumps(sidecar, indent=2).encode()),
         ):
             staged.append((_staged(path, data), path))
-    except BaseException:
-        for tmp, _ in staged:
+        while staged:
+            os.replace(*staged[0])
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:  # what was not renamed: a failure's leftovers
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
-        raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
     return {"index": out, "sidecar": out + ".json", "ids": out + ".ids.parquet", "catalog_version": m.version}
 
 

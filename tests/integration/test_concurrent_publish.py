@@ -158,8 +158,13 @@ def test_a_busy_store_fails_after_the_wait_naming_the_holder_and_an_expired_leas
 
 @pytest.mark.parametrize(
     "content",
-    [b'{"owner": "embed-corpus h:1 x", "purp', b"[1, 2]", b'{"owner": "x"}'],
-    ids=["truncated", "not-an-object", "fields-missing"],
+    [
+        b'{"owner": "embed-corpus h:1 x", "purp',
+        b"[1, 2]",
+        b'{"owner": "x"}',
+        b'{"owner": "o", "purpose": "gc", "host": "h", "pid": 1, "acquired": 1, "heartbeat": 1, "expires": "2030"}',
+    ],
+    ids=["truncated", "not-an-object", "fields-missing", "a-field-of-another-type"],
 )
 def test_a_damaged_lease_is_named_with_its_cure_and_a_newer_ones_extra_keys_are_ignored(tmp_path, content):
     store = Store(str(tmp_path / "store"))

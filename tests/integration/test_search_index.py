@@ -153,9 +153,11 @@ def test_a_failed_export_keeps_earlier_one_and_none_goes_into_the_store(store_di
     [flat, _] = index_records(store, current_manifest(store).version)
     inside = store.path(flat.file)
     kept = Path(inside).read_bytes()
-    with pytest.raises(ConfigError, match="would write inside the store"):
-        export.export_faiss(store, inside)
+    for target, said in ((inside, "would write inside the store"), (str(store_dir), "that is a folder")):
+        with pytest.raises(ConfigError, match=said):
+            export.export_faiss(store, target)
     assert Path(inside).read_bytes() == kept
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
 
 
 def test_an_empty_store_has_nothing_to_index(tmp_path, capsys):

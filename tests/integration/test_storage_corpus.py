@@ -131,7 +131,24 @@ def http_folder(tmp_path):
 
     root = tmp_path / "served"
     root.mkdir()
-    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+
+    seen: set[str] = set()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            # an "expiring" file answers its first request (the existence check), then is
+            # refused, as a presigned URL that expires between the check and the read
+            name = self.path.lstrip("/").split("?")[0]
+            if name.startswith("expiring") and name in seen:
+                self.send_error(403, "Request has expired")
+            else:
+                seen.add(name)
+                super().do_GET()
+
+    quiet = Quiet
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -166,7 +183,33 @@ def test_credentials_in_a_corpus_url_reach_no_file_log_message_or_name(http_fold
         with pytest.raises(DataError) as e:
             shard_corpus(bad, store)
         assert not any(s in str(e.value) for s in secrets)
+    for name in ("expiring.jsonl", "expiring.parquet"):  # the backend's error quotes the URL as given
+        (root / name).write_bytes((root / "c.jsonl").read_bytes())
+        with pytest.raises((StorageError, DataError)) as e:
+            shard_corpus(url("SIGNED1", name), store)
+        assert "403" in str(e.value) and not any(s in str(e.value) for s in secrets)
+        assert e.value.__cause__ is None and (e.value.__suppress_context__ or e.value.__context__ is None)
     (root / "bad.jsonl").write_bytes(b'{"_id": "a", "text": "x"}\nnot json\n')
     with pytest.raises(DataError, match=r"bad\.jsonl.*:2: malformed JSON") as e:
         shard_corpus(url("SIGNED1", "bad.jsonl"), store)
     assert not any(s in str(e.value) for s in secrets)
+
+
+def test_urls_without_secrets_keep_their_names_and_a_query_named_file_still_reads(http_folder, tmp_path):
+    from cecq.pipeline.corpus import corpus_key
+    from cecq.storage import redact_url
+
+    for url in (
+        "/data/a@b/c.jsonl",
+        "s3://bucket/docs/",
+        "abfs://corpora@acct.dfs.core.windows.net/beir/c.parquet",  # a container, not a user
+        "sftp://deploy@host/c.jsonl",
+        "http://h/c.jsonl?file=a&flag&&x=",
+        "http://h/c.jsonl?keyword=a&author=b&monkey=c",
+        "gs://b/p.parquet?generation=1#f",
+    ):
+        assert redact_url(url) == url
+    assert corpus_key("abfs://a@acct/x/c.parquet") != corpus_key("abfs://b@acct/x/c.parquet")
+    root, base = http_folder
+    write_corpus(root / "download", n=7)  # a URL that names its file in the query, as before
+    assert shard_corpus(f"{base}/download?file=c.jsonl", Store(str(tmp_path / "store"))).rows == 7
