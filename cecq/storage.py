@@ -253,6 +253,9 @@ class Store:
                 f"storage root {url!r} contains {' '.join(repr(c) for c in wild)}, which file patterns "
                 "read as wildcards; choose a folder name without * ? [ ]"
             )
+        if url.endswith("://") or url.rstrip("/").endswith(":"):
+            # "s3://".rstrip("/") is "s3:", which fsspec reads as a local folder of that name
+            raise StorageError(f"storage root {url!r} names no bucket or folder (e.g. s3://bucket/prefix)")
         self.url = url.rstrip("/")
         self.storage_options = storage_options if storage_options is not None else storage_options_from_env(url)
         self.fs, root = url_to_fs(self.url, **self.storage_options)

@@ -29,6 +29,9 @@ def test_a_root_with_wildcards_is_refused_so_no_reader_strays_into_another_store
     for name in ("s?", "s*", "s[x]"):
         with pytest.raises(StorageError, match=r"wildcards; choose a folder name without"):
             Store(str(tmp_path / name))
+    for url in ("s3://", "memory://", "file://"):  # "s3:" would be a local folder of that name
+        with pytest.raises(StorageError, match="names no bucket or folder"):
+            Store(url)
     assert other.glob("runs/*/run.json") == ["runs/r1/run.json"]
 
 
