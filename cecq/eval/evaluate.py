@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -192,9 +194,14 @@ def _cached(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
         return np.load(file)
     array = compute()
     file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(file.name + ".partial.npy")
-    np.save(partial, array)
-    partial.replace(file)  # a run killed mid-write leaves no half file under the key
+    # A name of this process's own: two runs sharing a cache write the same key at once
+    # without mixing their bytes; a run killed mid-write leaves no half file under the key.
+    partial = file.with_name(f"{file.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.npy")
+    try:
+        np.save(partial, array)
+        partial.replace(file)
+    finally:
+        partial.unlink(missing_ok=True)
     return array
 
 

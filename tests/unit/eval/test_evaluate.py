@@ -194,6 +194,23 @@ def count_encodes(monkeypatch) -> list[tuple[int, str]]:
     return calls
 
 
+def test_two_writers_of_one_cache_key_never_share_a_temporary_file(tmp_path, monkeypatch):
+    from cecq.eval import evaluate
+
+    written: list[str] = []
+    save = np.save
+    monkeypatch.setattr(evaluate.np, "save", lambda path, a: (written.append(str(path)), save(path, a)))
+    key = tmp_path / "cache" / "key"
+
+    def outer() -> np.ndarray:  # another run writes the same key while this one computes
+        evaluate._cached(key, lambda: np.ones(3))
+        return np.zeros(3)
+
+    assert np.array_equal(evaluate._cached(key, outer), np.zeros(3))
+    assert len(written) == 2 and written[0] != written[1]
+    assert sorted(p.name for p in key.parent.iterdir()) == ["key.npy"]  # no temporary file left
+
+
 def test_embedding_cache_serves_a_pretrained_model_for_every_seed(tiny_beir, tiny_model_dir, tmp_path):
     from cecq.eval.evaluate import embed_task
 
