@@ -79,7 +79,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=PRECISIONS,
         default=P.precision,
         help="number format of the neural base models when embedding (default auto: fp16 on a GPU, fp32 on "
-        "the CPU; bf16 is faster on a CPU with native bf16 instructions, see the README's performance section)",
+        "the CPU; bf16 is faster on a CPU with native bf16 instructions, see docs/performance.md, round 11)",
     )
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     add_json(p)
