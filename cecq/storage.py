@@ -304,6 +304,14 @@ class Store:
         names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
         return sorted(f"{rel.rstrip('/')}/{n}" for n in names if n.endswith(suffix) and ".tmp-" not in n)
 
+    def modified(self, rel: str) -> float | None:
+        """When ``rel`` was last written (unix seconds); None where the backend does not say
+        or the file is gone."""
+        try:
+            return float(self.fs.modified(self.path(rel)).timestamp())
+        except (NotImplementedError, FileNotFoundError, AttributeError, OSError):
+            return None
+
     @_io("list")
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of committed files matching ``pattern`` (temporary files excluded)."""

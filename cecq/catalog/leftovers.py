@@ -6,11 +6,15 @@ deletes what :func:`find_leftovers` lists; ``cecq status`` can show it.
 Kept: the published version and the ``keep - 1`` versions below it. Never listed: anything
 under ``catalog/`` but temporary files (every version's manifest stays, so the ``versions``
 view stays whole), run records (``runs/<id>/run.json``: the ``runs`` view keeps its
-history), and anything outside the artifact folders cecq writes.
+history), and anything outside the artifact folders cecq writes. A temporary file of a
+search index younger than :data:`INDEX_UPLOAD_GRACE_S` is not listed either: ``cecq index
+build`` holds no lease (it would wait for a running embed-corpus), so it may be uploading it.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,6 +24,8 @@ from cecq.catalog.records import CatalogManifest, CorpusManifest
 from cecq.storage import Store
 
 TEMPORARY = ".tmp-"  # the infix of Store.write_bytes's temporary files
+INDEX_UPLOADS = "catalog/v*/index/*"  # where cecq index build writes, without the lease
+INDEX_UPLOAD_GRACE_S = 3600.0  # an index of 10M codes uploads in minutes; a crashed one waits an hour
 
 
 @dataclass
@@ -73,7 +79,8 @@ def find_leftovers(store: Store, keep: int = 1, listing: Iterable[str] | None = 
     for rel in sorted(listing):
         top = rel.split("/", 1)[0]
         if TEMPORARY in rel.rsplit("/", 1)[-1]:
-            if (top in ARTIFACT_FOLDERS or top == "catalog") and not rel.startswith(LEASE):  # the lease: live
+            ours = (top in ARTIFACT_FOLDERS or top == "catalog") and not rel.startswith(LEASE)  # the lease: live
+            if ours and not (fnmatch.fnmatchcase(rel, INDEX_UPLOADS) and _recent(store, rel)):
                 out.temporary.append(rel)
         elif (
             top in ARTIFACT_FOLDERS
@@ -83,3 +90,9 @@ def find_leftovers(store: Store, keep: int = 1, listing: Iterable[str] | None = 
         ):
             out.unreferenced.append(rel)
     return out
+
+
+def _recent(store: Store, rel: str) -> bool:
+    """Whether ``rel`` was written to within :data:`INDEX_UPLOAD_GRACE_S` (an upload in flight)."""
+    modified = store.modified(rel)
+    return modified is not None and time.time() - modified < INDEX_UPLOAD_GRACE_S

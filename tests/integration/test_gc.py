@@ -5,13 +5,15 @@ removes, what it never touches, and that it refuses while a run holds the store.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from cecq.catalog import connect, current_manifest, read_manifest
-from cecq.catalog.leftovers import find_leftovers, referenced_paths
+from cecq.catalog.leftovers import INDEX_UPLOAD_GRACE_S, find_leftovers, referenced_paths
 from cecq.cli import main
 from cecq.errors import StoreBusyError
 from cecq.pipeline.publish import claim_store, collect_garbage
@@ -101,3 +103,17 @@ def test_gc_refuses_while_a_run_holds_the_store(store_dir, capsys):
     assert files(store_dir) == before
     assert main(["gc", "--store", str(store_dir), "--keep", "0"]) == 2
     assert "--keep must be >= 1" in capsys.readouterr().err
+
+
+def test_an_index_upload_in_flight_is_left_alone_and_a_crashed_ones_removed_later(store_dir):
+    """cecq index build holds no lease: gc spares a young temporary file of an index upload
+    and removes it once it is older than the grace a crashed upload gets."""
+    upload = store_dir / "catalog" / "v000003" / "index" / "flat.faiss.tmp-89ab"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(b"half an index")
+    store = Store(str(store_dir))
+    assert "catalog/v000003/index/flat.faiss.tmp-89ab" not in find_leftovers(store).temporary
+    assert "catalog/current.json.tmp-4567ef01" in find_leftovers(store).temporary  # other temporaries go
+    old = time.time() - INDEX_UPLOAD_GRACE_S - 60
+    os.utime(upload, (old, old))
+    assert "catalog/v000003/index/flat.faiss.tmp-89ab" in find_leftovers(store).temporary
