@@ -222,17 +222,29 @@ def storage_options_from_env(url: str) -> dict[str, Any]:
     return options
 
 
-def _commit_local(final: str, data: bytes, place: Callable[[str, str], None]) -> None:
-    """Write ``data`` whole to a temporary file beside ``final``, then ``place`` it there
-    (``os.replace``: overwrite; ``os.link``: only if ``final`` is absent). The temporary file
-    never outlives the call."""
-    os.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+def stage_local(final: str, data: bytes) -> str:
+    """A temporary file beside the local path ``final`` holding ``data`` whole and synced; the
+    caller places it (a rename or a link) or removes it. Removed here if writing fails."""
+    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
     tmp = f"{final}.tmp-{uuid.uuid4().hex}"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _commit_local(final: str, data: bytes, place: Callable[[str, str], None]) -> None:
+    """Write ``data`` whole to a temporary file beside ``final``, then ``place`` it there
+    (``os.replace``: overwrite; ``os.link``: only if ``final`` is absent). The temporary file
+    never outlives the call."""
+    tmp = stage_local(final, data)
+    try:
         place(tmp, final)
     finally:
         if os.path.exists(tmp):

@@ -354,9 +354,14 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(cls)}
 
 
+def stored_config(config: PipelineConfig) -> dict[str, Any]:
+    """``config`` as a run record stores it: its corpus URL redacted (no credentials)."""
+    return {**config.to_dict(), "corpus": redact_url(config.corpus)}
+
+
 def run_identity(config: PipelineConfig) -> dict[str, Any]:
-    """The values a run id hashes (see :data:`RUN_ID_FIELDS`)."""
-    values = {**config.to_dict(), "corpus": redact_url(config.corpus)}  # as the record stores it
+    """The values a run id hashes (see :data:`RUN_ID_FIELDS`), of the config as stored."""
+    values = stored_config(config)
     identity = _identity(values, RUN_ID_FIELDS, _defaults(type(config)), _NOT_HASHED)
     identity["decoder"] = _identity(values["decoder"], DECODER_ID_FIELDS, _defaults(type(config.decoder)), set())
     if config.budget_bytes is not None:

@@ -194,7 +194,8 @@ def shard_corpus(
     """
     if shard_rows < 1:
         raise DataError(f"shard_rows must be >= 1, got {shard_rows}")
-    key = corpus_key(url)
+    shown = redact_url(url)  # what is stored, logged and raised
+    key = corpus_key(shown)
     manifest: CorpusManifest | None = None
     seen: set[str] = set()
     pending_ids: list[str] = []
@@ -215,10 +216,10 @@ def shard_corpus(
 
     for ids, texts, idc, tcs in iter_corpus(url, id_column, text_columns, batch_rows=min(shard_rows, 10_000)):
         if manifest is None:
-            manifest = CorpusManifest(redact_url(url), key, idc, tcs)
+            manifest = CorpusManifest(shown, key, idc, tcs)
         for i in ids:
             if i in seen:
-                raise DataError(f"duplicate document id {i!r} in corpus {redact_url(url)}")
+                raise DataError(f"duplicate document id {i!r} in corpus {shown}")
             seen.add(i)
         manifest.rows += len(ids)
         manifest.empty_texts += sum(1 for t in texts if not t)
@@ -227,7 +228,7 @@ def shard_corpus(
         while len(pending_ids) >= shard_rows:
             flush()
     if manifest is None or manifest.rows == 0:
-        raise DataError(f"corpus {redact_url(url)} is empty")
+        raise DataError(f"corpus {shown} is empty")
     if pending_ids:
         flush()
     if write and not is_whole(store, manifest_path(manifest)):  # named by its shards' content: rewritten if damaged

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from cecq.catalog.search import load_index, query_encoder
 from cecq.config import IndexConfig
 from cecq.errors import ConfigError
 from cecq.pipeline.index import build_index
-from cecq.storage import Store
+from cecq.storage import Store, stage_local
 
 SIDECAR_FORMAT = 1
 
@@ -77,7 +76,7 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
             (out + ".ids.parquet", ids_file.getvalue().to_pybytes()),
             (out + ".json", json.dumps(sidecar, indent=2).encode()),
         ):
-            staged.append((_staged(path, data), path))
+            staged.append((stage_local(path, data), path))
         while staged:
             os.replace(*staged[0])
             staged.pop(0)
@@ -86,23 +85,6 @@ def export_faiss(store: Store, out: str, index: str | None = None) -> dict[str, 
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
     return {"index": out, "sidecar": out + ".json", "ids": out + ".ids.parquet", "catalog_version": m.version}
-
-
-def _staged(path: str, data: bytes) -> str:
-    """A temporary file beside ``path`` holding ``data``, synced."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    return tmp
 
 
 def serving_encoder(sidecar_path: str) -> Any:

@@ -14,12 +14,19 @@ import pyarrow as pa
 from cecq.catalog.layout import CURRENT, CURRENT_FORMAT, LEASE, manifest_path, run_record_path, version_dir
 from cecq.catalog.leftovers import Leftovers, find_leftovers
 from cecq.catalog.reader import current_version, is_whole, latest_version, load_quantizer, read_manifest
-from cecq.catalog.records import CatalogManifest, CodesShard, CorpusManifest, EmbeddingResult, RunRecord
+from cecq.catalog.records import (
+    CatalogManifest,
+    CodesShard,
+    CorpusManifest,
+    EmbeddingResult,
+    RunRecord,
+    stored_config,
+)
 from cecq.config import DecoderPolicy, LeaseConfig, PipelineConfig
 from cecq.decoder import CONFIG_FILE
 from cecq.errors import ConfigError, StoreBusyError
 from cecq.killpoints import kill_point
-from cecq.storage import Store, StoreLease, check_lease, json_bytes, redact_url
+from cecq.storage import Store, StoreLease, check_lease, json_bytes
 from cecq.targets import CompressionPlan
 
 
@@ -100,10 +107,11 @@ def describe_run(
     """The run record stored in ``runs/<id>/run.json`` and shown by the ``runs`` view."""
     decoder_meta = store.read_json(f"{decoder_rel}/{CONFIG_FILE}")
     bytes_per_doc = load_quantizer(store, quantizer_rel).bytes_per_vector
+    stored = stored_config(config)  # a URL's credentials are never stored
     return RunRecord(
         run_id=run_id,
         started=started,
-        corpus=redact_url(config.corpus),  # a URL's credentials are never stored
+        corpus=stored["corpus"],
         corpus_key=manifest.corpus_key,
         documents=manifest.rows,
         empty_texts=manifest.empty_texts,
@@ -124,7 +132,7 @@ def describe_run(
         quantization=str(config.quantization),
         bytes_per_doc=bytes_per_doc,
         compression=4 * decoder_meta["in_dim"] / bytes_per_doc,
-        config={**config.to_dict(), "corpus": redact_url(config.corpus)},
+        config=stored,
         compression_plan=plan.to_dict() if plan else None,
     )
 
