@@ -32,7 +32,8 @@ LAYOUTS = {"s4x8": (4, 8), "s5x10": (5, 10), "s6x12": (6, 12), "s3x6": (3, 6), "
 
 
 def shared_codes(d: np.ndarray, q: np.ndarray, fit: np.ndarray, budget: int, sub: int, nbits: int, seed: int):
-    """(decoded documents, rotated float queries, decoded queries) with one shared codebook."""
+    """(rotated float documents, decoded documents, rotated float queries, decoded queries)
+    with one shared codebook."""
     m = 8 * budget // nbits
     kept = m * sub
     rot = random_rotation(kept, 0)
@@ -44,12 +45,13 @@ def shared_codes(d: np.ndarray, q: np.ndarray, fit: np.ndarray, budget: int, sub
         _, i = km.index.search(np.ascontiguousarray(x.reshape(-1, sub), dtype=np.float32), 1)
         return km.centroids[i[:, 0]].reshape(x.shape)
 
-    return code(rd), rq, code(rq)
+    return rd, code(rd), rq, code(rq)
 
 
 def main() -> None:
     ap = trial_parser(__doc__)
     ap.add_argument("--only", default=",".join(LAYOUTS), help="comma-separated layouts")
+    ap.add_argument("--errors", action="store_true", help="also the squared error of a normalised code")
     ap.add_argument("--out")
     args = ap.parse_args()
     task = load_beir(args.task, args.split)
@@ -64,10 +66,14 @@ def main() -> None:
                     kept = ProductQuantizer.reads(d.shape[1], None, b)
                     dd, qq = l2_normalize(d[:, :kept]), l2_normalize(q[:, :kept])
                     p = ProductQuantizer.fit(dd[fit], b)
-                    dec, q_a, q_s = p.dequantize(p.encode(dd)), p.project(qq), p.dequantize(p.encode(qq))
+                    rd, dec = p.project(dd), p.dequantize(p.encode(dd))
+                    q_a, q_s = p.project(qq), p.dequantize(p.encode(qq))
                 else:
-                    dec, q_a, q_s = shared_codes(d, q, fit, b, *LAYOUTS[name], seed)
+                    rd, dec, q_a, q_s = shared_codes(d, q, fit, b, *LAYOUTS[name], seed)
                 row[f"{b}B_asym"], row[f"{b}B_sym"] = ndcg(task, q_a, dec), ndcg(task, q_s, dec)
+                if args.errors:  # on the fitted documents, the others, and the queries
+                    for part, x, y in (("fit", rd[fit], dec[fit]), ("unseen", rd[~fit], dec[~fit]), ("q", q_a, q_s)):
+                        row[f"{b}B_err_{part}"] = float(np.mean(np.sum((l2_normalize(x) - l2_normalize(y)) ** 2, 1)))
             row["train_s"] = round(time.perf_counter() - t, 1)
             print(json.dumps(row), flush=True)
             rows.append(row)
